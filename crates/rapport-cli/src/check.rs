@@ -1,0 +1,160 @@
+//! `rapport check`: read a project, parse everything, report every problem.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use rapport_syntax::{parse, parse_settings, Severity};
+
+use crate::project::find_projects;
+use crate::render::{render, FileReport, Format};
+use crate::CheckArgs;
+
+pub(crate) fn run(args: CheckArgs) -> ExitCode {
+    let mut timings = Timings::default();
+    let started = Instant::now();
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        args.paths.clone()
+    };
+    let projects = match find_projects(&paths) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    timings.add("find files", started.elapsed());
+
+    let mut reports = Vec::new();
+    let mut io_failed = false;
+    let mut flows = 0usize;
+    let mut read_time = Duration::ZERO;
+    let mut parse_time = Duration::ZERO;
+    for project in &projects {
+        let t = Instant::now();
+        let settings_text = std::fs::read_to_string(&project.settings_path);
+        read_time += t.elapsed();
+        match settings_text {
+            Ok(source) => {
+                let t = Instant::now();
+                let parsed = parse_settings(&source);
+                parse_time += t.elapsed();
+                reports.push(FileReport {
+                    path: project.settings_path.display().to_string(),
+                    source,
+                    diagnostics: parsed.diagnostics,
+                });
+            }
+            Err(e) => {
+                eprintln!(
+                    "error: cannot read `{}`: {e}",
+                    project.settings_path.display()
+                );
+                io_failed = true;
+            }
+        }
+        for file in &project.flow_files {
+            let t = Instant::now();
+            let text = std::fs::read_to_string(file);
+            read_time += t.elapsed();
+            match text {
+                Ok(source) => {
+                    let t = Instant::now();
+                    let parsed = parse(&source);
+                    parse_time += t.elapsed();
+                    flows += parsed.file.flows.len();
+                    reports.push(FileReport {
+                        path: file.display().to_string(),
+                        source,
+                        diagnostics: parsed.diagnostics,
+                    });
+                }
+                Err(e) => {
+                    eprintln!(
+                        "error: cannot read `{}`: {e} (flow files must be UTF-8 text)",
+                        file.display()
+                    );
+                    io_failed = true;
+                }
+            }
+        }
+    }
+    timings.add("read files", read_time);
+    timings.add("parse", parse_time);
+
+    let t = Instant::now();
+    let color = args.format == Format::Human && std::io::stdout().is_terminal();
+    let out = render(&reports, args.format, color);
+    let (errors, warnings) = count(&reports);
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    if args.format == Format::Human {
+        let files = reports.len();
+        let summary = match (errors, warnings) {
+            (0, 0) => "no problems".to_string(),
+            (_, 0) => plural(errors, "error"),
+            (0, _) => plural(warnings, "warning"),
+            _ => format!(
+                "{} and {}",
+                plural(errors, "error"),
+                plural(warnings, "warning")
+            ),
+        };
+        let _ = writeln!(
+            stdout,
+            "checked {} in {}: {summary}",
+            plural(flows, "flow"),
+            plural(files, "file"),
+        );
+    }
+    let _ = stdout.flush();
+    timings.add("report", t.elapsed());
+    timings.add("total", started.elapsed());
+    if args.timings {
+        timings.print();
+    }
+
+    if io_failed {
+        ExitCode::from(2)
+    } else if errors > 0 || (args.deny_warnings && warnings > 0) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn count(reports: &[FileReport]) -> (usize, usize) {
+    let all = reports.iter().flat_map(|r| &r.diagnostics);
+    let errors = all
+        .clone()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = all.filter(|d| d.severity == Severity::Warning).count();
+    (errors, warnings)
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+#[derive(Default)]
+struct Timings(Vec<(&'static str, Duration)>);
+
+impl Timings {
+    fn add(&mut self, phase: &'static str, d: Duration) {
+        self.0.push((phase, d));
+    }
+
+    fn print(&self) {
+        for (phase, d) in &self.0 {
+            eprintln!("{phase:>12}: {:>9.2} ms", d.as_secs_f64() * 1000.0);
+        }
+    }
+}

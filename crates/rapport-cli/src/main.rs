@@ -1,0 +1,63 @@
+//! The `rapport` command.
+
+mod check;
+mod project;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use render::Format;
+
+/// Rapport: conversational flows for Instagram, Messenger, WhatsApp, TikTok and SMS,
+/// written as `.flow` files, proven safe by `rapport check`, executed by `rapport run`.
+#[derive(Debug, Parser)]
+#[command(name = "rapport", version, propagate_version = true)]
+#[command(
+    after_help = "Exit codes: 0 ok, 1 check failures, 2 usage or I/O errors.\n\
+Start with `rapport check flows/` on the example project."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a project's flows and rapport.yaml, reporting every problem found.
+    ///
+    /// Reads `rapport.yaml` and every `.flow` file below the project folder (or only the
+    /// `.flow` files given) and reports syntax and settings errors with the file, line and
+    /// a fix. Exits 0 when clean, 1 on errors, 2 when the paths cannot be read.
+    ///
+    /// Examples:
+    ///   rapport check flows/
+    ///   rapport check flows/welcome.flow --format github
+    ///   rapport check --deny-warnings --format json > report.json
+    #[command(verbatim_doc_comment)]
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckArgs {
+    /// A project folder (holding rapport.yaml) or .flow files; default: the current folder.
+    paths: Vec<PathBuf>,
+    /// How to print diagnostics.
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    /// Treat warnings as errors (exit 1 when there are any).
+    #[arg(long)]
+    deny_warnings: bool,
+    /// Print how long each phase took, on stderr.
+    #[arg(long)]
+    timings: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => check::run(args),
+    }
+}

@@ -1,0 +1,258 @@
+//! Diagnostics at the edge: human (miette), JSON, and GitHub Actions annotations.
+
+use std::fmt;
+
+use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
+use rapport_syntax::{Diagnostic, Severity};
+use serde::Serialize;
+
+/// A source file with the diagnostics found in it.
+pub(crate) struct FileReport {
+    /// The path as the user should see it.
+    pub path: String,
+    pub source: String,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// Source snippets with labelled spans, for people.
+    Human,
+    /// One JSON document, for tools.
+    Json,
+    /// GitHub Actions workflow commands, shown as annotations on pull requests.
+    Github,
+}
+
+/// Renders every report in `format`. `color` applies to `human` only.
+pub(crate) fn render(reports: &[FileReport], format: Format, color: bool) -> String {
+    match format {
+        Format::Human => human(reports, color),
+        Format::Json => json(reports),
+        Format::Github => github(reports),
+    }
+}
+
+fn human(reports: &[FileReport], color: bool) -> String {
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme).with_links(false);
+    let mut out = String::new();
+    for r in reports {
+        if r.diagnostics.is_empty() {
+            continue;
+        }
+        let named = NamedSource::new(&r.path, r.source.clone());
+        for d in &r.diagnostics {
+            let shown = Shown { d, source: &named };
+            let _ = handler.render_report(&mut out, &shown);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Adapts a diagnostic to miette's trait for rendering.
+struct Shown<'a> {
+    d: &'a Diagnostic,
+    source: &'a NamedSource<String>,
+}
+
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.d.message)
+    }
+}
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.d.message)
+    }
+}
+
+impl std::error::Error for Shown<'_> {}
+
+impl miette::Diagnostic for Shown<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        Some(Box::new(self.d.code))
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(match self.d.severity {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+        })
+    }
+
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.d
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(self.source)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        Some(Box::new(self.d.labels.iter().enumerate().map(|(i, l)| {
+            let span = (l.span.start, l.span.len());
+            if i == 0 {
+                LabeledSpan::new_primary_with_span(Some(l.text.clone()), span)
+            } else {
+                LabeledSpan::new_with_span(Some(l.text.clone()), span)
+            }
+        })))
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub(crate) fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = source.get(..offset).unwrap_or(source);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    errors: usize,
+    warnings: usize,
+    diagnostics: Vec<JsonDiagnostic<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonDiagnostic<'a> {
+    file: &'a str,
+    code: &'static str,
+    severity: String,
+    message: &'a str,
+    line: usize,
+    column: usize,
+    end_line: usize,
+    end_column: usize,
+    labels: Vec<JsonLabel<'a>>,
+    help: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JsonLabel<'a> {
+    text: &'a str,
+    line: usize,
+    column: usize,
+    start: usize,
+    end: usize,
+}
+
+fn json(reports: &[FileReport]) -> String {
+    let mut doc = JsonReport {
+        errors: 0,
+        warnings: 0,
+        diagnostics: Vec::new(),
+    };
+    for r in reports {
+        for d in &r.diagnostics {
+            match d.severity {
+                Severity::Error => doc.errors += 1,
+                Severity::Warning => doc.warnings += 1,
+            }
+            let span = d.span().unwrap_or_default();
+            let (line, column) = line_col(&r.source, span.start);
+            let (end_line, end_column) = line_col(&r.source, span.end);
+            doc.diagnostics.push(JsonDiagnostic {
+                file: &r.path,
+                code: d.code.as_str(),
+                severity: d.severity.to_string(),
+                message: &d.message,
+                line,
+                column,
+                end_line,
+                end_column,
+                labels: d
+                    .labels
+                    .iter()
+                    .map(|l| {
+                        let (line, column) = line_col(&r.source, l.span.start);
+                        JsonLabel {
+                            text: &l.text,
+                            line,
+                            column,
+                            start: l.span.start,
+                            end: l.span.end,
+                        }
+                    })
+                    .collect(),
+                help: d.help.as_deref(),
+            });
+        }
+    }
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{}".into());
+    s.push('\n');
+    s
+}
+
+/// GitHub Actions workflow commands: `::error file=…,line=…,col=…,title=…::message`.
+fn github(reports: &[FileReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        for d in &r.diagnostics {
+            let span = d.span().unwrap_or_default();
+            let (line, col) = line_col(&r.source, span.start);
+            let (end_line, end_col) = line_col(&r.source, span.end);
+            let level = match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            let mut message = d.message.clone();
+            if let Some(l) = d.labels.first() {
+                message.push_str(&format!(" ({})", l.text));
+            }
+            if let Some(h) = &d.help {
+                message.push_str(&format!("\nhelp: {h}"));
+            }
+            out.push_str(&format!(
+                "::{level} file={},line={line},col={col},endLine={end_line},endColumn={end_col},title={}::{}\n",
+                escape_property(&r.path),
+                escape_property(&format!("{} {}", d.code, d.severity)),
+                escape_data(&message)
+            ));
+        }
+    }
+    out
+}
+
+fn escape_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_and_column() {
+        let src = "ab\ncdé\nf";
+        assert_eq!(line_col(src, 0), (1, 1));
+        assert_eq!(line_col(src, 3), (2, 1));
+        assert_eq!(line_col(src, 8), (3, 1));
+        assert_eq!(line_col(src, 7), (2, 4));
+    }
+
+    #[test]
+    fn github_escapes() {
+        assert_eq!(escape_property("a,b:c%"), "a%2Cb%3Ac%25");
+        assert_eq!(escape_data("x\ny"), "x%0Ay");
+    }
+}
