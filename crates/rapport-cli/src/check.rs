@@ -28,60 +28,48 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
     };
     timings.add("find files", started.elapsed());
 
-    let mut reports = Vec::new();
+    // Read everything first (I/O), then parse on every core: files are independent.
+    let t = Instant::now();
     let mut io_failed = false;
-    let mut flows = 0usize;
-    let mut read_time = Duration::ZERO;
-    let mut parse_time = Duration::ZERO;
+    let mut sources: Vec<(String, String, bool)> = Vec::new();
     for project in &projects {
-        let t = Instant::now();
-        let settings_text = std::fs::read_to_string(&project.settings_path);
-        read_time += t.elapsed();
-        match settings_text {
-            Ok(source) => {
-                let t = Instant::now();
-                let parsed = parse_settings(&source);
-                parse_time += t.elapsed();
-                reports.push(FileReport {
-                    path: project.settings_path.display().to_string(),
-                    source,
-                    diagnostics: parsed.diagnostics,
-                });
-            }
-            Err(e) => {
-                eprintln!(
-                    "error: cannot read `{}`: {e}",
-                    project.settings_path.display()
-                );
-                io_failed = true;
-            }
-        }
-        for file in &project.flow_files {
-            let t = Instant::now();
-            let text = std::fs::read_to_string(file);
-            read_time += t.elapsed();
-            match text {
-                Ok(source) => {
-                    let t = Instant::now();
-                    let parsed = parse(&source);
-                    parse_time += t.elapsed();
-                    flows += parsed.file.flows.len();
-                    reports.push(FileReport {
-                        path: file.display().to_string(),
-                        source,
-                        diagnostics: parsed.diagnostics,
-                    });
-                }
+        let files = std::iter::once((&project.settings_path, true))
+            .chain(project.flow_files.iter().map(|f| (f, false)));
+        for (path, is_settings) in files {
+            match std::fs::read_to_string(path) {
+                Ok(source) => sources.push((path.display().to_string(), source, is_settings)),
                 Err(e) => {
                     eprintln!(
-                        "error: cannot read `{}`: {e} (flow files must be UTF-8 text)",
-                        file.display()
+                        "error: cannot read `{}`: {e} (project files must be UTF-8 text)",
+                        path.display()
                     );
                     io_failed = true;
                 }
             }
         }
     }
+    let read_time = t.elapsed();
+
+    let t = Instant::now();
+    let parsed = parallel_map(&sources, |(_, source, is_settings)| {
+        if *is_settings {
+            (0, parse_settings(source).diagnostics)
+        } else {
+            let p = parse(source);
+            (p.file.flows.len(), p.diagnostics)
+        }
+    });
+    let parse_time = t.elapsed();
+    let flows: usize = parsed.iter().map(|(n, _)| n).sum();
+    let reports: Vec<FileReport> = sources
+        .into_iter()
+        .zip(parsed)
+        .map(|((path, source, _), (_, diagnostics))| FileReport {
+            path,
+            source,
+            diagnostics,
+        })
+        .collect();
     timings.add("read files", read_time);
     timings.add("parse", parse_time);
 
@@ -157,4 +145,29 @@ impl Timings {
             eprintln!("{phase:>12}: {:>9.2} ms", d.as_secs_f64() * 1000.0);
         }
     }
+}
+
+/// `f` over `items` on every available core, results in the order of `items`.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len().max(1));
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(results) => results,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }

@@ -188,6 +188,9 @@ fn describe(rule: Rule) -> Option<&'static str> {
         number => "a number",
         duration => "a duration such as `24h`",
         percent => "a percentage such as `25%`",
+        reply_subject | comment_subject | event_subject | agent_subject => {
+            "`reply`, `comment`, `event` or `agent`"
+        }
         regex => "a pattern between slashes, such as `/^\\d+$/`",
         arrow => "`->`",
         open_brace => "`{`",

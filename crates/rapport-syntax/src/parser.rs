@@ -33,6 +33,12 @@ impl Parsed {
 /// flow and state that parsed, and a diagnostic for each that did not.
 pub fn parse(source: &str) -> Parsed {
     let mut diagnostics = Vec::new();
+    if let Some(d) = recover::too_deep(source) {
+        return Parsed {
+            file: FlowFile::default(),
+            diagnostics: vec![d],
+        };
+    }
     let file = match FlowParser::parse(Rule::file, source) {
         Ok(mut pairs) => {
             let mut b = build::Builder::new(0, source, &mut diagnostics);

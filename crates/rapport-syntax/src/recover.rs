@@ -294,3 +294,53 @@ fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8) -> usize {
     }
     bytes.len()
 }
+
+/// The deepest nesting of parentheses the parser accepts. Conditions are the grammar's only
+/// recursion; bounding them keeps the parser's stack use bounded whatever the input.
+pub(crate) const MAX_PAREN_DEPTH: usize = 32;
+
+/// A diagnostic when parentheses outside strings, regexes and comments nest deeper than
+/// [`MAX_PAREN_DEPTH`].
+pub(crate) fn too_deep(text: &str) -> Option<Diagnostic> {
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'"' if text[i..].starts_with("\"\"\"") => {
+                i = text[i + 3..]
+                    .find("\"\"\"")
+                    .map(|e| i + 3 + e + 3)
+                    .unwrap_or(bytes.len());
+                continue;
+            }
+            b'"' | b'/' => {
+                i = skip_quoted(bytes, i, bytes[i]);
+                continue;
+            }
+            b'(' => {
+                depth += 1;
+                if depth > MAX_PAREN_DEPTH {
+                    return Some(
+                        Diagnostic::error(Code::Syntax, "parentheses nest too deeply")
+                            .label(
+                                Span::new(i, i + 1),
+                                format!("more than {MAX_PAREN_DEPTH} levels deep"),
+                            )
+                            .help("split the condition, or remove parentheses that group nothing"),
+                    );
+                }
+            }
+            b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}

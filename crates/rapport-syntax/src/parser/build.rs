@@ -618,53 +618,59 @@ impl<'d> Builder<'d> {
     /// Builds a transition, or returns `None` when `pair` is not one.
     fn transition(&mut self, pair: Pair<'_, Rule>) -> Option<Transition> {
         let rule = pair.as_rule();
-        if !matches!(
-            rule,
-            Rule::reply_transition
-                | Rule::comment_transition
-                | Rule::event_transition
-                | Rule::agent_transition
-                | Rule::after_transition
-        ) {
+        if !matches!(rule, Rule::on_transition | Rule::after_transition) {
             return None;
         }
         let span = self.span(&pair);
-        let mut pattern = None;
+        let mut kind = None;
         let mut when = None;
         let mut target = None;
-        let mut name = None;
-        let mut after = None;
         for p in values(pair) {
             match p.as_rule() {
-                Rule::pattern => pattern = self.pattern(p),
                 Rule::when_clause => when = first_value(p).and_then(|c| self.condition(c)),
                 Rule::target => target = Some(self.target(p)),
-                Rule::event_name | Rule::name => name = Some(self.name(p)),
-                Rule::duration => after = self.duration(p),
+                Rule::duration => kind = self.duration(p).map(TransitionKind::After),
+                Rule::reply_subject => {
+                    kind = first_value(p)
+                        .and_then(|x| self.pattern(x))
+                        .map(TransitionKind::Reply)
+                }
+                Rule::comment_subject => {
+                    kind = first_value(p)
+                        .and_then(|x| self.pattern(x))
+                        .map(TransitionKind::Comment)
+                }
+                Rule::event_subject => {
+                    kind = first_value(p).map(|x| TransitionKind::Event(self.name(x)))
+                }
+                Rule::agent_subject => {
+                    let word = self.name(first_value(p)?);
+                    kind = match word.value.as_str() {
+                        "released" => Some(AgentEvent::Released),
+                        "replied" => Some(AgentEvent::Replied),
+                        _ => {
+                            self.unknown_word(&word, "agent event", &["released", "replied"]);
+                            None
+                        }
+                    }
+                    .map(|e| TransitionKind::Agent(Spanned::new(e, word.span)));
+                }
                 _ => {}
             }
         }
-        let kind = match rule {
-            Rule::reply_transition => TransitionKind::Reply(pattern?),
-            Rule::comment_transition => TransitionKind::Comment(pattern?),
-            Rule::event_transition => TransitionKind::Event(name?),
-            Rule::agent_transition => {
-                let word = name?;
-                let event = match word.value.as_str() {
-                    "released" => AgentEvent::Released,
-                    "replied" => AgentEvent::Replied,
-                    _ => {
-                        self.unknown_word(&word, "agent event", &["released", "replied"]);
-                        return None;
-                    }
-                };
-                TransitionKind::Agent(Spanned::new(event, word.span))
-            }
-            _ => TransitionKind::After(after?),
-        };
+        if let (Some(TransitionKind::Agent(_)), Some(c)) = (&kind, &when) {
+            self.error(
+                Diagnostic::error(
+                    Code::Syntax,
+                    "`on agent` transitions cannot have a `when` condition",
+                )
+                .label(c.span, "not allowed here")
+                .help("agent events carry no fields to test; remove the `when` part"),
+            );
+        }
         Some(Transition {
             span,
-            kind,
+            kind: kind?,
             when,
             target: target?,
         })
