@@ -29,7 +29,8 @@ fn check(dir: &Path) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-fn run_case(dir: &Path) {
+fn run_case(file: &Path) {
+    let dir = file.parent().unwrap_or(file);
     let (code, output) = check(dir);
     assert_eq!(
         code,
@@ -42,15 +43,27 @@ fn run_case(dir: &Path) {
         "{}: no diagnostic code in the output\n{output}",
         dir.display()
     );
-    insta::assert_snapshot!(output);
+    // Named after the fixture, e.g. `ui__flow-unterminated_string.snap`.
+    let kind = dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    insta::with_settings!({ prepend_module_to_snapshot => true, input_file => file }, {
+        insta::assert_snapshot!(format!("{kind}-{name}"), output);
+    });
 }
 
 #[test]
 fn broken_flows() {
-    insta::glob!("ui/flow/*/", |dir| run_case(dir));
+    insta::glob!("ui/flow/*/input.flow", |file| run_case(file));
 }
 
 #[test]
 fn broken_settings() {
-    insta::glob!("ui/yaml/*/", |dir| run_case(dir));
+    insta::glob!("ui/yaml/*/rapport.yaml", |file| run_case(file));
 }

@@ -42,8 +42,13 @@ pub(crate) fn from_pest(error: &Error<Rule>, base: usize, source: &str) -> Diagn
     } else {
         format!("found `{}`", shorten(found))
     };
-    let mut d = Diagnostic::error(Code::Syntax, message).label(found_span, label);
-    if let Some(help) = help_for(positives, found, before.as_deref()) {
+    let help = help_for(positives, found, before.as_deref());
+    let code = match &help {
+        Some(h) if h.starts_with("keywords are lower case") => Code::NameCase,
+        _ => Code::Syntax,
+    };
+    let mut d = Diagnostic::error(code, message).label(found_span, label);
+    if let Some(help) = help {
         d = d.help(help);
     }
     d
@@ -51,6 +56,12 @@ pub(crate) fn from_pest(error: &Error<Rule>, base: usize, source: &str) -> Diagn
 
 /// Where a string or regex is opened at `pos` and never closed, says so plainly.
 fn unterminated(source: &str, pos: usize) -> Option<Diagnostic> {
+    // `"""` never closed: pest reads `""` as an empty string and fails at the third quote.
+    let pos = if source[..pos].ends_with("\"\"") && source[pos..].starts_with('"') {
+        pos - 2
+    } else {
+        pos
+    };
     let rest = &source[pos..];
     if rest.starts_with("\"\"\"") {
         if rest[3..].contains("\"\"\"") {
@@ -181,6 +192,7 @@ fn describe(rule: Rule) -> Option<&'static str> {
     Some(match rule {
         name => "a name",
         target => "a state name",
+        queue => "a queue name",
         event_name => "an event name such as `order.placed`",
         token_path => "a token name such as `event.total`",
         string | plain_string | triple_string => "a quoted text",
@@ -290,6 +302,23 @@ fn help_for(positives: &[Rule], found: &str, before: Option<&str>) -> Option<Str
             return Some(format!("did you mean `{s}`?"));
         }
     }
+    if let Some(c) = found.chars().next() {
+        match c {
+            '“' | '”' | '„' => {
+                return Some("use straight double quotes `\"` around text, not curly ones".into())
+            }
+            '\'' | '‘' | '’' => {
+                return Some("text goes between double quotes: `\"like this\"`".into())
+            }
+            '=' if positives.contains(&Rule::compare_op) => {
+                return Some("to compare, write `==`".into())
+            }
+            c if !c.is_ascii() && c.is_alphabetic() => {
+                return Some("names use only the letters a-z, digits and `_`".into())
+            }
+            _ => {}
+        }
+    }
     if positives.contains(&Rule::arrow) && !positives.contains(&Rule::comma) {
         return Some("a transition ends with `-> STATE`, naming the state to go to".into());
     }
@@ -299,10 +328,24 @@ fn help_for(positives: &[Rule], found: &str, before: Option<&str>) -> Option<Str
     if positives.contains(&Rule::kw_then) {
         return Some("an `ask` ends with `then -> STATE` (and optionally `else -> STATE`)".into());
     }
+    if found.starts_with('-') && positives.contains(&Rule::duration) {
+        return Some("durations are positive: a whole number and a unit, such as `24h`".into());
+    }
+    if positives.contains(&Rule::queue) {
+        return Some("name the queue that takes the conversation, e.g. `handoff support`; queues are listed in rapport.yaml".into());
+    }
+    if positives.contains(&Rule::comma) && !positives.contains(&Rule::arrow) {
+        return Some("separate the items of a list with commas: `whatsapp, instagram`".into());
+    }
+    if positives.contains(&Rule::arrow) {
+        return Some(
+            "a transition ends with `-> STATE`; separate several texts with commas".into(),
+        );
+    }
     if before == Some("{") || positives.contains(&Rule::close_brace) {
         return Some("check the spelling, and that every `{` has its `}`".into());
     }
-    None
+    Some("compare this line with the form of the statement in docs/language.md".into())
 }
 
 /// The word or symbol at `pos` (empty at the end of the file).
@@ -316,6 +359,14 @@ fn found_at(source: &str, pos: usize) -> &str {
     }
     match rest.chars().next() {
         Some(c) if c.is_whitespace() => "",
+        Some('"') => {
+            // The string itself, when it closes on this line.
+            let line = rest.lines().next().unwrap_or(rest);
+            match line[1..].find('"') {
+                Some(e) => &rest[..e + 2],
+                None => "\"",
+            }
+        }
         Some(c) => {
             if rest.starts_with("->") {
                 "->"
@@ -342,7 +393,13 @@ fn previous_token(source: &str, pos: usize) -> Option<String> {
     }
     let last = before.chars().last()?;
     if last == '"' {
-        return Some("\"…\"".into());
+        // The whole string when it is short and on one line, else an ellipsis.
+        let line = &before[before.rfind('\n').map(|i| i + 1).unwrap_or(0)..];
+        let open = line[..line.len() - 1].rfind('"');
+        return Some(match open {
+            Some(o) if line.len() - o <= 24 => line[o..].to_string(),
+            _ => "\"…\"".into(),
+        });
     }
     if last.is_alphanumeric() || last == '_' || last == '%' {
         let start = before
@@ -358,7 +415,7 @@ fn previous_token(source: &str, pos: usize) -> Option<String> {
 }
 
 /// Byte index of a `#` that starts a comment in `line`, ignoring `#` inside strings.
-fn comment_start(line: &str) -> Option<usize> {
+pub(crate) fn comment_start(line: &str) -> Option<usize> {
     let mut in_string = false;
     let mut escaped = false;
     for (i, c) in line.char_indices() {

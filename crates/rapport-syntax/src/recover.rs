@@ -24,8 +24,16 @@ pub(crate) fn parse_in_pieces(
 ) -> FlowFile {
     let scan = scan(source, 0);
     let before = diags.len();
+    let strays: Vec<usize> = scan
+        .problems
+        .iter()
+        .filter(|(_, p)| matches!(p, Problem::StrayClose))
+        .map(|(at, _)| *at)
+        .collect();
     for &(at, problem) in &scan.problems {
-        diags.push(problem.diagnostic(at));
+        if !matches!(problem, Problem::StrayClose) {
+            diags.push(problem.diagnostic(at));
+        }
     }
     let mut flows = Vec::new();
     let mut piece_start = 0;
@@ -37,9 +45,23 @@ pub(crate) fn parse_in_pieces(
         }
         piece_start = piece_end;
     }
-    // Whatever follows the last block must be comments or white space.
-    let tail = &source[piece_start..];
-    parse_piece(Rule::file, tail, piece_start, source, diags);
+    // Whatever follows the last block must be comments or white space. Stray `}` are
+    // blanked so they are reported once, below.
+    let mut tail = source[piece_start..].to_string();
+    for &at in strays.iter().filter(|&&at| at >= piece_start) {
+        tail.replace_range(at - piece_start..=at - piece_start, " ");
+    }
+    parse_piece(Rule::file, &tail, piece_start, source, diags);
+    // A stray `}` after an earlier error is usually that error's echo (a missing `{`):
+    // report it only when it is the first problem in the file.
+    if let Some(&at) = strays.first() {
+        let earlier = diags[before..]
+            .iter()
+            .any(|d| d.span().is_some_and(|s| s.start < at));
+        if !earlier {
+            diags.push(Problem::StrayClose.diagnostic(at));
+        }
+    }
     if diags.len() == before {
         // Nothing found piecewise (should not happen): report pest's own error.
         diags.push(errors::from_pest(whole_error, 0, source));
@@ -178,10 +200,12 @@ fn scan(text: &str, base: usize) -> Scan {
                 continue;
             }
             b'"' if text[i..].starts_with("\"\"\"") => {
+                // An unclosed `"""` is reported where it opens (by the piece's parse);
+                // here only its quotes are skipped so the braces after it still count.
                 i = text[i + 3..]
                     .find("\"\"\"")
                     .map(|e| i + 3 + e + 3)
-                    .unwrap_or(bytes.len());
+                    .unwrap_or(i + 3);
                 line_start = false;
                 continue;
             }

@@ -149,7 +149,27 @@ fn yaml_error(source: &str, error: &serde_yaml::Error, code: Code) -> Diagnostic
         .map(|l| span_at(source, l.line(), l.column()))
         .unwrap_or_default();
     let message = plain_types(&message);
-    let (message, label, help) = explain(&message, code);
+    let (message, label, mut help) = explain(&message, code);
+    // A missing key is reported by serde at a sibling; point at the mapping that lacks it.
+    let span = match message.split('`').nth(1) {
+        Some(parent) if message.ends_with("is missing a required key") => {
+            let path: Vec<&str> = parent.split('.').collect();
+            let s = key_span(source, &path);
+            if s == Span::default() {
+                span
+            } else {
+                s
+            }
+        }
+        _ => span,
+    };
+    if code == Code::YamlSyntax
+        && source
+            .lines()
+            .any(|l| l.starts_with('\t') || l.trim_start_matches(' ').starts_with('\t'))
+    {
+        help = Some("YAML does not allow tabs for indentation: indent with spaces".into());
+    }
     let mut d = Diagnostic::error(code, message).label(span, label);
     if let Some(h) = help {
         d = d.help(h);
@@ -161,12 +181,24 @@ fn yaml_error(source: &str, error: &serde_yaml::Error, code: Code) -> Diagnostic
 /// shows them).
 fn plain_types(message: &str) -> String {
     let mut m = message
-        .replace("expected u32", "expected a whole number")
-        .replace("expected u64", "expected a whole number")
+        .replace("expected u32", "expected a whole number (0 or more)")
+        .replace("expected u64", "expected a whole number (0 or more)")
         .replace("expected i64", "expected a whole number")
         .replace("expected f64", "expected a number")
         .replace("a sequence", "a list such as [a, b]")
-        .replace("expected a map", "expected keys and values (key: value)");
+        .replace("expected a map", "expected keys and values (key: value)")
+        .replace(
+            "expected struct RawSettings",
+            "expected the settings as keys and values (key: value)",
+        );
+    // Other internal struct names: `expected struct RawRateLimit`.
+    while let Some(i) = m.find("struct Raw") {
+        let end = m[i..]
+            .find(|c: char| !c.is_alphanumeric() && c != ' ')
+            .map(|e| i + e)
+            .unwrap_or(m.len());
+        m.replace_range(i..end, "keys and values (key: value)");
+    }
     while let Some(i) = m.find(" at line ") {
         let rest = &m[i + 1..];
         let end = rest.find(',').map(|e| i + 1 + e).unwrap_or(m.len());
@@ -203,6 +235,14 @@ fn explain(message: &str, code: Code) -> (String, String, Option<String>) {
                 Some(help),
             )
         }
+        Code::YamlSyntax if rest.starts_with("duplicate entry") => (
+            format!(
+                "a key is given twice: {}",
+                rest.replace("duplicate entry with key ", "")
+            ),
+            "given again here, or above".into(),
+            Some("keep one of the two entries; YAML keys must be unique in a mapping".into()),
+        ),
         Code::YamlSyntax => (
             "rapport.yaml is not valid YAML".into(),
             rest.to_string(),
@@ -212,10 +252,39 @@ fn explain(message: &str, code: Code) -> (String, String, Option<String>) {
             ),
         ),
         _ => {
-            let help = if rest.starts_with("missing field") {
+            if rest.starts_with("missing field") {
                 let key = quoted.first().copied().unwrap_or("?");
-                Some(format!("add `{key}:`{place}"))
-            } else if let Some(variant) = rest.strip_prefix("unknown variant ") {
+                let (message, help) = match path {
+                    Some(p) => (
+                        format!("`{p}` is missing a required key"),
+                        format!("add `{key}:` to `{p}`"),
+                    ),
+                    None => (
+                        "rapport.yaml is missing a required key".to_string(),
+                        format!("add `{key}:`"),
+                    ),
+                };
+                return (message, format!("`{key}` is missing here"), Some(help));
+            }
+            if let Some(variant) = rest.strip_prefix("unknown variant ") {
+                let word = variant.split('`').nth(1).unwrap_or("");
+                let allowed: Vec<&str> = quoted.iter().skip(1).copied().collect();
+                let list = allowed
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let help = match did_you_mean(word, allowed.iter().copied()) {
+                    Some(s) => format!("did you mean `{s}`? The choices are {list}"),
+                    None => format!("the choices are {list}"),
+                };
+                return (
+                    format!("`{word}` is not one of the allowed values{place}"),
+                    "not allowed here".into(),
+                    Some(help),
+                );
+            }
+            let help = if let Some(variant) = rest.strip_prefix("unknown variant ") {
                 let word = variant.split('`').nth(1).unwrap_or("");
                 let allowed: Vec<&str> = quoted.iter().skip(1).copied().collect();
                 let list = allowed
@@ -228,14 +297,13 @@ fn explain(message: &str, code: Code) -> (String, String, Option<String>) {
                     None => format!("the choices are {list}"),
                 })
             } else {
-                None
+                Some("see the rapport.yaml reference in docs/language.md for the form of each setting".into())
             };
-            let message = if rest.starts_with("missing field") {
-                format!("a required key is missing{place}: {rest}")
-            } else {
-                format!("wrong value{place}: {rest}")
-            };
-            (message, "here".into(), help)
+            let message = format!(
+                "wrong value{place}: {}",
+                rest.replace("invalid type: ", "found ")
+            );
+            (message, "this value".into(), help)
         }
     }
 }

@@ -99,9 +99,16 @@ impl<'d> Builder<'d> {
         Builder { base, diags }
     }
 
+    /// The pair's span without the white space and comments pest keeps at the end of a
+    /// rule whose optional tail did not match (`send "x"` followed by a comment).
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(s.start() + self.base, s.end() + self.base)
+        let text = s.as_str();
+        let mut kept = text.trim_end();
+        if kept.len() < text.len() && kept.contains('#') {
+            kept = strip_trailing_comments(kept);
+        }
+        Span::new(s.start() + self.base, s.start() + kept.len() + self.base)
     }
 
     fn error(&mut self, d: Diagnostic) {
@@ -138,7 +145,75 @@ impl<'d> Builder<'d> {
         for item in items {
             self.flow_item(&mut flow, item);
         }
+        self.check_rollout(&flow);
+        self.check_end_targets(&flow);
         flow
+    }
+
+    /// Stages must grow and end at 100% (design section 4).
+    fn check_rollout(&mut self, flow: &Flow) {
+        let Some(rollout) = &flow.rollout else { return };
+        for pair in rollout.stages.windows(2) {
+            if pair[1].value <= pair[0].value {
+                self.error(
+                    Diagnostic::error(
+                        Code::BadPercent,
+                        "rollout stages must grow from one to the next",
+                    )
+                    .label(
+                        pair[1].span,
+                        format!("not more than {}%", pair[0].value.as_f64()),
+                    )
+                    .label(pair[0].span, "the stage before")
+                    .help("list the stages from smallest to largest, e.g. `5% -> 25% -> 100%`"),
+                );
+            }
+        }
+        if let Some(last) = rollout.stages.last() {
+            if last.value.basis_points != 10_000 {
+                self.error(
+                    Diagnostic::error(Code::BadPercent, "the last rollout stage must be 100%")
+                        .label(last.span, "the rollout stops here")
+                        .help("end the stages with `-> 100%` so the version reaches every contact"),
+                );
+            }
+        }
+    }
+
+    /// `-> end` is only valid when a state is named `end`; the action `end` finishes a run.
+    fn check_end_targets(&mut self, flow: &Flow) {
+        if flow.states.iter().any(|s| s.name.value == "end") {
+            return;
+        }
+        let ask_targets = flow
+            .states
+            .iter()
+            .flat_map(|s| s.actions.iter())
+            .flat_map(|a| match &a.kind {
+                ActionKind::Ask(ask) => vec![&ask.then]
+                    .into_iter()
+                    .chain(ask.otherwise.as_ref())
+                    .collect(),
+                ActionKind::Goto(t) => vec![t],
+                _ => Vec::new(),
+            });
+        let transition_targets = flow
+            .transitions
+            .iter()
+            .chain(flow.states.iter().flat_map(|s| s.transitions.iter()))
+            .map(|t| &t.target);
+        let bad: Vec<Span> = ask_targets
+            .chain(transition_targets)
+            .filter(|t| t.value == "end")
+            .map(|t| t.span)
+            .collect();
+        for span in bad {
+            self.error(
+                Diagnostic::error(Code::UnknownWord, "`-> end` goes to a state named `end`, and this flow has none")
+                    .label(span, "no state is called `end`")
+                    .help("to finish the run, write the action `end` in a state (e.g. `state done { end }` and `-> done`)"),
+            );
+        }
     }
 
     fn flow_item(&mut self, flow: &mut Flow, item: Pair<'_, Rule>) {
@@ -191,7 +266,11 @@ impl<'d> Builder<'d> {
             }
             Rule::expire_clause => {
                 if let Some(d) = values(item).next().and_then(|p| self.duration(p)) {
-                    self.set_once(&mut flow.expire_after, d, "expire after");
+                    self.set_once(
+                        &mut flow.expire_after,
+                        Spanned::new(d.value, span),
+                        "expire after",
+                    );
                 }
             }
             Rule::rollout_clause => {
@@ -289,7 +368,7 @@ impl<'d> Builder<'d> {
             "always" => Some(Reentry::Always),
             "never" => Some(Reentry::Never),
             _ => {
-                self.unknown_word(&word, "reentry", &["always", "never", "after"]);
+                self.unknown_word(&word, "reentry", &["always", "never", "after DURATION"]);
                 None
             }
         }
@@ -321,16 +400,20 @@ impl<'d> Builder<'d> {
         let span = self.span(&pair);
         let mut stages = Vec::new();
         let mut every = None;
+        let mut bad_stage = false;
         for p in values(pair) {
             match p.as_rule() {
-                Rule::percent => {
-                    if let Some(pc) = self.percent(p, 1) {
-                        stages.push(pc);
-                    }
-                }
+                Rule::percent => match self.percent(p, 1) {
+                    Some(pc) => stages.push(pc),
+                    None => bad_stage = true,
+                },
                 Rule::duration => every = self.duration(p),
                 _ => {}
             }
+        }
+        if bad_stage {
+            // Reported already; checking the order of the rest would only repeat it.
+            stages.clear();
         }
         Rollout {
             span,
@@ -498,7 +581,7 @@ impl<'d> Builder<'d> {
                 let mut sla = None;
                 for p in values(pair) {
                     match p.as_rule() {
-                        Rule::name => queue = Some(self.name(p)),
+                        Rule::queue => queue = Some(self.name(p)),
                         Rule::string => summary = Some(self.text(p)),
                         Rule::duration => sla = self.duration(p),
                         _ => {}
@@ -868,6 +951,17 @@ impl<'d> Builder<'d> {
             },
             span,
         ))
+    }
+}
+
+/// `text` without comments at the end of its last lines (a `#` outside strings).
+fn strip_trailing_comments(mut text: &str) -> &str {
+    loop {
+        let line_start = text.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        match crate::errors::comment_start(&text[line_start..]) {
+            Some(c) => text = text[..line_start + c].trim_end(),
+            None => return text,
+        }
     }
 }
 

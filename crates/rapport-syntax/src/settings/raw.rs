@@ -231,6 +231,25 @@ impl RawSettings {
                     .help("add `queue: support` (one of `queues`)"),
                 );
             }
+            if let (Some(queue), Some(queues)) = (&e.queue, &self.queues) {
+                if !queues.contains(queue) {
+                    let help = match did_you_mean(queue, queues.iter().map(String::as_str)) {
+                        Some(s) => format!("did you mean `{s}`? Or add `{queue}` to `queues`"),
+                        None => format!(
+                            "use one of `queues` ({}), or add `{queue}` to it",
+                            queues.join(", ")
+                        ),
+                    };
+                    diags.push(
+                        Diagnostic::error(
+                            Code::YamlBadValue,
+                            format!("escalation queue `{queue}` is not one of `queues`"),
+                        )
+                        .label(key_span(source, &["escalation", "queue"]), "set here")
+                        .help(help),
+                    );
+                }
+            }
             if let Some(s) = e.sentiment_below {
                 if !(-1.0..=1.0).contains(&s) {
                     diags.push(
