@@ -60,10 +60,10 @@ fn run_case(file: &Path) {
 
 #[test]
 fn broken_flows() {
-    insta::glob!("ui/flow/*/input.flow", |file| run_case(file));
+    insta::glob!("ui/flow/*/input.flow", run_case);
 }
 
 #[test]
 fn broken_settings() {
-    insta::glob!("ui/yaml/*/rapport.yaml", |file| run_case(file));
+    insta::glob!("ui/yaml/*/rapport.yaml", run_case);
 }

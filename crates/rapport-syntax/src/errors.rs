@@ -63,8 +63,8 @@ fn unterminated(source: &str, pos: usize) -> Option<Diagnostic> {
         pos
     };
     let rest = &source[pos..];
-    if rest.starts_with("\"\"\"") {
-        if rest[3..].contains("\"\"\"") {
+    if let Some(after) = rest.strip_prefix("\"\"\"") {
+        if after.contains("\"\"\"") {
             return None;
         }
         return Some(
