@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use rapport_syntax::{parse, parse_settings, Severity};
+use rapport_syntax::Severity;
 
-use crate::project::find_projects;
+use crate::load::load;
 use crate::render::{render, FileReport, Format};
 use crate::CheckArgs;
 
@@ -19,59 +19,37 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
     } else {
         args.paths.clone()
     };
-    let projects = match find_projects(&paths) {
-        Ok(p) => p,
+    let loaded = match load(&paths) {
+        Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    timings.add("find files", started.elapsed());
+    timings.add("read files", loaded.read_time);
+    timings.add("parse", loaded.parse_time);
 
-    // Read everything first (I/O), then parse on every core: files are independent.
     let t = Instant::now();
-    let mut io_failed = false;
-    let mut sources: Vec<(String, String, bool)> = Vec::new();
-    for project in &projects {
-        let files = std::iter::once((&project.settings_path, true))
-            .chain(project.flow_files.iter().map(|f| (f, false)));
-        for (path, is_settings) in files {
-            match std::fs::read_to_string(path) {
-                Ok(source) => sources.push((path.display().to_string(), source, is_settings)),
-                Err(e) => {
-                    eprintln!(
-                        "error: cannot read `{}`: {e} (project files must be UTF-8 text)",
-                        path.display()
-                    );
-                    io_failed = true;
-                }
-            }
+    let mut reports = Vec::new();
+    let mut flows = 0usize;
+    for project in &loaded.projects {
+        let sources = project.sources();
+        let checked = project.check(&sources);
+        if checked.is_none() {
+            eprintln!(
+                "note: `{}` has errors, so the flows were only parsed; fix it to check them fully",
+                project.settings_path
+            );
         }
+        flows += project
+            .flows
+            .iter()
+            .map(|f| f.parsed.file.flows.len())
+            .sum::<usize>();
+        reports.extend(project.reports(checked.as_ref()));
     }
-    let read_time = t.elapsed();
-
-    let t = Instant::now();
-    let parsed = parallel_map(&sources, |(_, source, is_settings)| {
-        if *is_settings {
-            (0, parse_settings(source).diagnostics)
-        } else {
-            let p = parse(source);
-            (p.file.flows.len(), p.diagnostics)
-        }
-    });
-    let parse_time = t.elapsed();
-    let flows: usize = parsed.iter().map(|(n, _)| n).sum();
-    let reports: Vec<FileReport> = sources
-        .into_iter()
-        .zip(parsed)
-        .map(|((path, source, _), (_, diagnostics))| FileReport {
-            path,
-            source,
-            diagnostics,
-        })
-        .collect();
-    timings.add("read files", read_time);
-    timings.add("parse", parse_time);
+    timings.add("check", t.elapsed());
+    let io_failed = loaded.io_failed;
 
     let t = Instant::now();
     let color = args.format == Format::Human && std::io::stdout().is_terminal();
@@ -145,29 +123,4 @@ impl Timings {
             eprintln!("{phase:>12}: {:>9.2} ms", d.as_secs_f64() * 1000.0);
         }
     }
-}
-
-/// `f` over `items` on every available core, results in the order of `items`.
-fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(items.len().max(1));
-    if threads <= 1 {
-        return items.iter().map(f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = items
-            .chunks(chunk)
-            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| match h.join() {
-                Ok(results) => results,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    })
 }

@@ -1,6 +1,9 @@
 //! The `rapport` command.
 
+mod build;
 mod check;
+mod graph;
+mod load;
 mod project;
 mod render;
 
@@ -38,6 +41,58 @@ enum Command {
     ///   rapport check --deny-warnings --format json > report.json
     #[command(verbatim_doc_comment)]
     Check(CheckArgs),
+
+    /// Check a project and write its compiled bundle for runtime hosts.
+    ///
+    /// The bundle is self-contained (flows as state tables, settings, versions and
+    /// content hashes) and deterministic: the same sources give the same bytes. Nothing is
+    /// written when the project has errors (exit 1).
+    ///
+    /// Examples:
+    ///   rapport build flows/ -o bundle.json
+    ///   rapport build flows/ -o new.json --baseline bundle.json
+    ///   rapport build flows/ -o - | jq '.flows[].version'
+    #[command(verbatim_doc_comment)]
+    Build(BuildArgs),
+
+    /// Print a flow's state graph as Mermaid (renders on GitHub) or Graphviz dot.
+    ///
+    /// Examples:
+    ///   rapport graph cart_recovery flows/
+    ///   rapport graph welcome flows/ --format dot | dot -Tsvg > welcome.svg
+    #[command(verbatim_doc_comment)]
+    Graph(GraphArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BuildArgs {
+    /// A project folder (holding rapport.yaml); default: the current folder.
+    paths: Vec<PathBuf>,
+    /// Where to write the bundle (`-` for stdout).
+    #[arg(short, long, value_name = "BUNDLE")]
+    output: PathBuf,
+    /// The bundle now in production: each changed flow keeps its version from there as
+    /// the previous version for staged rollout.
+    #[arg(long, value_name = "OLD_BUNDLE")]
+    baseline: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct GraphArgs {
+    /// The flow's name.
+    flow: String,
+    /// The project folder; default: the current folder.
+    path: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "mermaid")]
+    format: GraphFormatArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum GraphFormatArg {
+    /// Mermaid flowchart (GitHub renders it in Markdown).
+    Mermaid,
+    /// Graphviz dot.
+    Dot,
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,5 +114,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => check::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Graph(args) => graph::run(args),
     }
 }

@@ -135,6 +135,36 @@ pub enum Code {
     MisplacedTransition,
     /// A regular expression that does not compile.
     BadRegex,
+    /// A name that does not resolve: state, queue, template, event, channel, metric.
+    UnknownName,
+    /// A token that is not a slot, profile field, project variable or event field.
+    UnknownToken,
+    /// Two states, or two flows, with the same name.
+    DuplicateName,
+    /// A state no path from the first state reaches (warning).
+    Unreachable,
+    /// A state that can never be left and does not end the run.
+    DeadEnd,
+    /// A cycle of `->` with no waiting state on it.
+    InstantLoop,
+    /// A token used where some path from the start does not define it.
+    TokenMaybeMissing,
+    /// A marketing send that can fall outside the channel's window without a template.
+    OutsideWindow,
+    /// A flow handles a reserved keyword (STOP, START, HELP, ...).
+    ReservedKeyword,
+    /// A flow handles an escalation keyword (warning).
+    EscalationKeyword,
+    /// Two flows with the same priority whose triggers overlap.
+    OverlappingTriggers,
+    /// An `ask` with `retry` but no `else` (warning).
+    RetryWithoutElse,
+    /// `send one of` blocks in one flow with different keys.
+    VariantKeys,
+    /// `with` pairs that do not match the template's parameters.
+    TemplateParams,
+    /// More automated sends than the rate limit allows within its window (warning).
+    MessageBudget,
     /// `rapport.yaml` is not valid YAML.
     YamlSyntax,
     /// An unknown key in `rapport.yaml`.
@@ -145,7 +175,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in documentation order.
-    pub const ALL: [Code; 17] = [
+    pub const ALL: [Code; 32] = [
         Code::Syntax,
         Code::UnterminatedString,
         Code::BadEscape,
@@ -163,6 +193,21 @@ impl Code {
         Code::YamlSyntax,
         Code::YamlUnknownKey,
         Code::YamlBadValue,
+        Code::UnknownName,
+        Code::UnknownToken,
+        Code::DuplicateName,
+        Code::Unreachable,
+        Code::DeadEnd,
+        Code::InstantLoop,
+        Code::TokenMaybeMissing,
+        Code::OutsideWindow,
+        Code::ReservedKeyword,
+        Code::EscalationKeyword,
+        Code::OverlappingTriggers,
+        Code::RetryWithoutElse,
+        Code::VariantKeys,
+        Code::TemplateParams,
+        Code::MessageBudget,
     ];
 
     /// The code as users see it, e.g. `RP0001`.
@@ -185,6 +230,21 @@ impl Code {
             Code::YamlSyntax => "RP0101",
             Code::YamlUnknownKey => "RP0102",
             Code::YamlBadValue => "RP0103",
+            Code::UnknownName => "RP0201",
+            Code::UnknownToken => "RP0202",
+            Code::DuplicateName => "RP0203",
+            Code::Unreachable => "RP0204",
+            Code::DeadEnd => "RP0205",
+            Code::InstantLoop => "RP0206",
+            Code::TokenMaybeMissing => "RP0207",
+            Code::OutsideWindow => "RP0208",
+            Code::ReservedKeyword => "RP0209",
+            Code::EscalationKeyword => "RP0210",
+            Code::OverlappingTriggers => "RP0211",
+            Code::RetryWithoutElse => "RP0212",
+            Code::VariantKeys => "RP0213",
+            Code::TemplateParams => "RP0214",
+            Code::MessageBudget => "RP0215",
         }
     }
 }

@@ -23,10 +23,8 @@ pub(crate) fn from_pest(error: &Error<Rule>, base: usize, source: &str) -> Diagn
     };
     let expected = describe_expected(positives);
     let found = found_at(source, pos);
-    let found_span = Span::new(
-        pos,
-        pos + found.len().max(if pos < source.len() { 1 } else { 0 }),
-    );
+    let next_char = source[pos..].chars().next().map_or(0, char::len_utf8);
+    let found_span = Span::new(pos, pos + found.len().max(next_char));
     let before = previous_token(source, pos);
 
     let mut message = if expected.is_empty() {
@@ -37,8 +35,19 @@ pub(crate) fn from_pest(error: &Error<Rule>, base: usize, source: &str) -> Diagn
     if let Some(b) = &before {
         message.push_str(&format!(" after `{b}`"));
     }
-    let label = if found.is_empty() {
+    let label = if found.is_empty() && pos >= source.len() {
         "the file ends here".to_string()
+    } else if let Some(c) = source[pos..]
+        .chars()
+        .next()
+        .filter(|c| c.is_whitespace() || c.is_control())
+    {
+        format!(
+            "an invisible character (U+{:04X}) here: use a plain space or line break",
+            u32::from(c)
+        )
+    } else if found.is_empty() {
+        "unexpected here".to_string()
     } else {
         format!("found `{}`", shorten(found))
     };

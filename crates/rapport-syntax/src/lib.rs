@@ -6,6 +6,7 @@
 pub mod ast;
 pub mod diagnostic;
 mod errors;
+pub mod format;
 mod parser;
 mod recover;
 pub mod settings;

@@ -15,6 +15,8 @@ use crate::parser::{parse_piece, Builder, Rule};
 struct Block {
     open: usize,
     close: Option<usize>,
+    /// Where the block's text stops: after its `}`, or where an unclosed block was cut off.
+    end: usize,
 }
 
 pub(crate) fn parse_in_pieces(
@@ -38,7 +40,7 @@ pub(crate) fn parse_in_pieces(
     let mut flows = Vec::new();
     let mut piece_start = 0;
     for block in scan.top_blocks() {
-        let piece_end = block.close.map(|c| c + 1).unwrap_or(source.len());
+        let piece_end = block.end.max(piece_start);
         let piece = &source[piece_start..piece_end];
         if let Some(flow) = parse_flow_piece(source, piece, piece_start, block, diags) {
             flows.push(flow);
@@ -228,6 +230,7 @@ fn scan(text: &str, base: usize) -> Scan {
                         blocks.push(Block {
                             open: base + open,
                             close: Some(base + i),
+                            end: base + i + 1,
                         });
                     }
                 }
@@ -244,6 +247,7 @@ fn scan(text: &str, base: usize) -> Scan {
                     blocks.push(Block {
                         open: base + outer,
                         close: None,
+                        end: base + i,
                     });
                 }
                 stack.clear();
@@ -262,6 +266,7 @@ fn scan(text: &str, base: usize) -> Scan {
         blocks.push(Block {
             open: base + outer,
             close: None,
+            end: base + text.len(),
         });
     }
     Scan { blocks, problems }

@@ -170,3 +170,21 @@ fn deep_nesting_is_a_diagnostic_not_a_stack_overflow() {
     );
     assert!(parse(&nots).has_errors());
 }
+
+/// Found by the fuzzer: a block left open where the next flow starts, followed by more
+/// flows, made recovery slice the source backwards.
+#[test]
+fn unclosed_block_before_later_flows() {
+    let sources = [
+        "flow a {\n  state s {\n    send \"x\"\nflow b {\n  state t { end }\n}\nflow c { state u { end } }\n",
+        "# c\nflow a {\n  on reply \"x\" -> s\n  state s {\nflow b {\nflow c {\n  state t { end }\n}\n",
+        "flow a { state s { end }\nflow b { state t { end } }\n}\n}\n",
+    ];
+    for source in sources {
+        let parsed = parse(source);
+        assert!(parsed.has_errors(), "{source}");
+        assert_sound(source, &parsed.diagnostics);
+    }
+    let crash = include_str!("fuzz_regressions/unclosed_block_before_flow.flow");
+    assert_sound(crash, &parse(crash).diagnostics);
+}

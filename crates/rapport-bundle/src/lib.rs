@@ -1,0 +1,459 @@
+//! The compiled bundle: flows as state tables with pre-compiled patterns, the project's
+//! settings, each flow's version and content hash, and source spans for runtime messages.
+//!
+//! This is the only contract between the compiler (`rapport build`) and runtime hosts: a
+//! host loads a bundle and never sees `.flow` sources. Every type here is serialised;
+//! `FORMAT` changes whenever a change would make an older host misread a bundle.
+
+mod normalize;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use normalize::{contains_phrase, normalize_keyword};
+
+/// The bundle format this crate reads and writes.
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bundle {
+    /// Bundle format; a host refuses a format it does not know.
+    pub format: u32,
+    pub settings: Settings,
+    /// Sorted by name.
+    pub flows: Vec<Flow>,
+}
+
+/// `rapport.yaml` with every default applied; durations in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub brand: String,
+    pub vars: BTreeMap<String, String>,
+    /// Channel name → messaging window in seconds (`None`: no window).
+    pub channels: BTreeMap<String, Option<u64>>,
+    /// Template name → its parameters in order (`None`: not declared).
+    pub templates: BTreeMap<String, Option<Vec<String>>>,
+    pub queues: Vec<String>,
+    /// Profile field → type (`string`, `number`, `boolean`).
+    pub profile: BTreeMap<String, String>,
+    /// Event name → field → type.
+    pub events: BTreeMap<String, BTreeMap<String, String>>,
+    pub disclosure: String,
+    pub opt_out: OptOut,
+    pub rate_limit: Option<RateLimit>,
+    pub quiet_hours: Option<QuietHours>,
+    pub escalation: Option<Escalation>,
+    pub retention: Retention,
+    pub dedupe_window: u64,
+}
+
+/// Keyword lists are stored normalised (see [`normalize_keyword`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptOut {
+    pub keywords: Vec<String>,
+    pub confirm: String,
+    pub resubscribe: Vec<String>,
+    pub resubscribe_confirm: String,
+    pub help: Vec<String>,
+    pub help_reply: String,
+    pub footer: String,
+    pub ambiguous: Vec<String>,
+    pub clarify: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub max: u32,
+    pub per: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    /// Minutes after local midnight.
+    pub from: u16,
+    pub to: u16,
+    pub zone: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
+    /// Lower-cased phrases, matched as whole words.
+    pub keywords: Vec<String>,
+    pub sentiment_below: Option<f64>,
+    pub queue: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    pub transcripts: u64,
+    pub transactional: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    Marketing,
+    Transactional,
+}
+
+/// Where something was written, for runtime messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceRef {
+    pub file: String,
+    pub line: u32,
+    pub column: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Flow {
+    pub name: String,
+    pub title: Option<String>,
+    /// The declared `version N`, or the first 12 hex digits of the SHA-256 of the
+    /// flow's canonical form.
+    pub version: String,
+    /// SHA-256 of the canonical form, in hex.
+    pub content_hash: String,
+    pub purpose: Purpose,
+    pub channels: Vec<String>,
+    pub triggers: Vec<Trigger>,
+    pub priority: i64,
+    pub reentry: Reentry,
+    /// Seconds.
+    pub expire_after: u64,
+    pub rollout: Option<Rollout>,
+    pub halt: Option<Halt>,
+    pub goal: Option<Goal>,
+    /// Variant keys of `send one of`, in order; empty when the flow has none.
+    pub variants: Vec<String>,
+    /// Flow-wide transitions, checked before the state's own.
+    pub transitions: Vec<Transition>,
+    /// The first state is the initial one.
+    pub states: Vec<State>,
+    pub source: SourceRef,
+    /// The version contacts outside the current rollout stage still start on: the
+    /// earlier version carried over by `rapport build --baseline`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub previous: Option<Box<Flow>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    pub on: TriggerKind,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub pattern: Option<Pattern>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub event: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub when: Option<Condition>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TriggerKind {
+    Message,
+    Comment,
+    Event,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind", content = "seconds")]
+pub enum Reentry {
+    Always,
+    Never,
+    After(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// Stages in hundredths of a percent (`2500` is 25%).
+    pub stages: Vec<u32>,
+    /// Seconds between automatic advances.
+    pub every: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Halt {
+    pub guards: Vec<Guard>,
+    pub after_runs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    OptOutRate,
+    HandoffRate,
+    ErrorRate,
+    ConversionRate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guard {
+    pub metric: Metric,
+    pub op: CompareOp,
+    /// Hundredths of a percent.
+    pub threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Goal {
+    pub event: String,
+    pub within: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    pub name: String,
+    pub actions: Vec<Action>,
+    pub transitions: Vec<Transition>,
+    /// `handoff` is among the actions: the run waits for an agent.
+    pub handoff: bool,
+    pub source: SourceRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "type")]
+pub enum Action {
+    Send {
+        text: Text,
+        /// Consent is re-checked at every marketing send, whatever the flow claims.
+        marketing: bool,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        template: Option<TemplateSend>,
+    },
+    SendVariant {
+        /// One text per variant key, in the flow's variant order.
+        texts: Vec<Text>,
+        marketing: bool,
+    },
+    Reply {
+        text: Text,
+    },
+    Hide,
+    Review {
+        reason: Text,
+    },
+    Ask(Box<Ask>),
+    Set {
+        slot: String,
+        value: Text,
+    },
+    Tag {
+        label: String,
+    },
+    Emit {
+        name: String,
+        data: Vec<(String, Text)>,
+    },
+    Handoff {
+        queue: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        summary: Option<Text>,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        sla: Option<u64>,
+    },
+    End,
+    /// Go on at once to the state with this index.
+    Goto {
+        state: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSend {
+    pub name: String,
+    /// Explicit `with` pairs; empty means the text's tokens (Appendix A.11).
+    pub params: Vec<(String, Text)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ask {
+    pub slot: String,
+    pub question: Text,
+    pub marketing: bool,
+    pub expect: Expect,
+    pub retries: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub reprompt: Option<Text>,
+    pub then: usize,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub otherwise: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Expect {
+    Text,
+    Number,
+    Email,
+    Phone,
+    Regex {
+        regex: Regex,
+    },
+    /// Normalised keys (see [`normalize_keyword`]) and the values the slot gets.
+    Choice {
+        choices: Vec<(String, String)>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Transition {
+    pub on: On,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub when: Option<Condition>,
+    pub target: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum On {
+    Reply {
+        pattern: Pattern,
+    },
+    Comment {
+        pattern: Pattern,
+    },
+    Event {
+        name: String,
+    },
+    AgentReleased,
+    AgentReplied,
+    /// Seconds after the state was entered.
+    After {
+        seconds: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Pattern {
+    /// Normalised texts; the whole normalised message must equal one.
+    Exact {
+        texts: Vec<String>,
+    },
+    /// Lower-cased phrases, found as whole words.
+    Contains {
+        phrases: Vec<String>,
+    },
+    Matches {
+        regex: Regex,
+    },
+    Intent {
+        name: String,
+    },
+    Sentiment {
+        op: CompareOp,
+        value: f64,
+    },
+    Any,
+}
+
+/// A regex as the `regex` crate compiles it: unanchored, case-insensitive unless the
+/// source starts with `(?-i)` (then `case_insensitive` is false).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Regex {
+    pub source: String,
+    pub case_insensitive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    #[serde(rename = "==")]
+    Eq,
+    #[serde(rename = "!=")]
+    Ne,
+    #[serde(rename = "<")]
+    Lt,
+    #[serde(rename = "<=")]
+    Le,
+    #[serde(rename = ">")]
+    Gt,
+    #[serde(rename = ">=")]
+    Ge,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Condition {
+    Or {
+        all: Vec<Condition>,
+    },
+    And {
+        all: Vec<Condition>,
+    },
+    Not {
+        inner: Box<Condition>,
+    },
+    Has {
+        token: String,
+    },
+    Compare {
+        token: String,
+        op: CompareOp,
+        value: Literal,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Literal {
+    Number(f64),
+    String(String),
+}
+
+/// Text for a person: literal pieces and tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Text {
+    pub parts: Vec<TextPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TextPart {
+    Literal(String),
+    Token {
+        token: String,
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        fallback: Option<String>,
+    },
+}
+
+impl Bundle {
+    /// Carries each flow's previous version over from `baseline` (the bundle in
+    /// production): a flow whose version changed gets the baseline's flow as its previous
+    /// version; an unchanged one keeps the baseline's previous version.
+    pub fn carry_previous(&mut self, baseline: &Bundle) {
+        for flow in &mut self.flows {
+            let Some(old) = baseline.flows.iter().find(|o| o.name == flow.name) else {
+                continue;
+            };
+            flow.previous = if old.version == flow.version {
+                old.previous.clone()
+            } else {
+                let mut prev = old.clone();
+                prev.previous = None;
+                Some(Box::new(prev))
+            };
+        }
+    }
+}

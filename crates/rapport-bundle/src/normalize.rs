@@ -1,0 +1,76 @@
+//! Text normalisation shared by the compiler (patterns are stored normalised) and the
+//! runtime (messages are normalised the same way before matching), so the two agree.
+
+/// Keyword and exact-reply matching (Appendix A.13 and A.19): trims, drops trailing
+/// punctuation, folds runs of spaces and hyphens to one space, and lower-cases.
+/// `"Opt-out!"` and `"OPT  OUT"` both give `"opt out"`.
+pub fn normalize_keyword(text: &str) -> String {
+    let trimmed = text
+        .trim()
+        .trim_end_matches(|c: char| c.is_ascii_punctuation() && c != '-' || c.is_whitespace());
+    let mut out = String::with_capacity(trimmed.len());
+    let mut pending_space = false;
+    for c in trimmed.chars() {
+        if c.is_whitespace() || c == '-' {
+            pending_space = !out.is_empty();
+        } else {
+            if pending_space {
+                out.push(' ');
+                pending_space = false;
+            }
+            out.extend(c.to_lowercase());
+        }
+    }
+    out
+}
+
+/// Whether `phrase` (already lower-case) occurs in `text` as whole words, ignoring case.
+pub fn contains_phrase(text: &str, phrase: &str) -> bool {
+    if phrase.is_empty() {
+        return false;
+    }
+    let lower = text.to_lowercase();
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut from = 0;
+    while let Some(i) = lower[from..].find(phrase) {
+        let start = from + i;
+        let end = start + phrase.len();
+        let before_ok = lower[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !is_word(c));
+        let after_ok = lower[end..].chars().next().is_none_or(|c| !is_word(c));
+        if before_ok && after_ok {
+            return true;
+        }
+        from = start + lower[start..].chars().next().map_or(1, char::len_utf8);
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keywords_fold_case_spaces_hyphens_and_trailing_punctuation() {
+        assert_eq!(normalize_keyword("  Stop! "), "stop");
+        assert_eq!(normalize_keyword("opt-out"), "opt out");
+        assert_eq!(normalize_keyword("OPT  OUT"), "opt out");
+        assert_eq!(normalize_keyword("OPTOUT"), "optout");
+        assert_eq!(normalize_keyword("a."), "a");
+        assert_eq!(normalize_keyword("?"), "");
+    }
+
+    #[test]
+    fn phrases_match_whole_words_only() {
+        assert!(contains_phrase("Please STOP messaging me", "stop"));
+        assert!(contains_phrase(
+            "it was the wrong item, sorry",
+            "wrong item"
+        ));
+        assert!(!contains_phrase("unstoppable", "stop"));
+        assert!(!contains_phrase("stopped", "stop"));
+        assert!(contains_phrase("stop.", "stop"));
+    }
+}

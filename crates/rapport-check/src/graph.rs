@@ -1,0 +1,413 @@
+//! One petgraph graph per flow: nodes are states, edges are transitions labelled with
+//! their kind. Reachability, dead ends and instant loops are graph algorithms here.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Bfs, EdgeFiltered, EdgeRef};
+use rapport_syntax::ast::{ActionKind, Flow, PatternKind, TransitionKind};
+use rapport_syntax::{Code, Diagnostic, Span};
+
+/// How a run gets from one state to another.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EdgeKind {
+    /// `on reply PATTERN`: the label describes the pattern.
+    Reply(String),
+    Comment(String),
+    Event(String),
+    AgentReleased,
+    AgentReplied,
+    /// `after DURATION`, in seconds.
+    After(u64),
+    /// `-> STATE` as an entry action: no waiting.
+    Immediate,
+    /// A valid answer to the state's `ask` (the slot it sets).
+    AskThen(String),
+    /// Retries used up on the state's `ask`.
+    AskElse,
+}
+
+impl EdgeKind {
+    /// The label shown on graphs and in paths.
+    pub fn label(&self) -> String {
+        match self {
+            EdgeKind::Reply(p) => format!("reply {p}"),
+            EdgeKind::Comment(p) => format!("comment {p}"),
+            EdgeKind::Event(e) => format!("event {e}"),
+            EdgeKind::AgentReleased => "agent released".into(),
+            EdgeKind::AgentReplied => "agent replied".into(),
+            EdgeKind::After(s) => format!("after {}", duration(*s)),
+            EdgeKind::Immediate => "at once".into(),
+            EdgeKind::AskThen(slot) => format!("answer {slot}"),
+            EdgeKind::AskElse => "no valid answer".into(),
+        }
+    }
+
+    /// Whether the contact must write something for this edge to be taken.
+    pub fn needs_contact(&self) -> bool {
+        matches!(
+            self,
+            EdgeKind::Reply(_) | EdgeKind::Comment(_) | EdgeKind::AskThen(_) | EdgeKind::AskElse
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edge {
+    pub kind: EdgeKind,
+    pub span: Span,
+    /// A flow-wide transition, present from every state.
+    pub flow_wide: bool,
+}
+
+/// A flow's states and transitions.
+#[derive(Debug)]
+pub struct FlowGraph {
+    /// Node weights are state indexes into `Flow::states`.
+    pub graph: DiGraph<usize, Edge>,
+    /// `nodes[i]` is the node of state `i`.
+    pub nodes: Vec<NodeIndex>,
+}
+
+impl FlowGraph {
+    /// The state index of a node.
+    pub fn state(&self, node: NodeIndex) -> usize {
+        self.graph[node]
+    }
+
+    /// Outgoing edges of state `i`: (target state, edge).
+    pub fn edges_from(&self, i: usize) -> impl Iterator<Item = (usize, &Edge)> + '_ {
+        self.graph
+            .edges(self.nodes[i])
+            .map(move |e| (self.graph[e.target()], e.weight()))
+    }
+}
+
+/// Builds the graph; targets that do not resolve are left out (reported by `resolve`).
+pub(crate) fn build(flow: &Flow, states: &HashMap<&str, usize>) -> FlowGraph {
+    let mut graph = DiGraph::with_capacity(flow.states.len(), flow.states.len() * 3);
+    let nodes: Vec<NodeIndex> = (0..flow.states.len()).map(|i| graph.add_node(i)).collect();
+    let target = |name: &str| states.get(name).map(|&i| nodes[i]);
+    for (i, state) in flow.states.iter().enumerate() {
+        for action in &state.actions {
+            match &action.kind {
+                ActionKind::Goto(t) => {
+                    if let Some(to) = target(&t.value) {
+                        graph.add_edge(
+                            nodes[i],
+                            to,
+                            Edge {
+                                kind: EdgeKind::Immediate,
+                                span: action.span,
+                                flow_wide: false,
+                            },
+                        );
+                    }
+                }
+                ActionKind::Ask(ask) => {
+                    if let Some(to) = target(&ask.then.value) {
+                        graph.add_edge(
+                            nodes[i],
+                            to,
+                            Edge {
+                                kind: EdgeKind::AskThen(ask.slot.value.clone()),
+                                span: ask.then.span,
+                                flow_wide: false,
+                            },
+                        );
+                    }
+                    if let Some(to) = ask.otherwise.as_ref().and_then(|o| target(&o.value)) {
+                        graph.add_edge(
+                            nodes[i],
+                            to,
+                            Edge {
+                                kind: EdgeKind::AskElse,
+                                span: action.span,
+                                flow_wide: false,
+                            },
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        let own = state.transitions.iter().map(|t| (t, false));
+        let wide = flow.transitions.iter().map(|t| (t, true));
+        for (t, flow_wide) in wide.chain(own) {
+            if let Some(to) = target(&t.target.value) {
+                let kind = match &t.kind {
+                    TransitionKind::Reply(p) => EdgeKind::Reply(pattern_label(&p.kind)),
+                    TransitionKind::Comment(p) => EdgeKind::Comment(pattern_label(&p.kind)),
+                    TransitionKind::Event(e) => EdgeKind::Event(e.value.clone()),
+                    TransitionKind::Agent(a) => match a.value {
+                        rapport_syntax::ast::AgentEvent::Released => EdgeKind::AgentReleased,
+                        rapport_syntax::ast::AgentEvent::Replied => EdgeKind::AgentReplied,
+                    },
+                    TransitionKind::After(d) => EdgeKind::After(d.value.seconds),
+                };
+                graph.add_edge(
+                    nodes[i],
+                    to,
+                    Edge {
+                        kind,
+                        span: t.span,
+                        flow_wide,
+                    },
+                );
+            }
+        }
+    }
+    FlowGraph { graph, nodes }
+}
+
+fn pattern_label(p: &PatternKind) -> String {
+    let list = |v: &[rapport_syntax::ast::Spanned<String>]| {
+        v.iter()
+            .map(|s| format!("\"{}\"", s.value))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match p {
+        PatternKind::Exact(v) => list(v),
+        PatternKind::Contains(v) => format!("contains {}", list(v)),
+        PatternKind::Matches(r) => format!("matches /{}/", r.source),
+        PatternKind::Intent(n) => format!("intent {}", n.value),
+        PatternKind::Sentiment { op, value } => format!("sentiment {} {value}", op.as_str()),
+        PatternKind::Any => "any".into(),
+    }
+}
+
+/// `90m`, `1h`, `2d`: the largest unit that divides evenly.
+pub(crate) fn duration(seconds: u64) -> String {
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
+        if seconds >= size && seconds % size == 0 {
+            return format!("{}{unit}", seconds / size);
+        }
+    }
+    format!("{seconds}s")
+}
+
+/// Unreachable states, dead ends and instant loops.
+pub(crate) fn structure(flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>) {
+    if flow.states.is_empty() {
+        diags.push(
+            Diagnostic::error(
+                Code::DeadEnd,
+                format!("flow `{}` has no states", flow.name.value),
+            )
+            .label(flow.name.span, "nothing to run")
+            .help("add at least one state, e.g. `state start { send \"Hi!\"  end }`"),
+        );
+        return;
+    }
+    let mut reached = vec![false; flow.states.len()];
+    let mut bfs = Bfs::new(&g.graph, g.nodes[0]);
+    while let Some(n) = bfs.next(&g.graph) {
+        reached[g.state(n)] = true;
+    }
+    for (i, state) in flow.states.iter().enumerate() {
+        if !reached[i] {
+            diags.push(
+                Diagnostic::warning(Code::Unreachable, format!("state `{}` can never be reached", state.name.value))
+                    .label(state.name.span, "no transition leads here")
+                    .help(format!(
+                        "add a transition to it (e.g. `-> {}`) from a state the run reaches, or delete it",
+                        state.name.value
+                    )),
+            );
+        }
+        let ends = state
+            .actions
+            .iter()
+            .any(|a| matches!(a.kind, ActionKind::End | ActionKind::Handoff { .. }));
+        let leaves = g.graph.edges(g.nodes[i]).next().is_some();
+        if !ends && !leaves {
+            diags.push(
+                Diagnostic::error(Code::DeadEnd, format!("state `{}` is a dead end", state.name.value))
+                    .label(state.name.span, "a run that gets here can never leave")
+                    .help("add a way out (`on reply ... -> STATE`, `after 24h -> STATE`, `-> STATE`) or finish with `end`"),
+            );
+        }
+    }
+
+    // Instant loops: strongly connected components over `->` edges alone.
+    let immediate = EdgeFiltered::from_fn(&g.graph, |e| e.weight().kind == EdgeKind::Immediate);
+    for component in tarjan_scc(&immediate) {
+        let looped = component.len() > 1
+            || g.graph
+                .edges_connecting(component[0], component[0])
+                .any(|e| e.weight().kind == EdgeKind::Immediate);
+        if !looped {
+            continue;
+        }
+        let mut members: Vec<usize> = component.iter().map(|&n| g.state(n)).collect();
+        members.sort_unstable();
+        let first = members[0];
+        let cycle = cycle_from(g, first, &members);
+        let names: Vec<&str> = cycle
+            .iter()
+            .map(|&i| flow.states[i].name.value.as_str())
+            .collect();
+        let mut d = Diagnostic::error(
+            Code::InstantLoop,
+            format!(
+                "states {} go round in a loop with no wait",
+                quoted_path(&names)
+            ),
+        );
+        for &i in &cycle[..cycle.len() - 1] {
+            if let Some(a) = flow.states[i]
+                .actions
+                .iter()
+                .find(|a| matches!(a.kind, ActionKind::Goto(_)))
+            {
+                d = d.label(a.span, "goes on at once");
+            }
+        }
+        diags.push(d.help("put a wait on the loop: replace one `-> STATE` with `after DURATION -> STATE` or an `on reply` transition"));
+    }
+}
+
+/// The loop through `start` following `->` edges inside `members`, ending back at `start`.
+fn cycle_from(g: &FlowGraph, start: usize, members: &[usize]) -> Vec<usize> {
+    let mut path = vec![start];
+    let mut current = start;
+    for _ in 0..members.len() {
+        let next = g
+            .edges_from(current)
+            .filter(|(to, e)| e.kind == EdgeKind::Immediate && members.contains(to))
+            .map(|(to, _)| to)
+            .find(|to| *to == start || !path.contains(to));
+        match next {
+            Some(n) => {
+                path.push(n);
+                if n == start {
+                    break;
+                }
+                current = n;
+            }
+            None => break,
+        }
+    }
+    path
+}
+
+/// `a → b → c` with each name in backticks.
+pub(crate) fn quoted_path(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// How `rapport graph` draws a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphFormat {
+    Mermaid,
+    Dot,
+}
+
+/// The flow's graph as Mermaid or Graphviz text. Flow-wide transitions are drawn once,
+/// from a node standing for every state.
+pub fn render(flow: &Flow, g: &FlowGraph, format: GraphFormat) -> String {
+    let mut out = String::new();
+    let id = |i: usize| format!("s{i}");
+    let escape = |s: &str| s.replace('"', "'");
+    let terminal = |i: usize| {
+        flow.states[i]
+            .actions
+            .iter()
+            .any(|a| matches!(a.kind, ActionKind::End))
+    };
+    let handoff = |i: usize| {
+        flow.states[i]
+            .actions
+            .iter()
+            .any(|a| matches!(a.kind, ActionKind::Handoff { .. }))
+    };
+    let has_wide = g.graph.edge_weights().any(|e| e.flow_wide);
+    match format {
+        GraphFormat::Mermaid => {
+            let _ = writeln!(out, "flowchart TD");
+            let _ = writeln!(out, "  start_((start)) --> {}", id(0));
+            for (i, s) in flow.states.iter().enumerate() {
+                let name = escape(&s.name.value);
+                let shape = if terminal(i) {
+                    format!("{}([\"{name}\"])", id(i))
+                } else if handoff(i) {
+                    format!("{}{{{{\"{name}\"}}}}", id(i))
+                } else {
+                    format!("{}[\"{name}\"]", id(i))
+                };
+                let _ = writeln!(out, "  {shape}");
+            }
+            if has_wide {
+                let _ = writeln!(out, "  any_[/\"any state\"/]");
+            }
+            let mut wide_seen = Vec::new();
+            for e in g.graph.edge_references() {
+                let w = e.weight();
+                let to = id(g.state(e.target()));
+                let label = escape(&w.kind.label());
+                if w.flow_wide {
+                    if !wide_seen.contains(&(label.clone(), to.clone())) {
+                        let _ = writeln!(out, "  any_ -. \"{label}\" .-> {to}");
+                        wide_seen.push((label, to));
+                    }
+                } else {
+                    let _ = writeln!(out, "  {} -- \"{label}\" --> {to}", id(g.state(e.source())));
+                }
+            }
+        }
+        GraphFormat::Dot => {
+            let _ = writeln!(out, "digraph \"{}\" {{", escape(&flow.name.value));
+            let _ = writeln!(out, "  rankdir=TB;");
+            let _ = writeln!(out, "  start_ [shape=point];");
+            for (i, s) in flow.states.iter().enumerate() {
+                let shape = if terminal(i) {
+                    "doublecircle"
+                } else if handoff(i) {
+                    "hexagon"
+                } else {
+                    "box"
+                };
+                let _ = writeln!(
+                    out,
+                    "  {} [label=\"{}\", shape={shape}];",
+                    id(i),
+                    escape(&s.name.value)
+                );
+            }
+            let _ = writeln!(out, "  start_ -> {};", id(0));
+            if has_wide {
+                let _ = writeln!(
+                    out,
+                    "  any_ [label=\"any state\", shape=parallelogram, style=dashed];"
+                );
+            }
+            let mut wide_seen = Vec::new();
+            for e in g.graph.edge_references() {
+                let w = e.weight();
+                let to = id(g.state(e.target()));
+                let label = escape(&w.kind.label());
+                if w.flow_wide {
+                    if !wide_seen.contains(&(label.clone(), to.clone())) {
+                        let _ = writeln!(out, "  any_ -> {to} [label=\"{label}\", style=dashed];");
+                        wide_seen.push((label, to));
+                    }
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "  {} -> {to} [label=\"{label}\"];",
+                        id(g.state(e.source()))
+                    );
+                }
+            }
+            let _ = writeln!(out, "}}");
+        }
+    }
+    out
+}

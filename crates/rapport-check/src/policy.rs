@@ -1,0 +1,428 @@
+//! Policy proofs: reserved and escalation keywords, overlapping triggers, window safety
+//! for marketing sends, and the message budget against the rate limit.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use rapport_bundle::{contains_phrase, normalize_keyword};
+use rapport_syntax::ast::{
+    ActionKind, Expect, Flow, Pattern, PatternKind, Purpose, Spanned, TransitionKind, Trigger,
+    TriggerKind,
+};
+use rapport_syntax::{Code, Diagnostic, Settings, Span};
+
+use crate::graph::{duration, EdgeKind, FlowGraph};
+use crate::{line_col, CheckedFlow, FileDiagnostic, SourceFile};
+
+/// Checks that look at one flow.
+pub(crate) fn in_flow(
+    settings: &Settings,
+    flow: &Flow,
+    g: &FlowGraph,
+    diags: &mut Vec<Diagnostic>,
+) {
+    keywords(settings, flow, diags);
+    if flow.purpose.as_ref().map(|p| p.value) == Some(Purpose::Marketing) {
+        window(settings, flow, g, diags);
+    }
+    budget(settings, flow, g, diags);
+}
+
+// ---------------------------------------------------------------- keywords
+
+fn keywords(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
+    let reserved: Vec<String> = settings
+        .opt_out
+        .keywords
+        .iter()
+        .chain(&settings.opt_out.resubscribe)
+        .chain(&settings.opt_out.help)
+        .map(|k| normalize_keyword(k))
+        .collect();
+    let escalation: Vec<String> = settings
+        .escalation
+        .iter()
+        .flat_map(|e| e.keywords.iter())
+        .map(|k| k.to_lowercase())
+        .collect();
+
+    let mut texts: Vec<&Spanned<String>> = Vec::new();
+    fn add_pattern<'f>(p: &'f Pattern, texts: &mut Vec<&'f Spanned<String>>) {
+        if let PatternKind::Exact(v) | PatternKind::Contains(v) = &p.kind {
+            texts.extend(v.iter());
+        }
+    }
+    for t in &flow.triggers {
+        if let TriggerKind::Message(Some(p)) | TriggerKind::Comment(Some(p)) = &t.kind {
+            add_pattern(p, &mut texts);
+        }
+    }
+    for t in flow
+        .transitions
+        .iter()
+        .chain(flow.states.iter().flat_map(|s| s.transitions.iter()))
+    {
+        if let TransitionKind::Reply(p) | TransitionKind::Comment(p) = &t.kind {
+            add_pattern(p, &mut texts);
+        }
+    }
+    for state in &flow.states {
+        for action in &state.actions {
+            if let ActionKind::Ask(ask) = &action.kind {
+                if let Some(Spanned {
+                    value: Expect::Choice(choices),
+                    ..
+                }) = &ask.expect
+                {
+                    texts.extend(choices.iter().map(|(k, _)| k));
+                }
+            }
+        }
+    }
+    for text in texts {
+        let normal = normalize_keyword(&text.value);
+        if reserved.contains(&normal) {
+            diags.push(
+                Diagnostic::error(Code::ReservedKeyword, format!("`{}` is a reserved keyword", text.value))
+                    .label(text.span, "Rapport answers this itself")
+                    .help("STOP, START and HELP (and the lists under `opt_out:` in rapport.yaml) never reach a flow: the runtime opts the contact out, back in, or sends the help reply. Remove it here"),
+            );
+        } else if let Some(k) = escalation.iter().find(|k| contains_phrase(&normal, k)) {
+            diags.push(
+                Diagnostic::warning(Code::EscalationKeyword, format!("`{}` contains the escalation keyword `{k}`", text.value))
+                    .label(text.span, "a message with it goes straight to a person")
+                    .help("messages with an escalation keyword open a handoff to the escalation queue before any flow sees them (rapport.yaml `escalation:`); this pattern will not match them"),
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------- overlapping triggers
+
+/// Triggers of different flows with the same priority that can match the same input.
+pub(crate) fn across_flows(
+    _settings: &Settings,
+    files: &[SourceFile<'_>],
+    flows: &[CheckedFlow<'_>],
+    diags: &mut Vec<FileDiagnostic>,
+) {
+    for (i, a) in flows.iter().enumerate() {
+        for b in &flows[..i] {
+            let pa = a.flow.priority.as_ref().map(|p| p.value).unwrap_or(0);
+            let pb = b.flow.priority.as_ref().map(|p| p.value).unwrap_or(0);
+            if pa != pb {
+                continue;
+            }
+            for ta in &a.flow.triggers {
+                let Some(tb) = b.flow.triggers.iter().find(|tb| overlap(ta, tb)) else {
+                    continue;
+                };
+                let (line, _) = line_col(files[b.file].source, tb.span.start);
+                diags.push(FileDiagnostic {
+                    file: a.file,
+                    diagnostic: Diagnostic::error(
+                        Code::OverlappingTriggers,
+                        format!("flows `{}` and `{}` start on the same input with the same priority", a.flow.name.value, b.flow.name.value),
+                    )
+                    .label(ta.span, format!("also matched by `{}` ({}, line {line})", b.flow.name.value, files[b.file].path))
+                    .help(format!("give one of them a higher `priority` (both are {pa}), or make the triggers different")),
+                });
+                break;
+            }
+        }
+    }
+}
+
+/// Whether two triggers can match the same input. A `when` condition on either makes
+/// them possibly disjoint, so they are not reported.
+fn overlap(a: &Trigger, b: &Trigger) -> bool {
+    if a.when.is_some() || b.when.is_some() {
+        return false;
+    }
+    match (&a.kind, &b.kind) {
+        (TriggerKind::Event(x), TriggerKind::Event(y)) => x.value == y.value,
+        (TriggerKind::Message(x), TriggerKind::Message(y))
+        | (TriggerKind::Comment(x), TriggerKind::Comment(y)) => {
+            patterns_overlap(x.as_ref().map(|p| &p.kind), y.as_ref().map(|p| &p.kind))
+        }
+        _ => false,
+    }
+}
+
+fn patterns_overlap(a: Option<&PatternKind>, b: Option<&PatternKind>) -> bool {
+    use PatternKind::*;
+    let (a, b) = match (a, b) {
+        (None, _) | (_, None) | (Some(Any), _) | (_, Some(Any)) => return true,
+        (Some(a), Some(b)) => (a, b),
+    };
+    let norm = |v: &[Spanned<String>]| {
+        v.iter()
+            .map(|s| normalize_keyword(&s.value))
+            .collect::<Vec<_>>()
+    };
+    let lower =
+        |v: &[Spanned<String>]| v.iter().map(|s| s.value.to_lowercase()).collect::<Vec<_>>();
+    match (a, b) {
+        (Exact(x), Exact(y)) => norm(x).iter().any(|t| norm(y).contains(t)),
+        (Contains(x), Contains(y)) => lower(x).iter().any(|t| lower(y).contains(t)),
+        (Exact(x), Contains(y)) | (Contains(y), Exact(x)) => norm(x)
+            .iter()
+            .any(|t| lower(y).iter().any(|p| contains_phrase(t, p))),
+        (Intent(x), Intent(y)) => x.value == y.value,
+        (Matches(x), Matches(y)) => x.source == y.source,
+        (Sentiment { op: o1, value: v1 }, Sentiment { op: o2, value: v2 }) => o1 == o2 && v1 == v2,
+        _ => false,
+    }
+}
+
+// ---------------------------------------------------------------- window safety
+
+/// Marketing sends that can go out more than the channel's window after the contact's
+/// last message, with no `or template` to fall back on.
+fn window(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>) {
+    let channels: Vec<&String> = match &flow.channels {
+        Some(c) => c.value.iter().map(|n| &n.value).collect(),
+        None => settings.channels.keys().collect(),
+    };
+    let Some((window, channel)) = channels
+        .iter()
+        .filter_map(|c| {
+            settings
+                .channels
+                .get(*c)
+                .and_then(|ch| ch.window)
+                .map(|w| (w.seconds, c.as_str()))
+        })
+        .min()
+    else {
+        return;
+    };
+    let late = window + 1;
+    let n = flow.states.len();
+    if n == 0 {
+        return;
+    }
+    let by_message = !flow.triggers.is_empty()
+        && flow
+            .triggers
+            .iter()
+            .all(|t| matches!(t.kind, TriggerKind::Message(_)));
+    let by_comment = flow
+        .triggers
+        .iter()
+        .any(|t| matches!(t.kind, TriggerKind::Comment(_)));
+    // Longest time since the contact's last message on entering each state, capped at
+    // "later than the window"; `None`: not reached.
+    let mut since: Vec<Option<u64>> = vec![None; n];
+    let mut why: Vec<Option<(usize, String)>> = vec![None; n];
+    since[0] = Some(if by_message { 0 } else { late });
+    for _ in 0..=n {
+        let mut changed = false;
+        for u in 0..n {
+            let Some(t) = since[u] else { continue };
+            for (v, edge) in g.edges_from(u) {
+                let next = match &edge.kind {
+                    k if k.needs_contact() => 0,
+                    EdgeKind::After(d) => (t + d).min(late),
+                    EdgeKind::Immediate => t,
+                    // Events and agents can come at any time later.
+                    _ => late,
+                };
+                if since[v].is_none_or(|cur| next > cur) {
+                    since[v] = Some(next);
+                    why[v] = Some((u, edge.kind.label()));
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (v, state) in flow.states.iter().enumerate() {
+        if since[v].is_none_or(|t| t <= window) {
+            continue;
+        }
+        for (k, action) in state.actions.iter().enumerate() {
+            // A run started by a comment answers it privately first: no window applies.
+            if by_comment && v == 0 && k == 0 {
+                continue;
+            }
+            let what = match &action.kind {
+                ActionKind::Send { template: None, .. } => "this message",
+                ActionKind::SendOneOf { .. } => "this `one of` message",
+                ActionKind::Ask(_) => "this question",
+                _ => continue,
+            };
+            let path = witness(flow, &why, v);
+            let help = match &action.kind {
+                ActionKind::Send { .. } => "add `or template NAME` with an approved template, used when the window has closed".to_string(),
+                _ => "it cannot have a template: move it after a reply from the contact, or send a templated message first and ask once they answer".to_string(),
+            };
+            diags.push(
+                Diagnostic::warning(
+                    Code::OutsideWindow,
+                    format!(
+                        "{what} can go out more than {} after the contact's last message",
+                        duration(window)
+                    ),
+                )
+                .label(
+                    action.span,
+                    format!("outside the {channel} window, it would be suppressed"),
+                )
+                .help(format!("{help}. For example: {path}")),
+            );
+        }
+    }
+}
+
+/// The path that made a state late, from the start, as text.
+fn witness(flow: &Flow, why: &[Option<(usize, String)>], target: usize) -> String {
+    let mut steps = vec![format!("`{}`", flow.states[target].name.value)];
+    let mut current = target;
+    let mut seen = vec![false; flow.states.len()];
+    while let Some((u, label)) = &why[current] {
+        if seen[current] {
+            break;
+        }
+        seen[current] = true;
+        steps.push(format!("`{}` —{label}→", flow.states[*u].name.value));
+        current = *u;
+    }
+    let start = if current == 0 {
+        "start on an event or comment: "
+    } else {
+        ""
+    };
+    steps.reverse();
+    format!("{start}{}", steps.join(" "))
+}
+
+// ---------------------------------------------------------------- message budget
+
+/// The most automated sends a contact can get within `rate_limit.per` without writing
+/// anything, against `rate_limit.max`.
+fn budget(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>) {
+    let Some(limit) = settings.rate_limit else {
+        return;
+    };
+    let n = flow.states.len();
+    let cap = limit.max as usize + 1;
+    let sends = |v: usize| {
+        flow.states[v]
+            .actions
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.kind,
+                    ActionKind::Send { .. } | ActionKind::SendOneOf { .. } | ActionKind::Ask(_)
+                )
+            })
+            .count()
+    };
+    // Dijkstra over (state, sends so far, flow-wide events used): the least time from the
+    // first send of a window to having sent `c` messages on entering `v`. Each flow-wide
+    // event is taken at most once per window: the same outside event arriving again and
+    // again within the hour is not a flow's doing.
+    let wide_events: Vec<&str> = flow
+        .transitions
+        .iter()
+        .filter_map(|t| match &t.kind {
+            TransitionKind::Event(e) => Some(e.value.as_str()),
+            _ => None,
+        })
+        .collect();
+    let event_bit = |name: &str| {
+        wide_events
+            .iter()
+            .position(|e| *e == name)
+            .filter(|&i| i < 64)
+            .map(|i| 1u64 << i)
+    };
+    type Key = (usize, usize, u64);
+    let mut best: HashMap<Key, u64> = HashMap::new();
+    let mut parent: HashMap<Key, (Key, String)> = HashMap::new();
+    let mut heap = BinaryHeap::new();
+    for v in 0..n {
+        let s = sends(v).min(cap);
+        if s > 0 {
+            best.insert((v, s, 0), 0);
+            heap.push(Reverse((0u64, v, s, 0u64)));
+        }
+    }
+    let mut exceeded = None;
+    while let Some(Reverse((t, u, c, used))) = heap.pop() {
+        if best.get(&(u, c, used)).is_some_and(|&b| t > b) {
+            continue;
+        }
+        if c >= cap {
+            exceeded = Some(((u, c, used), t));
+            break;
+        }
+        for (v, edge) in g.edges_from(u) {
+            let mut used2 = used;
+            let dt = match &edge.kind {
+                k if k.needs_contact() => continue,
+                EdgeKind::After(d) => *d,
+                EdgeKind::Event(name) if edge.flow_wide => match event_bit(name) {
+                    Some(bit) if used & bit != 0 => continue,
+                    Some(bit) => {
+                        used2 |= bit;
+                        0
+                    }
+                    None => continue,
+                },
+                _ => 0,
+            };
+            let t2 = t.saturating_add(dt);
+            if t2 >= limit.per.seconds {
+                continue;
+            }
+            let c2 = (c + sends(v)).min(cap);
+            let key = (v, c2, used2);
+            if best.get(&key).is_none_or(|&b| t2 < b) {
+                best.insert(key, t2);
+                parent.insert(key, ((u, c, used), edge.kind.label()));
+                heap.push(Reverse((t2, v, c2, used2)));
+            }
+        }
+    }
+    let Some((last, t)) = exceeded else { return };
+    let v = last.0;
+    let mut steps = vec![format!("`{}`", flow.states[v].name.value)];
+    let mut key = last;
+    for _ in 0..parent.len() {
+        match parent.get(&key) {
+            Some((from, label)) => {
+                steps.push(format!("`{}` —{label}→", flow.states[from.0].name.value));
+                key = *from;
+            }
+            None => break,
+        }
+    }
+    steps.reverse();
+    let span: Span = flow.states[v].name.span;
+    diags.push(
+        Diagnostic::warning(
+            Code::MessageBudget,
+            format!(
+                "this flow can send more than {} messages within {} without the contact replying",
+                limit.max,
+                duration(limit.per.seconds)
+            ),
+        )
+        .label(
+            span,
+            if t == 0 {
+                "the message over the limit, at the same moment as the first".to_string()
+            } else {
+                format!("the message over the limit, {} after the first", duration(t))
+            },
+        )
+        .help(format!(
+            "the rate limit would suppress it: {}. Space the messages out with longer `after` waits, send fewer, or raise `rate_limit` in rapport.yaml",
+            steps.join(" ")
+        )),
+    );
+}

@@ -1,0 +1,111 @@
+//! `rapport build`: check a project and write its compiled bundle.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use rapport_bundle::Bundle;
+
+use crate::load::load;
+use crate::render::{render, Format};
+use crate::BuildArgs;
+
+pub(crate) fn run(args: BuildArgs) -> ExitCode {
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        args.paths.clone()
+    };
+    let loaded = match load(&paths) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if loaded.io_failed {
+        return ExitCode::from(2);
+    }
+    let [project] = loaded.projects.as_slice() else {
+        eprintln!(
+            "error: `rapport build` makes one bundle from one project; give one project folder"
+        );
+        return ExitCode::from(2);
+    };
+    let sources = project.sources();
+    let checked = project.check(&sources);
+    let reports = project.reports(checked.as_ref());
+    let errors = reports
+        .iter()
+        .flat_map(|r| &r.diagnostics)
+        .filter(|d| d.is_error())
+        .count();
+    if reports.iter().any(|r| !r.diagnostics.is_empty()) {
+        eprint!("{}", render(&reports, Format::Human, false));
+    }
+    let Some(checked) = checked.filter(|_| errors == 0) else {
+        eprintln!("error: the project has {errors} error(s); no bundle was written (run `rapport check` for details)");
+        return ExitCode::from(1);
+    };
+    let mut bundle = rapport_check::compile(&project.settings.settings, &sources, &checked);
+    if let Some(baseline) = &args.baseline {
+        match read_bundle(baseline) {
+            Ok(old) => bundle.carry_previous(&old),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mut json = match serde_json::to_string_pretty(&bundle) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("error: cannot encode the bundle: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    json.push('\n');
+    if let Err(e) = write_output(&args.output, json.as_bytes()) {
+        eprintln!("error: cannot write `{}`: {e}", args.output.display());
+        return ExitCode::from(2);
+    }
+    if args.output != Path::new("-") {
+        eprintln!(
+            "wrote {} ({} flows, format {})",
+            args.output.display(),
+            bundle.flows.len(),
+            bundle.format
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Reads a bundle written by `rapport build`.
+pub(crate) fn read_bundle(path: &Path) -> Result<Bundle, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let bundle: Bundle = serde_json::from_str(&text)
+        .map_err(|e| format!("`{}` is not a Rapport bundle: {e}", path.display()))?;
+    if bundle.format != rapport_bundle::FORMAT {
+        return Err(format!(
+            "`{}` has bundle format {}, this rapport reads format {}; rebuild it with this version",
+            path.display(),
+            bundle.format,
+            rapport_bundle::FORMAT
+        ));
+    }
+    Ok(bundle)
+}
+
+/// Writes to stdout for `-`, else to a temporary file renamed into place, so a reader
+/// never sees half a bundle.
+fn write_output(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if path == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)?;
+        return out.flush();
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

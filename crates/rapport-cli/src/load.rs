@@ -1,0 +1,168 @@
+//! Reading a project from disk and running the front end and the checker on it: shared
+//! by `check`, `build` and `graph`.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rapport_check::{Checked, SourceFile};
+use rapport_syntax::{parse, parse_settings, Diagnostic, Parsed, ParsedSettings};
+
+use crate::project::{find_projects, ProjectError};
+use crate::render::FileReport;
+
+/// A flow file read and parsed.
+pub(crate) struct FlowSource {
+    pub(crate) path: String,
+    pub(crate) source: String,
+    pub(crate) parsed: Parsed,
+}
+
+/// A project read and parsed: its settings and its flow files.
+pub(crate) struct LoadedProject {
+    pub(crate) settings_path: String,
+    pub(crate) settings_source: String,
+    pub(crate) settings: ParsedSettings,
+    pub(crate) flows: Vec<FlowSource>,
+}
+
+pub(crate) struct Loaded {
+    pub(crate) projects: Vec<LoadedProject>,
+    /// Some file could not be read (reported on stderr); exit 2 at the end.
+    pub(crate) io_failed: bool,
+    pub(crate) read_time: Duration,
+    pub(crate) parse_time: Duration,
+}
+
+/// Finds the projects for `paths`, reads their files (reporting unreadable ones on
+/// stderr and going on) and parses everything on every core.
+pub(crate) fn load(paths: &[PathBuf]) -> Result<Loaded, ProjectError> {
+    let projects = find_projects(paths)?;
+    let t = Instant::now();
+    let mut io_failed = false;
+    let mut read = |path: &PathBuf| match std::fs::read_to_string(path) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!(
+                "error: cannot read `{}`: {e} (project files must be UTF-8 text)",
+                path.display()
+            );
+            io_failed = true;
+            None
+        }
+    };
+    let mut texts = Vec::new();
+    for p in &projects {
+        let settings = read(&p.settings_path);
+        let flows: Vec<(String, String)> = p
+            .flow_files
+            .iter()
+            .filter_map(|f| read(f).map(|s| (f.display().to_string(), s)))
+            .collect();
+        texts.push((p.settings_path.display().to_string(), settings, flows));
+    }
+    let read_time = t.elapsed();
+
+    let t = Instant::now();
+    let mut loaded = Vec::new();
+    for (settings_path, settings_source, flows) in texts {
+        let settings_source = settings_source.unwrap_or_default();
+        let settings = parse_settings(&settings_source);
+        let parsed = parallel_map(&flows, |(_, source)| parse(source));
+        loaded.push(LoadedProject {
+            settings_path,
+            settings_source,
+            settings,
+            flows: flows
+                .into_iter()
+                .zip(parsed)
+                .map(|((path, source), parsed)| FlowSource {
+                    path,
+                    source,
+                    parsed,
+                })
+                .collect(),
+        });
+    }
+    Ok(Loaded {
+        projects: loaded,
+        io_failed,
+        read_time,
+        parse_time: t.elapsed(),
+    })
+}
+
+impl LoadedProject {
+    /// The flow files as the checker takes them.
+    pub(crate) fn sources(&self) -> Vec<SourceFile<'_>> {
+        self.flows
+            .iter()
+            .map(|f| SourceFile {
+                path: &f.path,
+                source: &f.source,
+                ast: &f.parsed.file,
+            })
+            .collect()
+    }
+
+    /// Whether `rapport.yaml` has errors; checks against defaults would only mislead.
+    pub(crate) fn settings_broken(&self) -> bool {
+        self.settings.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    /// Runs the checker (unless the settings are broken).
+    pub(crate) fn check<'a>(&self, sources: &[SourceFile<'a>]) -> Option<Checked<'a>> {
+        (!self.settings_broken()).then(|| rapport_check::check(&self.settings.settings, sources))
+    }
+
+    /// Every diagnostic of the project, one report per file, settings first.
+    pub(crate) fn reports(&self, checked: Option<&Checked<'_>>) -> Vec<FileReport> {
+        let mut reports = vec![FileReport {
+            path: self.settings_path.clone(),
+            source: self.settings_source.clone(),
+            diagnostics: self.settings.diagnostics.clone(),
+        }];
+        for (i, f) in self.flows.iter().enumerate() {
+            let mut diagnostics = f.parsed.diagnostics.clone();
+            if let Some(c) = checked {
+                diagnostics.extend(
+                    c.diagnostics
+                        .iter()
+                        .filter(|d| d.file == i)
+                        .map(|d| d.diagnostic.clone()),
+                );
+                diagnostics.sort_by_key(|d| d.span().map(|s| s.start).unwrap_or(0));
+            }
+            reports.push(FileReport {
+                path: f.path.clone(),
+                source: f.source.clone(),
+                diagnostics,
+            });
+        }
+        reports
+    }
+}
+
+/// `f` over `items` on every available core, results in the order of `items`.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(items.len().max(1));
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(results) => results,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
