@@ -541,7 +541,7 @@ impl<'d> Builder<'d> {
                 if body.as_rule() == Rule::variants {
                     let variants = values(body)
                         .filter_map(|variant| {
-                            let mut parts = variant.into_inner();
+                            let mut parts = values(variant);
                             let key = self.name(parts.next()?);
                             let text = self.text(parts.next()?);
                             Some((key, text))
@@ -610,7 +610,7 @@ impl<'d> Builder<'d> {
     fn with_pairs(&mut self, pair: Pair<'_, Rule>) -> Vec<(Name, Text)> {
         values(pair)
             .filter_map(|kv| {
-                let mut parts = kv.into_inner();
+                let mut parts = values(kv);
                 let key = self.name(parts.next()?);
                 let value = self.text(parts.next()?);
                 Some((key, value))
@@ -663,7 +663,7 @@ impl<'d> Builder<'d> {
             Rule::choice_form => {
                 let choices = values(pair)
                     .filter_map(|c| {
-                        let mut parts = c.into_inner();
+                        let mut parts = values(c);
                         let k = parts.next()?;
                         let v = parts.next()?;
                         let (ks, vs) = (self.span(&k), self.span(&v));
@@ -1078,5 +1078,54 @@ impl HasSpan for Halt {
 impl HasSpan for Goal {
     fn span_of(&self) -> Span {
         self.span
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ast::{ActionKind, Expect, TextPart};
+
+    fn literal_text(t: &crate::ast::Text) -> String {
+        t.parts
+            .iter()
+            .map(|p| match p {
+                TextPart::Literal(s) => s.clone(),
+                TextPart::Token(t) => format!("{{{}}}", t.path),
+            })
+            .collect()
+    }
+
+    /// `a: "x"`, `k = "x"` and `"k" = "x"` pairs take the string, not the `:` or `=`.
+    #[test]
+    fn pairs_keep_their_values() {
+        let parsed = crate::parse(
+            r#"flow f { state s {
+                 send "x" or template t with a = "A {b}"
+                 send one of { a: "one", b: "two" }
+                 emit crm.lead with k = "v"
+                 ask q "?" expect choice { "1" = "first" } then -> s
+               } }"#,
+        );
+        assert!(parsed.diagnostics.is_empty(), "{:#?}", parsed.diagnostics);
+        let actions = &parsed.file.flows[0].states[0].actions;
+        let mut seen = Vec::new();
+        for action in actions {
+            match &action.kind {
+                ActionKind::Send {
+                    template: Some(t), ..
+                } => seen.push(literal_text(&t.with[0].1)),
+                ActionKind::SendOneOf { variants } => {
+                    seen.extend(variants.iter().map(|(_, t)| literal_text(t)));
+                }
+                ActionKind::Emit { with, .. } => seen.push(literal_text(&with[0].1)),
+                ActionKind::Ask(ask) => {
+                    if let Some(Expect::Choice(c)) = ask.expect.as_ref().map(|e| &e.value) {
+                        seen.push(c[0].1.value.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(seen, ["A {b}", "one", "two", "v", "first"]);
     }
 }
