@@ -40,6 +40,7 @@ flow f{i} {{
   # The menu.
   state start {{
     send "Hi {{first_name|there}}! Welcome to {{brand}}. Reply 1 for products, 2 for orders."
+      or template order_update_v1 with order_id = "f{i}"
     on reply "1" -> category
     on reply "2" -> order
     on reply contains "price", "how much" -> category

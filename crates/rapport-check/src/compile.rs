@@ -13,7 +13,7 @@ use rapport_syntax::ast::{
 use rapport_syntax::{format::format_flow, Settings};
 use sha2::{Digest, Sha256};
 
-use crate::{line_col, Checked, SourceFile};
+use crate::{Checked, LineIndex, SourceFile};
 
 /// Default `expire after` (design section 3.1).
 const DEFAULT_EXPIRE: u64 = 7 * 86_400;
@@ -29,10 +29,11 @@ pub fn canonical_hash(flow: &ast::Flow) -> String {
 /// The bundle of a checked project. Call only when `checked` has no errors: unresolved
 /// names are left out rather than reported here.
 pub fn compile(settings: &Settings, files: &[SourceFile<'_>], checked: &Checked<'_>) -> b::Bundle {
+    let lines: Vec<LineIndex<'_>> = files.iter().map(|f| LineIndex::new(f.source)).collect();
     let mut flows: Vec<b::Flow> = checked
         .flows
         .iter()
-        .map(|cf| flow(settings, &files[cf.file], cf.flow))
+        .map(|cf| flow(settings, &files[cf.file], &lines[cf.file], cf.flow))
         .collect();
     flows.sort_by(|x, y| x.name.cmp(&y.name));
     b::Bundle {
@@ -115,8 +116,8 @@ fn bundle_settings(s: &Settings) -> b::Settings {
     }
 }
 
-fn source_ref(file: &SourceFile<'_>, offset: usize) -> b::SourceRef {
-    let (line, column) = line_col(file.source, offset);
+fn source_ref(file: &SourceFile<'_>, lines: &LineIndex<'_>, offset: usize) -> b::SourceRef {
+    let (line, column) = lines.line_col(offset);
     b::SourceRef {
         file: file.path.to_string(),
         line: u32::try_from(line).unwrap_or(u32::MAX),
@@ -124,7 +125,12 @@ fn source_ref(file: &SourceFile<'_>, offset: usize) -> b::SourceRef {
     }
 }
 
-fn flow(settings: &Settings, file: &SourceFile<'_>, f: &ast::Flow) -> b::Flow {
+fn flow(
+    settings: &Settings,
+    file: &SourceFile<'_>,
+    lines: &LineIndex<'_>,
+    f: &ast::Flow,
+) -> b::Flow {
     let hash = canonical_hash(f);
     let version = match &f.version {
         Some(v) => v.value.to_string(),
@@ -234,10 +240,10 @@ fn flow(settings: &Settings, file: &SourceFile<'_>, f: &ast::Flow) -> b::Flow {
                     .actions
                     .iter()
                     .any(|a| matches!(a.kind, ActionKind::Handoff { .. })),
-                source: source_ref(file, s.span.start),
+                source: source_ref(file, lines, s.span.start),
             })
             .collect(),
-        source: source_ref(file, f.span.start),
+        source: source_ref(file, lines, f.span.start),
         previous: None,
     }
 }

@@ -3,14 +3,18 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use rapport_bundle::Bundle;
 
 use crate::load::load;
 use crate::render::{render, Format};
+use crate::timings::Timings;
 use crate::BuildArgs;
 
 pub(crate) fn run(args: BuildArgs) -> ExitCode {
+    let started = Instant::now();
+    let mut timings = Timings::default();
     let paths = if args.paths.is_empty() {
         vec![PathBuf::from(".")]
     } else {
@@ -32,8 +36,12 @@ pub(crate) fn run(args: BuildArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
+    timings.add("read files", loaded.read_time);
+    timings.add("parse", loaded.parse_time);
+    let t = Instant::now();
     let sources = project.sources();
     let checked = project.check(&sources);
+    timings.add("check", t.elapsed());
     let reports = project.reports(checked.as_ref());
     let errors = reports
         .iter()
@@ -47,7 +55,9 @@ pub(crate) fn run(args: BuildArgs) -> ExitCode {
         eprintln!("error: the project has {errors} error(s); no bundle was written (run `rapport check` for details)");
         return ExitCode::from(1);
     };
+    let t = Instant::now();
     let mut bundle = rapport_check::compile(&project.settings.settings, &sources, &checked);
+    timings.add("compile", t.elapsed());
     if let Some(baseline) = &args.baseline {
         match read_bundle(baseline) {
             Ok(old) => bundle.carry_previous(&old),
@@ -57,6 +67,7 @@ pub(crate) fn run(args: BuildArgs) -> ExitCode {
             }
         }
     }
+    let t = Instant::now();
     let mut json = match serde_json::to_string_pretty(&bundle) {
         Ok(j) => j,
         Err(e) => {
@@ -65,9 +76,16 @@ pub(crate) fn run(args: BuildArgs) -> ExitCode {
         }
     };
     json.push('\n');
+    timings.add("encode", t.elapsed());
+    let t = Instant::now();
     if let Err(e) = write_output(&args.output, json.as_bytes()) {
         eprintln!("error: cannot write `{}`: {e}", args.output.display());
         return ExitCode::from(2);
+    }
+    timings.add("write", t.elapsed());
+    timings.add("total", started.elapsed());
+    if args.timings {
+        timings.print();
     }
     if args.output != Path::new("-") {
         eprintln!(

@@ -3,12 +3,13 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rapport_syntax::Severity;
 
 use crate::load::load;
 use crate::render::{render, FileReport, Format};
+use crate::timings::Timings;
 use crate::CheckArgs;
 
 pub(crate) fn run(args: CheckArgs) -> ExitCode {
@@ -35,7 +36,7 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
     for project in &loaded.projects {
         let sources = project.sources();
         let checked = project.check(&sources);
-        if checked.is_none() {
+        if checked.is_none() && !project.flows.is_empty() {
             eprintln!(
                 "note: `{}` has errors, so the flows were only parsed; fix it to check them fully",
                 project.settings_path
@@ -107,20 +108,5 @@ fn plural(n: usize, word: &str) -> String {
         format!("1 {word}")
     } else {
         format!("{n} {word}s")
-    }
-}
-
-#[derive(Default)]
-struct Timings(Vec<(&'static str, Duration)>);
-
-impl Timings {
-    fn add(&mut self, phase: &'static str, d: Duration) {
-        self.0.push((phase, d));
-    }
-
-    fn print(&self) {
-        for (phase, d) in &self.0 {
-            eprintln!("{phase:>12}: {:>9.2} ms", d.as_secs_f64() * 1000.0);
-        }
     }
 }

@@ -6,6 +6,7 @@ mod graph;
 mod load;
 mod project;
 mod render;
+mod timings;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,9 @@ struct BuildArgs {
     /// the previous version for staged rollout.
     #[arg(long, value_name = "OLD_BUNDLE")]
     baseline: Option<PathBuf>,
+    /// Print how long each phase took, on stderr.
+    #[arg(long)]
+    timings: bool,
 }
 
 #[derive(Debug, clap::Args)]

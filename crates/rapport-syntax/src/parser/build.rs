@@ -142,11 +142,15 @@ impl<'d> Builder<'d> {
             states: Vec::new(),
             recovered: false,
         };
+        let errors_before = self.diags.len();
         for item in items {
             self.flow_item(&mut flow, item);
         }
         self.check_rollout(&flow);
         self.check_end_targets(&flow);
+        // A value error (a bad duration, an unknown agent event) drops the clause it was
+        // in: graph checks on this flow would report the hole, not the mistake.
+        flow.recovered |= self.diags.len() > errors_before;
         flow
     }
 
