@@ -34,3 +34,57 @@ fn example_flows_parse() {
         insta::assert_debug_snapshot!(parsed.file);
     });
 }
+
+fn rapport(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("the rapport binary runs")
+}
+
+#[test]
+fn the_bundle_is_byte_for_byte_deterministic() {
+    let dir = std::env::temp_dir().join(format!("rapport-bundle-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let first = dir.join("first.json");
+    let second = dir.join("second.json");
+    for out in [&first, &second] {
+        let o = rapport(&["build", "flows", "-o", out.to_str().expect("utf-8 path")]);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let a = std::fs::read(&first).expect("first bundle");
+    let b = std::fs::read(&second).expect("second bundle");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(a == b, "two builds of the same sources differ");
+    let text = String::from_utf8(a).expect("the bundle is UTF-8 JSON");
+    insta::assert_snapshot!("example_bundle", text);
+}
+
+#[test]
+fn mermaid_graph_of_each_example_flow() {
+    let o = rapport(&["build", "flows", "-o", "-"]);
+    let bundle: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bundle JSON on stdout");
+    let names: Vec<String> = bundle["flows"]
+        .as_array()
+        .expect("flows")
+        .iter()
+        .filter_map(|f| f["name"].as_str().map(str::to_string))
+        .collect();
+    assert!(names.len() >= 7, "{names:?}");
+    for name in names {
+        let g = rapport(&["graph", &name, "flows"]);
+        assert_eq!(g.status.code(), Some(0), "{}", String::from_utf8_lossy(&g.stderr));
+        let text = String::from_utf8_lossy(&g.stdout).into_owned();
+        assert!(text.starts_with("flowchart TD"), "{text}");
+        insta::assert_snapshot!(format!("mermaid_{name}"), text);
+    }
+}
+
+#[test]
+fn graph_of_an_unknown_flow_suggests_the_right_name() {
+    let o = rapport(&["graph", "cart_recovry", "flows"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("did you mean `cart_recovery`"), "{err}");
+}
