@@ -88,3 +88,22 @@ fn graph_of_an_unknown_flow_suggests_the_right_name() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("did you mean `cart_recovery`"), "{err}");
 }
+
+#[test]
+fn docs_show_the_current_graphs() {
+    let page = std::fs::read_to_string(repo_root().join("docs/flows.md")).expect("docs/flows.md");
+    for section in page.split("\n## ").skip(1) {
+        let name = section.lines().next().unwrap_or("").trim();
+        let block = section
+            .split("```mermaid\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap_or("");
+        let g = rapport(&["graph", name, "flows"]);
+        assert_eq!(
+            String::from_utf8_lossy(&g.stdout),
+            block,
+            "docs/flows.md is out of date for `{name}`: regenerate it (see the top of the page)"
+        );
+    }
+}
