@@ -5,7 +5,10 @@
 //! options, no line-width heuristics), so two sources that differ only in comments, white
 //! space, line breaks or the order of header clauses print the same text, and editing a
 //! comment does not make a new version. A tree from a parse without diagnostics prints as
-//! text that parses back to the same tree (spans aside), which prints the same again.
+//! text that parses back to the same tree (spans aside), which prints the same again. A
+//! tree from a parse with errors prints too, without what the errors left out.
+//! `format_flow` is the text to hash for a version: it does not depend on the file the flow
+//! is in or on the flows around it.
 //!
 //! The rules:
 //!
@@ -27,16 +30,18 @@
 //!   person, tokens print as `{name}` / `{name|fallback}` and literal braces as `{{` / `}}`.
 //! - Text for a person that spans lines prints as a `"""` block — the lines one level deeper
 //!   than the line the block starts on, the closing quotes on a line of their own at that
-//!   line's indentation — when a block gives back exactly the same text: some line has
-//!   something on it, no line starts or ends with white space, and there is no carriage
-//!   return (`"""` dedenting and editors would change those). In a block, a `"` that follows
+//!   line's indentation — when a block gives back exactly the same text and reads cleanly:
+//!   some line starts with something other than white space (dedenting removes the
+//!   indentation all lines share), no line ends with white space (editors strip it), and
+//!   there is no carriage return (dedenting drops it). In a block, a `"` that follows
 //!   a `"` is written `\"`, so a block never contains `"""`. Any other text, and every
 //!   literal string (titles, patterns, choices, tags, condition values), prints on one line
 //!   with `\n` for its line breaks.
 //! - Durations print in their largest exact unit (`90m`; `3600s` prints as `1h`, `24h` and
 //!   `86400s` as `1d`); percentages as their value without trailing zeros (`0.5%`, `25%`);
 //!   numbers as Rust prints an `f64` (`30`, `-0.6`); regexes between slashes with every `/`
-//!   written `\/`.
+//!   written `\/` (the parser turns `\/` back into `/`, so any regex it built prints back
+//!   to itself).
 //! - Conditions print with the fewest parentheses that keep the tree's grouping: `not`
 //!   binds tighter than `and`, `and` tighter than `or`; a group the tree keeps apart (an
 //!   `or` inside an `or`, say) keeps its parentheses.
@@ -425,8 +430,9 @@ fn duration(d: Duration) -> String {
     const UNITS: [(u64, &str); 3] = [(86_400, "d"), (3_600, "h"), (60, "m")];
     let s = d.seconds;
     for (size, unit) in UNITS {
-        if s != 0 && s % size == 0 {
-            return format!("{}{unit}", s / size);
+        let (whole, rest) = (s / size, s % size);
+        if whole > 0 && rest == 0 {
+            return format!("{whole}{unit}");
         }
     }
     format!("{s}s")
@@ -497,13 +503,16 @@ fn text(t: &Text, depth: usize) -> String {
     }
 }
 
-/// Whether a `"""` block gives back exactly `raw`: dedenting removes white space at the
-/// start of lines, and a carriage return before a line break is dropped.
+/// Whether a `"""` block gives back exactly `raw`, without white space at line ends: a
+/// line that starts with no white space keeps dedenting to the block's own indentation,
+/// and a carriage return before a line break would be dropped.
 fn fits_block(raw: &str) -> bool {
     raw.contains('\n')
         && !raw.contains('\r')
-        && raw.split('\n').any(|line| !line.is_empty())
-        && raw.split('\n').all(|line| line.trim() == line)
+        && raw
+            .split('\n')
+            .any(|line| line.starts_with(|c: char| !c.is_whitespace()))
+        && raw.split('\n').all(|line| line.trim_end() == line)
 }
 
 fn block(raw: &str, depth: usize) -> String {
@@ -577,7 +586,16 @@ mod tests {
             text(&literal("Hi\n\n\"\"\"x\" \\ {"), 1),
             "\"\"\"\n    Hi\n\n    \"\\\"\\\"x\" \\\\ {{\n  \"\"\""
         );
-        assert_eq!(text(&literal(" indented\nline"), 1), "\" indented\\nline\"");
+        assert_eq!(
+            text(&literal("  indented\nline"), 1),
+            "\"\"\"\n      indented\n    line\n  \"\"\""
+        );
+        assert_eq!(text(&literal(" all\n indented"), 1), "\" all\\n indented\"");
+        assert_eq!(text(&literal("\tx\n"), 1), "\"\\tx\\n\"");
+        assert_eq!(
+            text(&literal("x\n\ty"), 1),
+            "\"\"\"\n    x\n    \\ty\n  \"\"\""
+        );
         assert_eq!(text(&literal("trailing \nline"), 1), "\"trailing \\nline\"");
         assert_eq!(text(&literal("a\r\nb"), 1), "\"a\r\\nb\"");
         assert_eq!(text(&literal("\n"), 1), "\"\\n\"");
