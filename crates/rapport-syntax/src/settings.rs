@@ -326,10 +326,14 @@ pub(crate) fn span_at(source: &str, line: usize, column: usize) -> Span {
         .find([':', ',', '}', ']', '#'])
         .map(|e| line_text[col..col + e].trim_end().len())
         .unwrap_or(line_text[col..].trim_end().len());
-    Span::new(
-        start,
-        start + word.max(1).min(source.len() - start.min(source.len())),
-    )
+    let start = start.min(source.len());
+    let mut end = (start + word.max(1)).min(source.len());
+    // Never end inside a character (a span on U+2028, say, which YAML counts as a line
+    // break and `str::lines` does not).
+    while !source.is_char_boundary(end) {
+        end += 1;
+    }
+    Span::new(start, end)
 }
 
 /// The span of `key:` for a dotted path (`rate_limit.per`), each key searched after the

@@ -188,3 +188,11 @@ fn unclosed_block_before_later_flows() {
     let crash = include_str!("fuzz_regressions/unclosed_block_before_flow.flow");
     assert_sound(crash, &parse(crash).diagnostics);
 }
+
+/// Found by the fuzzer: YAML counts U+2028 as a line break, `str::lines` does not.
+#[test]
+fn settings_spans_stay_on_character_boundaries() {
+    for source in ["%fffffffffffaoky\u{2028}", "brand: x\u{2028}y: [", "a\u{2028}: b\u{85}c"] {
+        assert_sound(source, &parse_settings(source).diagnostics);
+    }
+}
