@@ -51,7 +51,12 @@ fn the_bundle_is_byte_for_byte_deterministic() {
     let second = dir.join("second.json");
     for out in [&first, &second] {
         let o = rapport(&["build", "flows", "-o", out.to_str().expect("utf-8 path")]);
-        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     let a = std::fs::read(&first).expect("first bundle");
     let b = std::fs::read(&second).expect("second bundle");
@@ -64,7 +69,8 @@ fn the_bundle_is_byte_for_byte_deterministic() {
 #[test]
 fn mermaid_graph_of_each_example_flow() {
     let o = rapport(&["build", "flows", "-o", "-"]);
-    let bundle: serde_json::Value = serde_json::from_slice(&o.stdout).expect("bundle JSON on stdout");
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("bundle JSON on stdout");
     let names: Vec<String> = bundle["flows"]
         .as_array()
         .expect("flows")
@@ -74,7 +80,12 @@ fn mermaid_graph_of_each_example_flow() {
     assert!(names.len() >= 7, "{names:?}");
     for name in names {
         let g = rapport(&["graph", &name, "flows"]);
-        assert_eq!(g.status.code(), Some(0), "{}", String::from_utf8_lossy(&g.stderr));
+        assert_eq!(
+            g.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&g.stderr)
+        );
         let text = String::from_utf8_lossy(&g.stdout).into_owned();
         assert!(text.starts_with("flowchart TD"), "{text}");
         insta::assert_snapshot!(format!("mermaid_{name}"), text);

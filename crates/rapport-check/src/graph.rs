@@ -179,10 +179,14 @@ fn pattern_label(p: &PatternKind) -> String {
     }
 }
 
-/// `90m`, `1h`, `2d`: the largest unit that divides evenly.
+/// `90m`, `1h`, `24h`, `2d`: hours up to two days (as windows are written), else the
+/// largest unit that divides evenly.
 pub(crate) fn duration(seconds: u64) -> String {
+    if seconds.is_multiple_of(3_600) && seconds > 0 && seconds < 2 * 86_400 {
+        return format!("{}h", seconds / 3_600);
+    }
     for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if seconds >= size && seconds % size == 0 {
+        if seconds >= size && seconds.is_multiple_of(size) {
             return format!("{}{unit}", seconds / size);
         }
     }
@@ -250,13 +254,15 @@ pub(crate) fn structure(flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>)
             .iter()
             .map(|&i| flow.states[i].name.value.as_str())
             .collect();
-        let mut d = Diagnostic::error(
-            Code::InstantLoop,
+        let message = if cycle.len() <= 2 {
+            format!("state `{}` goes on to itself at once, forever", names[0])
+        } else {
             format!(
                 "states {} go round in a loop with no wait",
                 quoted_path(&names)
-            ),
-        );
+            )
+        };
+        let mut d = Diagnostic::error(Code::InstantLoop, message);
         for &i in &cycle[..cycle.len() - 1] {
             if let Some(a) = flow.states[i]
                 .actions

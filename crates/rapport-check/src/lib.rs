@@ -105,9 +105,10 @@ fn check_flow(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) -> 
     let states = resolve::states(flow, diags);
     resolve::names(settings, flow, &states, diags);
     let graph = graph::build(flow, &states);
-    if flow.recovered {
-        // Parts of this flow did not parse: graph checks would report what the syntax
-        // errors already explain (states with empty bodies look like dead ends).
+    if flow.recovered || !resolve::graph_is_whole(flow, &states) {
+        // Parts of this flow did not parse, or it goes to states that do not exist:
+        // graph checks would report what those errors already explain (states with
+        // empty bodies look like dead ends, states behind a broken `->` unreachable).
         return graph;
     }
     graph::structure(flow, &graph, diags);

@@ -31,14 +31,23 @@ pub(crate) fn in_flow(
 // ---------------------------------------------------------------- keywords
 
 fn keywords(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
-    let reserved: Vec<String> = settings
-        .opt_out
-        .keywords
-        .iter()
-        .chain(&settings.opt_out.resubscribe)
-        .chain(&settings.opt_out.help)
-        .map(|k| normalize_keyword(k))
-        .collect();
+    let lists: [(&str, &Vec<String>); 3] = [
+        (
+            "an opt-out keyword (`opt_out.keywords`)",
+            &settings.opt_out.keywords,
+        ),
+        (
+            "a resubscribe keyword (`opt_out.resubscribe`)",
+            &settings.opt_out.resubscribe,
+        ),
+        ("a help keyword (`opt_out.help`)", &settings.opt_out.help),
+    ];
+    let reserved = |normal: &str| {
+        lists
+            .iter()
+            .find(|(_, list)| list.iter().any(|k| normalize_keyword(k) == normal))
+            .map(|(what, _)| *what)
+    };
     let escalation: Vec<String> = settings
         .escalation
         .iter()
@@ -46,15 +55,24 @@ fn keywords(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
         .map(|k| k.to_lowercase())
         .collect();
 
-    let mut texts: Vec<&Spanned<String>> = Vec::new();
-    fn add_pattern<'f>(p: &'f Pattern, texts: &mut Vec<&'f Spanned<String>>) {
-        if let PatternKind::Exact(v) | PatternKind::Contains(v) = &p.kind {
-            texts.extend(v.iter());
+    // Only messages are intercepted: STOP/START/HELP when the whole message equals the
+    // keyword, escalation keywords anywhere in it. Comments reach flows unchanged.
+    let mut whole: Vec<&Spanned<String>> = Vec::new();
+    let mut phrases: Vec<&Spanned<String>> = Vec::new();
+    fn collect<'f>(
+        p: &'f Pattern,
+        whole: &mut Vec<&'f Spanned<String>>,
+        phrases: &mut Vec<&'f Spanned<String>>,
+    ) {
+        match &p.kind {
+            PatternKind::Exact(v) => whole.extend(v.iter()),
+            PatternKind::Contains(v) => phrases.extend(v.iter()),
+            _ => {}
         }
     }
     for t in &flow.triggers {
-        if let TriggerKind::Message(Some(p)) | TriggerKind::Comment(Some(p)) = &t.kind {
-            add_pattern(p, &mut texts);
+        if let TriggerKind::Message(Some(p)) = &t.kind {
+            collect(p, &mut whole, &mut phrases);
         }
     }
     for t in flow
@@ -62,8 +80,8 @@ fn keywords(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
         .iter()
         .chain(flow.states.iter().flat_map(|s| s.transitions.iter()))
     {
-        if let TransitionKind::Reply(p) | TransitionKind::Comment(p) = &t.kind {
-            add_pattern(p, &mut texts);
+        if let TransitionKind::Reply(p) = &t.kind {
+            collect(p, &mut whole, &mut phrases);
         }
     }
     for state in &flow.states {
@@ -74,24 +92,35 @@ fn keywords(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
                     ..
                 }) = &ask.expect
                 {
-                    texts.extend(choices.iter().map(|(k, _)| k));
+                    whole.extend(choices.iter().map(|(k, _)| k));
                 }
             }
         }
     }
-    for text in texts {
-        let normal = normalize_keyword(&text.value);
-        if reserved.contains(&normal) {
+    for text in &whole {
+        if let Some(what) = reserved(&normalize_keyword(&text.value)) {
             diags.push(
-                Diagnostic::error(Code::ReservedKeyword, format!("`{}` is a reserved keyword", text.value))
-                    .label(text.span, "Rapport answers this itself")
-                    .help("STOP, START and HELP (and the lists under `opt_out:` in rapport.yaml) never reach a flow: the runtime opts the contact out, back in, or sends the help reply. Remove it here"),
+                Diagnostic::error(Code::ReservedKeyword, format!("`{}` is {what}", text.value))
+                    .label(text.span, "Rapport answers this itself; a flow never sees it")
+                    .help("the runtime opts the contact out, back in, or sends the help reply for every flow (rapport.yaml `opt_out:`, or its defaults). Remove it here"),
             );
-        } else if let Some(k) = escalation.iter().find(|k| contains_phrase(&normal, k)) {
+        }
+    }
+    for text in whole.iter().chain(&phrases) {
+        let normal = normalize_keyword(&text.value);
+        if reserved(&normal).is_some() {
+            continue;
+        }
+        if let Some(k) = escalation.iter().find(|k| contains_phrase(&normal, k)) {
+            let message = if normal == *k {
+                format!("`{}` is an escalation keyword", text.value)
+            } else {
+                format!("`{}` contains the escalation keyword `{k}`", text.value)
+            };
             diags.push(
-                Diagnostic::warning(Code::EscalationKeyword, format!("`{}` contains the escalation keyword `{k}`", text.value))
+                Diagnostic::warning(Code::EscalationKeyword, message)
                     .label(text.span, "a message with it goes straight to a person")
-                    .help("messages with an escalation keyword open a handoff to the escalation queue before any flow sees them (rapport.yaml `escalation:`); this pattern will not match them"),
+                    .help("messages with an escalation keyword open a handoff to the escalation queue before any flow sees them (rapport.yaml `escalation:`), so this never matches them"),
             );
         }
     }
@@ -101,7 +130,7 @@ fn keywords(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
 
 /// Triggers of different flows with the same priority that can match the same input.
 pub(crate) fn across_flows(
-    _settings: &Settings,
+    settings: &Settings,
     files: &[SourceFile<'_>],
     flows: &[CheckedFlow<'_>],
     diags: &mut Vec<FileDiagnostic>,
@@ -110,7 +139,7 @@ pub(crate) fn across_flows(
         for b in &flows[..i] {
             let pa = a.flow.priority.as_ref().map(|p| p.value).unwrap_or(0);
             let pb = b.flow.priority.as_ref().map(|p| p.value).unwrap_or(0);
-            if pa != pb {
+            if pa != pb || !channels_meet(settings, a.flow, b.flow) {
                 continue;
             }
             for ta in &a.flow.triggers {
@@ -133,10 +162,23 @@ pub(crate) fn across_flows(
     }
 }
 
-/// Whether two triggers can match the same input. A `when` condition on either makes
-/// them possibly disjoint, so they are not reported.
+/// Whether two flows share a channel (an input comes on one channel).
+fn channels_meet(settings: &Settings, a: &Flow, b: &Flow) -> bool {
+    let of = |f: &Flow| -> Vec<String> {
+        match &f.channels {
+            Some(c) => c.value.iter().map(|n| n.value.clone()).collect(),
+            None => settings.channels.keys().cloned().collect(),
+        }
+    };
+    let (ca, cb) = (of(a), of(b));
+    ca.iter().any(|c| cb.contains(c))
+}
+
+/// Whether two triggers can match the same input. When both have a `when` condition
+/// they may exclude each other, which the checker cannot decide: not reported. One
+/// condition alone only narrows one trigger, whose inputs the other still matches.
 fn overlap(a: &Trigger, b: &Trigger) -> bool {
-    if a.when.is_some() || b.when.is_some() {
+    if a.when.is_some() && b.when.is_some() {
         return false;
     }
     match (&a.kind, &b.kind) {
@@ -170,6 +212,14 @@ fn patterns_overlap(a: Option<&PatternKind>, b: Option<&PatternKind>) -> bool {
             .any(|t| lower(y).iter().any(|p| contains_phrase(t, p))),
         (Intent(x), Intent(y)) => x.value == y.value,
         (Matches(x), Matches(y)) => x.source == y.source,
+        // A regex against texts: does it find any of them (as the runtime would)?
+        (Matches(r), Exact(v))
+        | (Exact(v), Matches(r))
+        | (Matches(r), Contains(v))
+        | (Contains(v), Matches(r)) => regex::RegexBuilder::new(&r.source)
+            .case_insensitive(!r.source.starts_with("(?-i)"))
+            .build()
+            .is_ok_and(|re| v.iter().any(|t| re.is_match(&t.value))),
         (Sentiment { op: o1, value: v1 }, Sentiment { op: o2, value: v2 }) => o1 == o2 && v1 == v2,
         _ => false,
     }
@@ -243,9 +293,15 @@ fn window(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
         if since[v].is_none_or(|t| t <= window) {
             continue;
         }
-        for (k, action) in state.actions.iter().enumerate() {
+        let mut first_send = v == 0;
+        for action in &state.actions {
+            let is_send = matches!(
+                action.kind,
+                ActionKind::Send { .. } | ActionKind::SendOneOf { .. } | ActionKind::Ask(_)
+            );
             // A run started by a comment answers it privately first: no window applies.
-            if by_comment && v == 0 && k == 0 {
+            if by_comment && first_send && is_send {
+                first_send = false;
                 continue;
             }
             let what = match &action.kind {
@@ -254,10 +310,11 @@ fn window(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
                 ActionKind::Ask(_) => "this question",
                 _ => continue,
             };
-            let path = witness(flow, &why, v);
+            let path = witness(flow, &why, v, !by_message);
             let help = match &action.kind {
-                ActionKind::Send { .. } => "add `or template NAME` with an approved template, used when the window has closed".to_string(),
-                _ => "it cannot have a template: move it after a reply from the contact, or send a templated message first and ask once they answer".to_string(),
+                ActionKind::Send { .. } => "add `or template NAME` with an approved template, used when the window has closed",
+                ActionKind::Ask(_) => "a question cannot have a template: ask it after a reply from the contact, or send a templated message first and ask once they answer",
+                _ => "`one of` cannot have a template: send it after a reply from the contact, or send a templated message first and go on once they answer",
             };
             diags.push(
                 Diagnostic::warning(
@@ -278,7 +335,12 @@ fn window(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
 }
 
 /// The path that made a state late, from the start, as text.
-fn witness(flow: &Flow, why: &[Option<(usize, String)>], target: usize) -> String {
+fn witness(
+    flow: &Flow,
+    why: &[Option<(usize, String)>],
+    target: usize,
+    started_late: bool,
+) -> String {
     let mut steps = vec![format!("`{}`", flow.states[target].name.value)];
     let mut current = target;
     let mut seen = vec![false; flow.states.len()];
@@ -290,8 +352,8 @@ fn witness(flow: &Flow, why: &[Option<(usize, String)>], target: usize) -> Strin
         steps.push(format!("`{}` —{label}→", flow.states[*u].name.value));
         current = *u;
     }
-    let start = if current == 0 {
-        "start on an event or comment: "
+    let start = if current == 0 && started_late {
+        "a run started by an event or comment: "
     } else {
         ""
     };

@@ -58,6 +58,31 @@ fn unknown(what: &str, name: &Name, known: &[&str], where_: &str) -> Diagnostic 
     }
 }
 
+/// Whether every state a flow goes to exists and state names are unique: otherwise the
+/// graph has holes, and graph checks would report them rather than the mistake.
+pub(crate) fn graph_is_whole(flow: &Flow, states: &HashMap<&str, usize>) -> bool {
+    if states.len() != flow.states.len() {
+        return false;
+    }
+    let known = |t: &Name| states.contains_key(t.value.as_str());
+    let transitions = flow
+        .transitions
+        .iter()
+        .chain(flow.states.iter().flat_map(|s| s.transitions.iter()));
+    transitions.map(|t| &t.target).all(known)
+        && flow
+            .states
+            .iter()
+            .flat_map(|s| s.actions.iter())
+            .all(|a| match &a.kind {
+                ActionKind::Goto(t) => known(t),
+                ActionKind::Ask(ask) => {
+                    known(&ask.then) && ask.otherwise.as_ref().is_none_or(known)
+                }
+                _ => true,
+            })
+}
+
 /// Every name a flow uses, against the flow's states and the project's settings.
 pub(crate) fn names(
     settings: &Settings,
@@ -160,15 +185,13 @@ pub(crate) fn names(
                         );
                     }
                 }
-                ActionKind::Handoff { queue, .. } => {
-                    if !settings.queues.contains(&queue.value) {
-                        diags.push(unknown(
-                            "queue",
-                            queue,
-                            &queues,
-                            "under `queues:` in rapport.yaml",
-                        ));
-                    }
+                ActionKind::Handoff { queue, .. } if !settings.queues.contains(&queue.value) => {
+                    diags.push(unknown(
+                        "queue",
+                        queue,
+                        &queues,
+                        "under `queues:` in rapport.yaml",
+                    ));
                 }
                 ActionKind::Send {
                     text,
@@ -235,8 +258,8 @@ fn template_params(
                 )
                 .label(name.span, format!("parameters: {}", params.join(", ")))
                 .help(format!(
-                    "add `with {}` after the template name",
-                    missing
+                    "add `with {}` after the template name (with `with`, every parameter is given there)",
+                    params
                         .iter()
                         .map(|m| format!("{m} = \"...\""))
                         .collect::<Vec<_>>()
@@ -247,8 +270,35 @@ fn template_params(
         return;
     }
     let given: Vec<&str> = with.iter().map(|(k, _)| k.value.as_str()).collect();
+    let mut missing: Vec<&str> = params
+        .iter()
+        .map(String::as_str)
+        .filter(|p| !given.contains(p))
+        .collect();
     for (key, _) in with {
         if !params.contains(&key.value) {
+            // A misspelt key stands for a missing parameter: one error, with the fix.
+            let unknown_keys = with
+                .iter()
+                .filter(|(k, _)| !params.contains(&k.value))
+                .count();
+            let meant = did_you_mean(&key.value, missing.iter().copied())
+                .or_else(|| (unknown_keys == 1 && missing.len() == 1).then(|| missing[0]));
+            if let Some(meant) = meant {
+                diags.push(
+                    Diagnostic::error(
+                        Code::TemplateParams,
+                        format!("template `{}` has no parameter `{}`", name.value, key.value),
+                    )
+                    .label(key.span, format!("did you mean `{meant}`?"))
+                    .help(format!(
+                        "rename it to `{meant}`; the parameters are {}",
+                        params.join(", ")
+                    )),
+                );
+                missing.retain(|m| *m != meant);
+                continue;
+            }
             let d = Diagnostic::error(
                 Code::TemplateParams,
                 format!("template `{}` has no parameter `{}`", name.value, key.value),
@@ -265,11 +315,6 @@ fn template_params(
             );
         }
     }
-    let missing: Vec<&str> = params
-        .iter()
-        .map(String::as_str)
-        .filter(|p| !given.contains(p))
-        .collect();
     if !missing.is_empty() {
         diags.push(
             Diagnostic::error(

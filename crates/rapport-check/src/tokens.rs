@@ -24,6 +24,8 @@ struct Names<'a> {
     event_fields: (Vec<&'a str>, Vec<&'a str>),
     /// The events that start the flow, for messages.
     starters: Vec<&'a str>,
+    /// A start event is not declared (reported elsewhere): its fields are unknown.
+    undeclared_starter: bool,
 }
 
 impl<'a> Names<'a> {
@@ -42,13 +44,17 @@ impl<'a> Names<'a> {
         }
         let mut per_trigger: Vec<Vec<&str>> = Vec::new();
         let mut starters = Vec::new();
+        let mut undeclared_starter = false;
         for t in &flow.triggers {
             match &t.kind {
                 TriggerKind::Event(e) => {
                     starters.push(e.value.as_str());
                     // An undeclared event is reported by `resolve`; its fields are unknown.
-                    if let Some(fields) = settings.events.get(&e.value) {
-                        per_trigger.push(fields.keys().map(String::as_str).collect());
+                    match settings.events.get(&e.value) {
+                        Some(fields) => {
+                            per_trigger.push(fields.keys().map(String::as_str).collect())
+                        }
+                        None => undeclared_starter = true,
                     }
                 }
                 TriggerKind::Comment(_) => {
@@ -74,6 +80,7 @@ impl<'a> Names<'a> {
             settings,
             event_fields: (every, some),
             starters,
+            undeclared_starter,
         }
     }
 
@@ -93,24 +100,39 @@ impl<'a> Names<'a> {
         c
     }
 
-    /// Reports a token that resolves to nothing. `event_fields` overrides the starting
-    /// event's fields (inside `on event X when ...`, `event.x` is a field of X).
-    fn resolve(
-        &self,
-        path: &str,
-        span: Span,
-        event_fields: Option<&[&str]>,
-        diags: &mut Vec<Diagnostic>,
-    ) {
+    /// Reports a token that resolves to nothing, or an event field that only some
+    /// starting events have (unless the token has a fallback).
+    fn resolve(&self, path: &str, span: Span, place: Place<'_>, diags: &mut Vec<Diagnostic>) {
+        let in_condition = !matches!(place, Place::Text { .. });
+        let show = |name: &str| {
+            if in_condition {
+                format!("`{name}`")
+            } else {
+                format!("`{{{name}}}`")
+            }
+        };
         if let Some(field) = path.strip_prefix("event.") {
-            let (every, some) = match event_fields {
-                Some(f) => (f, f),
-                None => (&self.event_fields.0[..], &self.event_fields.1[..]),
+            if self.undeclared_starter {
+                // The start event itself is unknown (reported); its fields cannot be.
+                return;
+            }
+            let (every, some, whose) = match place {
+                Place::EventCondition { event, fields } => {
+                    (fields, fields, format!("the event `{event}`"))
+                }
+                _ => (
+                    &self.event_fields.0[..],
+                    &self.event_fields.1[..],
+                    "the event that starts this run".to_string(),
+                ),
             };
             if every.contains(&field) {
                 return;
             }
             if some.contains(&field) {
+                if matches!(place, Place::Text { fallback: true }) || in_condition {
+                    return;
+                }
                 diags.push(
                     Diagnostic::error(Code::TokenMaybeMissing, format!("`{{{path}}}` may be missing"))
                         .label(span, "not every event that starts this flow has this field")
@@ -121,10 +143,21 @@ impl<'a> Names<'a> {
                 );
                 return;
             }
-            let d = Diagnostic::error(Code::UnknownToken, format!("unknown token `{{{path}}}`"))
-                .label(span, "the event that starts this run has no such field");
+            let by_message_only = matches!(place, Place::Text { .. } | Place::Condition)
+                && !self.starters.is_empty()
+                && self
+                    .starters
+                    .iter()
+                    .all(|s| *s == "a message" || *s == "a comment");
+            let d = Diagnostic::error(Code::UnknownToken, format!("unknown token {}", show(path)))
+                .label(span, format!("{whose} has no such field"));
             diags.push(match did_you_mean(field, some.iter().copied()) {
-                Some(s) => d.help(format!("did you mean {{event.{s}}}?")),
+                Some(s) => d.help(format!("did you mean {}?", show(&format!("event.{s}")))),
+                None if by_message_only => d.help(format!(
+                    "a run started by {} has only {}",
+                    self.starters.join(" or "),
+                    some.iter().map(|f| show(&format!("event.{f}"))).collect::<Vec<_>>().join(", ")
+                )),
                 None if some.is_empty() => d.help("this flow is not started by an event with declared fields; declare them under `events:` in rapport.yaml"),
                 None => d.help(format!("the fields are {}; declare new ones under `events:` in rapport.yaml", some.join(", "))),
             });
@@ -133,13 +166,27 @@ impl<'a> Names<'a> {
         if path == "channel" || self.slots.contains_key(path) || self.is_ambient(path) {
             return;
         }
-        let d = Diagnostic::error(Code::UnknownToken, format!("unknown token `{{{path}}}`"))
+        let d = Diagnostic::error(Code::UnknownToken, format!("unknown token {}", show(path)))
             .label(span, "not a slot, profile field or project variable");
         diags.push(match did_you_mean(path, self.candidates()) {
-            Some(s) => d.help(format!("did you mean {{{s}}}?")),
+            Some(s) => d.help(format!("did you mean {}?", show(s))),
             None => d.help("set it in this flow with `ask` or `set`, or declare it under `profile:` or `vars:` in rapport.yaml"),
         });
     }
+}
+
+/// Where a token is used, which decides what "missing" means and how to say it.
+#[derive(Clone, Copy)]
+enum Place<'a> {
+    /// Message text; a fallback covers a missing value.
+    Text { fallback: bool },
+    /// A `when` of a message or comment transition or trigger.
+    Condition,
+    /// A `when` of `on event X` / `start on event X`: `event.x` is a field of X.
+    EventCondition {
+        event: &'a str,
+        fields: &'a [&'a str],
+    },
 }
 
 pub(crate) fn check(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>) {
@@ -155,13 +202,18 @@ pub(crate) fn check(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut
     };
     for t in &flow.triggers {
         if let Some(c) = &t.when {
-            let fields = match &t.kind {
-                TriggerKind::Event(e) => Some(event_fields(&e.value)),
-                _ => None,
+            let (event, fields) = match &t.kind {
+                TriggerKind::Event(e) => (Some(e.value.as_str()), event_fields(&e.value)),
+                _ => (None, Vec::new()),
             };
-            condition_tokens(c, &mut |path, span| {
-                names.resolve(path, span, fields.as_deref(), diags)
-            });
+            let place = match event {
+                Some(event) => Place::EventCondition {
+                    event,
+                    fields: &fields,
+                },
+                None => Place::Condition,
+            };
+            condition_tokens(c, &mut |path, span| names.resolve(path, span, place, diags));
         }
     }
     let transitions = flow
@@ -170,13 +222,18 @@ pub(crate) fn check(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut
         .chain(flow.states.iter().flat_map(|s| s.transitions.iter()));
     for t in transitions {
         if let Some(c) = &t.when {
-            let fields = match &t.kind {
-                TransitionKind::Event(e) => Some(event_fields(&e.value)),
-                _ => None,
+            let (event, fields) = match &t.kind {
+                TransitionKind::Event(e) => (Some(e.value.as_str()), event_fields(&e.value)),
+                _ => (None, Vec::new()),
             };
-            condition_tokens(c, &mut |path, span| {
-                names.resolve(path, span, fields.as_deref(), diags)
-            });
+            let place = match event {
+                Some(event) => Place::EventCondition {
+                    event,
+                    fields: &fields,
+                },
+                None => Place::Condition,
+            };
+            condition_tokens(c, &mut |path, span| names.resolve(path, span, place, diags));
         }
     }
 
@@ -186,14 +243,20 @@ pub(crate) fn check(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut
             // Unreachable: reported as such; nothing flows into it.
             for action in &state.actions {
                 for token in action_tokens(action) {
-                    names.resolve(&token.path, token.span, None, diags);
+                    let place = Place::Text {
+                        fallback: token.fallback.is_some(),
+                    };
+                    names.resolve(&token.path, token.span, place, diags);
                 }
             }
             continue;
         };
         for action in &state.actions {
             for token in action_tokens(action) {
-                names.resolve(&token.path, token.span, None, diags);
+                let place = Place::Text {
+                    fallback: token.fallback.is_some(),
+                };
+                names.resolve(&token.path, token.span, place, diags);
                 let Some(&slot) = names.slots.get(token.path.as_str()) else {
                     continue;
                 };
@@ -201,6 +264,23 @@ pub(crate) fn check(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut
                     || token.fallback.is_some()
                     || names.is_ambient(&token.path)
                 {
+                    continue;
+                }
+                let set_later = state.actions.iter().any(
+                    |a| matches!(&a.kind, ActionKind::Set { slot, .. } if slot.value == token.path),
+                );
+                if set_later {
+                    diags.push(
+                        Diagnostic::error(
+                            Code::TokenMaybeMissing,
+                            format!("`{{{}}}` is used before it is set", token.path),
+                        )
+                        .label(token.span, "used here")
+                        .help(format!(
+                            "`set {}` comes later in this state: move it above this line",
+                            token.path
+                        )),
+                    );
                     continue;
                 }
                 let path = missing_path(flow, g, &token.path, slot, &names, v);

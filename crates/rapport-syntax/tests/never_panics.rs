@@ -192,7 +192,11 @@ fn unclosed_block_before_later_flows() {
 /// Found by the fuzzer: YAML counts U+2028 as a line break, `str::lines` does not.
 #[test]
 fn settings_spans_stay_on_character_boundaries() {
-    for source in ["%fffffffffffaoky\u{2028}", "brand: x\u{2028}y: [", "a\u{2028}: b\u{85}c"] {
+    for source in [
+        "%fffffffffffaoky\u{2028}",
+        "brand: x\u{2028}y: [",
+        "a\u{2028}: b\u{85}c",
+    ] {
         assert_sound(source, &parse_settings(source).diagnostics);
     }
 }
