@@ -11,7 +11,7 @@ use rapport_syntax::ast::{
 };
 use rapport_syntax::{Code, Diagnostic, Settings, Span};
 
-use crate::graph::{duration, EdgeKind, FlowGraph};
+use crate::graph::{duration, Edge, EdgeKind, FlowGraph};
 use crate::{line_col, CheckedFlow, FileDiagnostic, SourceFile};
 
 /// Checks that look at one flow.
@@ -31,21 +31,29 @@ pub(crate) fn in_flow(
 // ---------------------------------------------------------------- keywords
 
 fn keywords(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
-    let lists: [(&str, &Vec<String>); 3] = [
+    let normalized = |list: &[String]| {
+        list.iter()
+            .map(|k| normalize_keyword(k))
+            .collect::<Vec<_>>()
+    };
+    let lists: [(&str, Vec<String>); 3] = [
         (
             "an opt-out keyword (`opt_out.keywords`)",
-            &settings.opt_out.keywords,
+            normalized(&settings.opt_out.keywords),
         ),
         (
             "a resubscribe keyword (`opt_out.resubscribe`)",
-            &settings.opt_out.resubscribe,
+            normalized(&settings.opt_out.resubscribe),
         ),
-        ("a help keyword (`opt_out.help`)", &settings.opt_out.help),
+        (
+            "a help keyword (`opt_out.help`)",
+            normalized(&settings.opt_out.help),
+        ),
     ];
     let reserved = |normal: &str| {
         lists
             .iter()
-            .find(|(_, list)| list.iter().any(|k| normalize_keyword(k) == normal))
+            .find(|(_, list)| list.iter().any(|k| k == normal))
             .map(|(what, _)| *what)
     };
     let escalation: Vec<String> = settings
@@ -135,43 +143,51 @@ pub(crate) fn across_flows(
     flows: &[CheckedFlow<'_>],
     diags: &mut Vec<FileDiagnostic>,
 ) {
-    for (i, a) in flows.iter().enumerate() {
-        for b in &flows[..i] {
-            let pa = a.flow.priority.as_ref().map(|p| p.value).unwrap_or(0);
-            let pb = b.flow.priority.as_ref().map(|p| p.value).unwrap_or(0);
-            if pa != pb || !channels_meet(settings, a.flow, b.flow) {
-                continue;
-            }
-            for ta in &a.flow.triggers {
-                let Some(tb) = b.flow.triggers.iter().find(|tb| overlap(ta, tb)) else {
+    // Only flows of equal priority compete; group them first so a project of many flows
+    // does not compare every pair.
+    let mut by_priority: HashMap<i64, Vec<(&CheckedFlow<'_>, Vec<&str>)>> = HashMap::new();
+    for f in flows {
+        let priority = f.flow.priority.as_ref().map(|p| p.value).unwrap_or(0);
+        let channels: Vec<&str> = match &f.flow.channels {
+            Some(c) => c.value.iter().map(|n| n.value.as_str()).collect(),
+            None => settings.channels.keys().map(String::as_str).collect(),
+        };
+        by_priority.entry(priority).or_default().push((f, channels));
+    }
+    for (priority, group) in &by_priority {
+        for (i, (a, a_channels)) in group.iter().enumerate() {
+            for (b, b_channels) in &group[..i] {
+                // An input comes on one channel: flows with none in common never compete.
+                if !a_channels.iter().any(|c| b_channels.contains(c)) {
                     continue;
-                };
-                let (line, _) = line_col(files[b.file].source, tb.span.start);
-                diags.push(FileDiagnostic {
-                    file: a.file,
-                    diagnostic: Diagnostic::error(
-                        Code::OverlappingTriggers,
-                        format!("flows `{}` and `{}` start on the same input with the same priority", a.flow.name.value, b.flow.name.value),
-                    )
-                    .label(ta.span, format!("also matched by `{}` ({}, line {line})", b.flow.name.value, files[b.file].path))
-                    .help(format!("give one of them a higher `priority` (both are {pa}), or make the triggers different")),
-                });
-                break;
+                }
+                for ta in &a.flow.triggers {
+                    let Some(tb) = b.flow.triggers.iter().find(|tb| overlap(ta, tb)) else {
+                        continue;
+                    };
+                    let (line, _) = line_col(files[b.file].source, tb.span.start);
+                    diags.push(FileDiagnostic {
+                        file: a.file,
+                        diagnostic: Diagnostic::error(
+                            Code::OverlappingTriggers,
+                            format!(
+                                "flows `{}` and `{}` start on the same input with the same priority",
+                                a.flow.name.value, b.flow.name.value
+                            ),
+                        )
+                        .label(
+                            ta.span,
+                            format!("also matched by `{}` ({}, line {line})", b.flow.name.value, files[b.file].path),
+                        )
+                        .help(format!(
+                            "give one of them a higher `priority` (both are {priority}), or make the triggers different"
+                        )),
+                    });
+                    break;
+                }
             }
         }
     }
-}
-
-/// Whether two flows share a channel (an input comes on one channel).
-fn channels_meet(settings: &Settings, a: &Flow, b: &Flow) -> bool {
-    let of = |f: &Flow| -> Vec<String> {
-        match &f.channels {
-            Some(c) => c.value.iter().map(|n| n.value.clone()).collect(),
-            None => settings.channels.keys().cloned().collect(),
-        }
-    };
-    let (ca, cb) = (of(a), of(b));
-    ca.iter().any(|c| cb.contains(c))
 }
 
 /// Whether two triggers can match the same input. When both have a `when` condition
@@ -264,7 +280,7 @@ fn window(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
     // Longest time since the contact's last message on entering each state, capped at
     // "later than the window"; `None`: not reached.
     let mut since: Vec<Option<u64>> = vec![None; n];
-    let mut why: Vec<Option<(usize, String)>> = vec![None; n];
+    let mut why: Vec<Option<(usize, &Edge)>> = vec![None; n];
     since[0] = Some(if by_message { 0 } else { late });
     for _ in 0..=n {
         let mut changed = false;
@@ -280,7 +296,7 @@ fn window(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
                 };
                 if since[v].is_none_or(|cur| next > cur) {
                     since[v] = Some(next);
-                    why[v] = Some((u, edge.kind.label()));
+                    why[v] = Some((u, edge));
                     changed = true;
                 }
             }
@@ -337,7 +353,7 @@ fn window(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
 /// The path that made a state late, from the start, as text.
 fn witness(
     flow: &Flow,
-    why: &[Option<(usize, String)>],
+    why: &[Option<(usize, &Edge)>],
     target: usize,
     started_late: bool,
 ) -> String {
@@ -349,7 +365,11 @@ fn witness(
             break;
         }
         seen[current] = true;
-        steps.push(format!("`{}` —{label}→", flow.states[*u].name.value));
+        steps.push(format!(
+            "`{}` —{}→",
+            flow.states[*u].name.value,
+            label.kind.label()
+        ));
         current = *u;
     }
     let start = if current == 0 && started_late {
@@ -404,7 +424,7 @@ fn budget(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
     };
     type Key = (usize, usize, u64);
     let mut best: HashMap<Key, u64> = HashMap::new();
-    let mut parent: HashMap<Key, (Key, String)> = HashMap::new();
+    let mut parent: HashMap<Key, (Key, &Edge)> = HashMap::new();
     let mut heap = BinaryHeap::new();
     for v in 0..n {
         let s = sends(v).min(cap);
@@ -445,7 +465,7 @@ fn budget(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
             let key = (v, c2, used2);
             if best.get(&key).is_none_or(|&b| t2 < b) {
                 best.insert(key, t2);
-                parent.insert(key, ((u, c, used), edge.kind.label()));
+                parent.insert(key, ((u, c, used), edge));
                 heap.push(Reverse((t2, v, c2, used2)));
             }
         }
@@ -457,7 +477,11 @@ fn budget(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
     for _ in 0..parent.len() {
         match parent.get(&key) {
             Some((from, label)) => {
-                steps.push(format!("`{}` —{label}→", flow.states[from.0].name.value));
+                steps.push(format!(
+                    "`{}` —{}→",
+                    flow.states[from.0].name.value,
+                    label.kind.label()
+                ));
                 key = *from;
             }
             None => break,
