@@ -6,6 +6,7 @@ mod graph;
 mod load;
 mod project;
 mod render;
+mod run;
 mod timings;
 
 use std::path::PathBuf;
@@ -63,6 +64,35 @@ enum Command {
     ///   rapport graph welcome flows/ --format dot | dot -Tsvg > welcome.svg
     #[command(verbatim_doc_comment)]
     Graph(GraphArgs),
+
+    /// Run a bundle against a stream of JSONL events, writing actions and audit records.
+    ///
+    /// Events are read from stdin (or --events), one JSON object per line, in the format
+    /// of docs/runtime.md. Actions go to stdout (or --actions), one per line. A line that
+    /// does not parse or validate is reported on stderr with its line number and skipped.
+    /// At the end, counts of actions by type and suppressions by reason go to stderr.
+    ///
+    /// Examples:
+    ///   rapport run --bundle bundle.json --events events.jsonl --actions actions.jsonl
+    ///   python3 gen_events.py --contacts 10000 | rapport run --bundle bundle.json > actions.jsonl
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The bundle written by `rapport build`.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// JSONL events to read (`-` or absent: stdin).
+    #[arg(long)]
+    events: Option<PathBuf>,
+    /// Where to write actions as JSONL (`-`: stdout).
+    #[arg(long, default_value = "-")]
+    actions: PathBuf,
+    /// Where to write the audit trail as JSONL.
+    #[arg(long)]
+    audit: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -120,5 +150,6 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Build(args) => build::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Run(args) => run::run(args),
     }
 }

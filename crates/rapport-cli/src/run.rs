@@ -1,0 +1,174 @@
+//! `rapport run`: execute a bundle against a stream of JSONL events, writing actions and
+//! the audit trail as JSONL.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use rapport_engine::{decode, Action, ActionKind, Audit, Engine};
+
+use crate::build::read_bundle;
+use crate::RunArgs;
+
+/// Counts printed at the end of a run (and pinned by the funnel test).
+#[derive(Debug, Default)]
+struct Counts {
+    events: u64,
+    rejected: u64,
+    actions: BTreeMap<String, u64>,
+    suppressed: BTreeMap<String, u64>,
+    not_enrolled: BTreeMap<String, u64>,
+}
+
+impl Counts {
+    fn action(&mut self, a: &Action) {
+        let kind = match a.kind {
+            ActionKind::Send if a.template.is_some() => "template",
+            ActionKind::Send if a.policy.is_some() => "policy",
+            k => k.as_str(),
+        };
+        *self.actions.entry(kind.to_string()).or_default() += 1;
+    }
+
+    fn audit(&mut self, a: &Audit) {
+        let bucket = match a.kind {
+            "suppressed" => &mut self.suppressed,
+            "not_enrolled" => &mut self.not_enrolled,
+            _ => return,
+        };
+        *bucket
+            .entry(a.reason.clone().unwrap_or_default())
+            .or_default() += 1;
+    }
+
+    fn print(&self, seconds: f64) {
+        eprintln!(
+            "processed {} events in {seconds:.2}s ({:.0} events/s), {} rejected",
+            self.events,
+            self.events as f64 / seconds.max(1e-9),
+            self.rejected
+        );
+        let list = |m: &BTreeMap<String, u64>| {
+            if m.is_empty() {
+                "none".to_string()
+            } else {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        };
+        eprintln!("actions: {}", list(&self.actions));
+        eprintln!("suppressed: {}", list(&self.suppressed));
+        eprintln!("not enrolled: {}", list(&self.not_enrolled));
+    }
+}
+
+fn open_out(path: &Path) -> std::io::Result<Box<dyn Write>> {
+    Ok(if path == Path::new("-") {
+        Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout().lock()))
+    } else {
+        Box::new(BufWriter::with_capacity(1 << 16, File::create(path)?))
+    })
+}
+
+pub(crate) fn run(args: RunArgs) -> ExitCode {
+    let bundle = match read_bundle(&args.bundle) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let input: Box<dyn BufRead> = match &args.events {
+        Some(p) if p != Path::new("-") => match File::open(p) {
+            Ok(f) => Box::new(BufReader::with_capacity(1 << 16, f)),
+            Err(e) => {
+                eprintln!("error: cannot read events `{}`: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        _ => Box::new(BufReader::with_capacity(1 << 16, std::io::stdin().lock())),
+    };
+    let mut actions = match open_out(&args.actions) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!(
+                "error: cannot write actions `{}`: {e}",
+                args.actions.display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let mut audit: Option<Box<dyn Write>> = match &args.audit {
+        Some(p) => match open_out(p) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                eprintln!("error: cannot write the audit trail `{}`: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let started = Instant::now();
+    let mut engine = Engine::new(bundle);
+    let mut counts = Counts::default();
+    let mut buf = Vec::with_capacity(512);
+    let result = (|| -> std::io::Result<()> {
+        for (n, line) in input.lines().enumerate() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            counts.events += 1;
+            let out = match decode(&line, &engine.bundle().settings) {
+                Ok(event) => engine.step(&event),
+                Err(rejected) => {
+                    counts.rejected += 1;
+                    eprintln!("line {}: rejected: {}", n + 1, rejected.reason);
+                    if let Some(w) = audit.as_mut() {
+                        let record = serde_json::json!({
+                            "kind": "rejected",
+                            "actor": "system",
+                            "line": n + 1,
+                            "id": rejected.id,
+                            "contact": rejected.contact,
+                            "reason": rejected.reason,
+                        });
+                        serde_json::to_writer(&mut *w, &record)?;
+                        w.write_all(b"\n")?;
+                    }
+                    continue;
+                }
+            };
+            for a in &out.actions {
+                counts.action(a);
+                buf.clear();
+                serde_json::to_writer(&mut buf, a)?;
+                buf.push(b'\n');
+                actions.write_all(&buf)?;
+            }
+            for a in &out.audit {
+                counts.audit(a);
+                if let Some(w) = audit.as_mut() {
+                    serde_json::to_writer(&mut *w, a)?;
+                    w.write_all(b"\n")?;
+                }
+            }
+        }
+        actions.flush()?;
+        if let Some(w) = audit.as_mut() {
+            w.flush()?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    counts.print(started.elapsed().as_secs_f64());
+    ExitCode::SUCCESS
+}

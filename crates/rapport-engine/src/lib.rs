@@ -1,0 +1,18 @@
+//! Rapport's runtime core: a pure, deterministic function of (bundle, contact state,
+//! event) to (new state, actions, audit records), enforcing the policies of design
+//! section 6: consent, STOP/START/HELP, rate limits, quiet hours, messaging windows,
+//! disclosure, handoffs, timers and staged rollouts.
+//!
+//! Event time is the clock: there is no wall clock, no I/O and no randomness here.
+
+mod engine;
+pub mod event;
+mod matching;
+pub mod output;
+pub mod rollout;
+mod state;
+
+pub use engine::{Engine, Output};
+pub use event::{decode, format_time, parse_time, Body, Event, Millis, Rejected};
+pub use output::{Action, ActionKind, Audit};
+pub use state::VersionStats;

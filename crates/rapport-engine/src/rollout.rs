@@ -1,0 +1,103 @@
+//! Deterministic choices: rollout buckets and A/B variants (Unleash-compatible
+//! murmur3), and quiet hours in a contact's time zone.
+
+use std::io::Cursor;
+
+use crate::event::Millis;
+
+/// murmur3_x86_32 of the UTF-8 bytes of `key`.
+fn murmur(key: &str, seed: u32) -> u32 {
+    // Reading from an in-memory cursor cannot fail.
+    murmur3::murmur3_32(&mut Cursor::new(key.as_bytes()), seed).unwrap_or(0)
+}
+
+/// A contact's rollout bucket for a flow, 1–100 (section 6.6): Unleash's normalized hash
+/// of `"FLOW:CONTACT"` with seed 0.
+pub fn bucket(group: &str, id: &str) -> u8 {
+    // The modulus keeps the value under 100, so it fits.
+    (murmur(&format!("{group}:{id}"), 0) % 100 + 1) as u8
+}
+
+/// Unleash's variant seed.
+const VARIANT_SEED: u32 = 86_028_157;
+
+/// The variant index (0-based) of a contact in a flow with `n` variants (section 6.5).
+pub fn variant(flow: &str, contact: &str, n: usize) -> usize {
+    if n == 0 {
+        return 0;
+    }
+    (murmur(&format!("{flow}:{contact}"), VARIANT_SEED) as usize) % n
+}
+
+/// When `now` falls inside quiet hours `[from, to)` (minutes after local midnight) in
+/// `zone`, the instant they end; `None` outside them. An unknown zone counts as UTC.
+pub(crate) fn quiet_until(now: Millis, zone: &str, from: u16, to: u16) -> Option<Millis> {
+    let tz = jiff::tz::TimeZone::get(zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let ts = jiff::Timestamp::from_millisecond(now).ok()?;
+    let local = ts.to_zoned(tz.clone());
+    let minute = (local.hour() as i32 * 60 + local.minute() as i32) as u16;
+    let inside = if from <= to {
+        minute >= from && minute < to
+    } else {
+        minute >= from || minute < to
+    };
+    if !inside {
+        return None;
+    }
+    let date = if from > to && minute >= from {
+        local.date().tomorrow().ok()?
+    } else {
+        local.date()
+    };
+    let end = date
+        .at((to / 60) as i8, (to % 60) as i8, 0, 0)
+        .to_zoned(tz)
+        .ok()?;
+    Some(end.timestamp().as_millisecond())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::parse_time;
+
+    #[test]
+    fn buckets_are_stable_and_in_range() {
+        for i in 0..1000 {
+            let b = bucket("cart_recovery", &format!("c{i}"));
+            assert!((1..=100).contains(&b));
+            assert_eq!(b, bucket("cart_recovery", &format!("c{i}")));
+        }
+    }
+
+    #[test]
+    fn quiet_hours_across_midnight_in_the_contacts_zone() {
+        let at = |s: &str| parse_time(s).unwrap_or_default();
+        // 22:30 in Bucharest (UTC+2 in November) is inside 21:00–08:00: deferred to 08:00.
+        let until = quiet_until(
+            at("2026-11-24T20:30:00Z"),
+            "Europe/Bucharest",
+            21 * 60,
+            8 * 60,
+        );
+        assert_eq!(until, Some(at("2026-11-25T06:00:00Z")));
+        // 07:00 local is inside too, until 08:00 the same day.
+        let until = quiet_until(
+            at("2026-11-25T05:00:00Z"),
+            "Europe/Bucharest",
+            21 * 60,
+            8 * 60,
+        );
+        assert_eq!(until, Some(at("2026-11-25T06:00:00Z")));
+        // Noon is outside.
+        assert_eq!(
+            quiet_until(
+                at("2026-11-25T10:00:00Z"),
+                "Europe/Bucharest",
+                21 * 60,
+                8 * 60
+            ),
+            None
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! What the engine remembers: per contact (profile, consent ledger, opt-out, handoff,
+//! runs, timers, recent sends) and per flow version (rollout stage and metrics).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde_json::{Map, Value};
+
+use crate::event::Millis;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConsentRecord {
+    pub(crate) at: Millis,
+    pub(crate) purpose: String,
+    pub(crate) granted: bool,
+}
+
+/// An open handoff: automation is paused for the contact until it closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OpenHandoff {
+    pub(crate) queue: String,
+    /// The run in its handoff state; `None` for an escalation (section 6.1b).
+    pub(crate) run: Option<u64>,
+    pub(crate) flow: Option<String>,
+    pub(crate) sla_timer: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Run {
+    pub(crate) id: u64,
+    /// Index into the engine's flow versions.
+    pub(crate) flow: usize,
+    pub(crate) state: usize,
+    pub(crate) channel: String,
+    pub(crate) started: Millis,
+    /// The starting event's fields (`event.x`), or the comment's/message's.
+    pub(crate) event: Map<String, Value>,
+    pub(crate) slots: Map<String, Value>,
+    pub(crate) last_send: Option<Millis>,
+    pub(crate) last_activity: Millis,
+    pub(crate) disclosed: bool,
+    pub(crate) footered: bool,
+    pub(crate) retries_left: u32,
+    /// The comment that started the run: its first send is a private reply.
+    pub(crate) comment: Option<(String, Millis)>,
+    pub(crate) private_reply_used: bool,
+    pub(crate) variant: Option<usize>,
+    pub(crate) reached_handoff: bool,
+    pub(crate) error: bool,
+    /// Timers owned by the current state (`after`, deferred sends), cancelled on leaving.
+    pub(crate) state_timers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TimerKind {
+    /// An `after` transition of the state: the index of the transition in the state.
+    After {
+        run: u64,
+        state: usize,
+        transition: usize,
+    },
+    /// A send deferred by quiet hours: the action's index in the state.
+    Deferred {
+        run: u64,
+        state: usize,
+        action: usize,
+    },
+    Expire {
+        run: u64,
+    },
+    Sla,
+    /// A goal window closes: count the run as not converted.
+    GoalClosed {
+        flow: usize,
+        run: u64,
+    },
+    /// A rollout stage advance of a flow version.
+    RolloutAdvance {
+        flow: usize,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Timer {
+    pub(crate) id: String,
+    pub(crate) due: Millis,
+    pub(crate) contact: Option<String>,
+    pub(crate) kind: TimerKind,
+}
+
+/// A goal being watched for a run (it converts when the event comes in time).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GoalWatch {
+    pub(crate) flow: usize,
+    pub(crate) run: u64,
+    pub(crate) event: String,
+    pub(crate) deadline: Millis,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Contact {
+    pub(crate) profile: Map<String, Value>,
+    pub(crate) last_inbound: BTreeMap<String, Millis>,
+    pub(crate) latest_channel: Option<String>,
+    pub(crate) last_reply: Option<String>,
+    pub(crate) consent: Vec<ConsentRecord>,
+    pub(crate) opted_out: bool,
+    pub(crate) ambiguous_pending: bool,
+    pub(crate) clarify_sent: bool,
+    pub(crate) handoff: Option<OpenHandoff>,
+    pub(crate) runs: Vec<Run>,
+    /// When the contact's last run of each flow (by name) ended, for `reentry`.
+    pub(crate) last_end: HashMap<String, Millis>,
+    /// Whether the contact ever ran each flow, for `reentry never`.
+    pub(crate) ever_ran: HashMap<String, bool>,
+    /// Times of delivered flow sends, for the rate limit.
+    pub(crate) sends: VecDeque<Millis>,
+    pub(crate) goals: Vec<GoalWatch>,
+    /// The run that sent last, for charging an opt-out.
+    pub(crate) last_sender: Option<(usize, u64)>,
+}
+
+impl Contact {
+    /// Whether the latest marketing consent record grants it.
+    pub(crate) fn marketing_consent(&self) -> bool {
+        self.consent
+            .iter()
+            .filter(|c| c.purpose == "marketing")
+            .max_by_key(|c| c.at)
+            .is_some_and(|c| c.granted)
+    }
+
+    pub(crate) fn run_mut(&mut self, id: u64) -> Option<&mut Run> {
+        self.runs.iter_mut().find(|r| r.id == id)
+    }
+
+    pub(crate) fn run(&self, id: u64) -> Option<&Run> {
+        self.runs.iter().find(|r| r.id == id)
+    }
+}
+
+/// Per flow version: where its rollout stands and what its finished runs did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VersionStats {
+    pub enrolled: u64,
+    pub finished: u64,
+    pub opted_out: u64,
+    pub handoffs: u64,
+    pub errors: u64,
+    pub converted: u64,
+    /// Runs whose goal window closed without the goal.
+    pub not_converted: u64,
+    /// Per variant index: enrolled runs.
+    pub variants: BTreeMap<usize, u64>,
+    pub stage: usize,
+    pub halted: bool,
+    pub first_attempt: Option<Millis>,
+}
