@@ -109,3 +109,18 @@ fn timings_are_printed_on_request() {
     assert_eq!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("parse:"), "{}", stderr(&out));
 }
+
+#[test]
+fn rollout_bucket_matches_unleash() {
+    // Unleash's specification: user 122 in group AB12A is inside a 50% rollout.
+    let out = rapport(&["rollout", "bucket", "--group", "AB12A", "122"]);
+    assert_eq!(out.status.code(), Some(0));
+    let bucket: u32 = stdout(&out).trim().parse().expect("a number");
+    assert!((1..=50).contains(&bucket), "{bucket}");
+    let out = rapport(&["rollout", "bucket", "cart_recovery", "c1"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out)
+        .trim()
+        .parse::<u32>()
+        .is_ok_and(|b| (1..=100).contains(&b)));
+}

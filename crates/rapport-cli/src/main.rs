@@ -77,6 +77,33 @@ enum Command {
     ///   python3 gen_events.py --contacts 10000 | rapport run --bundle bundle.json > actions.jsonl
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
+
+    /// Staged rollouts: which bucket (1-100) a contact is in.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RolloutCommand {
+    /// Print a contact's rollout bucket for a flow (1-100), as Unleash computes it.
+    ///
+    /// A contact starts runs on a version at stage P% when its bucket is at most P:
+    /// this answers "why did this contact get version 2?".
+    ///
+    /// Examples:
+    ///   rapport rollout bucket cart_recovery c1
+    ///   rapport rollout bucket --group AB12A 123
+    #[command(verbatim_doc_comment)]
+    Bucket {
+        /// The flow (the rollout group); omit it when --group is given.
+        #[arg(required_unless_present = "group")]
+        flow: Option<String>,
+        /// The contact id.
+        contact: Option<String>,
+        /// An explicit group id instead of a flow name.
+        #[arg(long)]
+        group: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -151,5 +178,22 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(args),
         Command::Graph(args) => graph::run(args),
         Command::Run(args) => run::run(args),
+        Command::Rollout(RolloutCommand::Bucket {
+            flow,
+            contact,
+            group,
+        }) => {
+            // With --group the one positional argument is the contact.
+            let (group, contact) = match (group, flow, contact) {
+                (Some(g), Some(c), None) | (Some(g), None, Some(c)) => (g, c),
+                (None, Some(f), Some(c)) => (f, c),
+                _ => {
+                    eprintln!("error: give a flow and a contact (`rapport rollout bucket cart_recovery c1`) or `--group GROUP CONTACT`");
+                    return ExitCode::from(2);
+                }
+            };
+            println!("{}", rapport_engine::rollout::bucket(&group, &contact));
+            ExitCode::SUCCESS
+        }
     }
 }
