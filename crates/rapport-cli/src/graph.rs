@@ -29,7 +29,7 @@ pub(crate) fn run(args: GraphArgs) -> ExitCode {
                 crate::GraphFormatArg::Mermaid => GraphFormat::Mermaid,
                 crate::GraphFormatArg::Dot => GraphFormat::Dot,
             };
-            print!("{}", render(cf.flow, &cf.graph, format));
+            out!("{}", render(cf.flow, &cf.graph, format));
             return ExitCode::SUCCESS;
         }
         let names: Vec<&str> = checked

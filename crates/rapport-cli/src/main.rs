@@ -1,5 +1,22 @@
 //! The `rapport` command.
 
+/// `print!` that stops quietly when stdout is closed (`rapport test | head`) instead of
+/// panicking on a broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `println!` that stops quietly when stdout is closed.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod build;
 mod check;
 mod graph;
@@ -7,6 +24,7 @@ mod load;
 mod project;
 mod render;
 mod run;
+mod scenario;
 mod timings;
 
 use std::path::PathBuf;
@@ -78,9 +96,27 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
 
+    /// Run the project's `*.test.yaml` scenarios against the compiled flows.
+    ///
+    /// Each case starts from a fresh contact; a failure shows the expected and the actual
+    /// actions side by side. At the end, the states and transitions no case reached.
+    /// Exits 1 when a case fails.
+    ///
+    /// Examples:
+    ///   rapport test flows/
+    ///   rapport test bench/funnel
+    #[command(verbatim_doc_comment)]
+    Test(TestArgs),
+
     /// Staged rollouts: which bucket (1-100) a contact is in.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct TestArgs {
+    /// A project folder (holding rapport.yaml); default: the current folder.
+    paths: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +214,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run(args),
         Command::Graph(args) => graph::run(args),
         Command::Run(args) => run::run(args),
+        Command::Test(args) => scenario::run(args),
         Command::Rollout(RolloutCommand::Bucket {
             flow,
             contact,
@@ -192,7 +229,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            println!("{}", rapport_engine::rollout::bucket(&group, &contact));
+            outln!("{}", rapport_engine::rollout::bucket(&group, &contact));
             ExitCode::SUCCESS
         }
     }
