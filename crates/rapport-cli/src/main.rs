@@ -156,6 +156,10 @@ struct RunArgs {
     /// Where to write the audit trail as JSONL.
     #[arg(long)]
     audit: Option<PathBuf>,
+    /// Benchmark baseline: read and decode every line and write one line per event,
+    /// doing nothing else (the I/O floor of bench/WORKLOAD.md).
+    #[arg(long, hide = true)]
+    io_floor: bool,
 }
 
 #[derive(Debug, clap::Args)]

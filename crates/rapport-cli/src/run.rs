@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use rapport_engine::{decode, Action, ActionKind, Audit, Engine};
+use rapport_engine::{decode, Action, ActionKind, Engine};
 
 use crate::build::read_bundle;
 use crate::RunArgs;
@@ -33,15 +33,15 @@ impl Counts {
         *self.actions.entry(kind.to_string()).or_default() += 1;
     }
 
-    fn audit(&mut self, a: &Audit) {
-        let bucket = match a.kind {
-            "suppressed" => &mut self.suppressed,
-            "not_enrolled" => &mut self.not_enrolled,
-            _ => return,
-        };
-        *bucket
-            .entry(a.reason.clone().unwrap_or_default())
-            .or_default() += 1;
+    /// The engine's tallies of suppressions and refused enrolments.
+    fn tallies(&mut self, engine: &Engine) {
+        for (kind, reason, n) in engine.tallies() {
+            let bucket = match kind {
+                "suppressed" => &mut self.suppressed,
+                _ => &mut self.not_enrolled,
+            };
+            *bucket.entry(reason.to_string()).or_default() += n;
+        }
     }
 
     fn print(&self, seconds: f64) {
@@ -115,6 +115,7 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
     };
     let started = Instant::now();
     let mut engine = Engine::new(bundle);
+    engine.record_audit(audit.is_some());
     let mut counts = Counts::default();
     let mut buf = Vec::with_capacity(512);
     let result = (|| -> std::io::Result<()> {
@@ -124,6 +125,19 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
                 continue;
             }
             counts.events += 1;
+            if args.io_floor {
+                // The floor: decode, write one line, nothing else.
+                if let Ok(event) = decode(&line, &engine.bundle().settings) {
+                    buf.clear();
+                    serde_json::to_writer(
+                        &mut buf,
+                        &serde_json::json!({ "id": event.id, "at": event.at }),
+                    )?;
+                    buf.push(b'\n');
+                    actions.write_all(&buf)?;
+                }
+                continue;
+            }
             let out = match decode(&line, &engine.bundle().settings) {
                 Ok(event) => engine.step(&event),
                 Err(rejected) => {
@@ -152,7 +166,6 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
                 actions.write_all(&buf)?;
             }
             for a in &out.audit {
-                counts.audit(a);
                 if let Some(w) = audit.as_mut() {
                     serde_json::to_writer(&mut *w, a)?;
                     w.write_all(b"\n")?;
@@ -169,6 +182,7 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    counts.tallies(&engine);
     counts.print(started.elapsed().as_secs_f64());
     ExitCode::SUCCESS
 }

@@ -2,7 +2,8 @@
 //! updated. Event time is the clock; there is no I/O, no wall clock and no randomness.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
 
 use rapport_bundle::{
     normalize_keyword, Action as BAction, Bundle, Flow, On, Pattern, Purpose, Reentry, Text,
@@ -34,8 +35,9 @@ pub struct Output {
 /// The runtime core for one bundle and a set of contacts.
 pub struct Engine {
     bundle: Bundle,
-    /// Every flow version: the bundle's flows, then their previous versions.
-    versions: Vec<Flow>,
+    /// Every flow version: the bundle's flows, then their previous versions. Shared so a
+    /// step can read a flow while it updates the contact.
+    versions: Arc<Vec<Flow>>,
     /// Flow name → (current version index, previous version index).
     by_name: HashMap<String, (usize, Option<usize>)>,
     regexes: Regexes,
@@ -48,6 +50,10 @@ pub struct Engine {
     run_seq: u64,
     stats: Vec<VersionStats>,
     out: Output,
+    /// Build audit records (off when nobody reads them; the tallies are kept anyway).
+    record_audit: bool,
+    /// Suppressions and refused enrolments by reason.
+    tallies: BTreeMap<(&'static str, String), u64>,
 }
 
 /// The cause of the actions being produced: an event or a timer.
@@ -91,6 +97,7 @@ impl Engine {
             collect_regexes(f, &mut regexes);
         }
         let stats = vec![VersionStats::default(); versions.len()];
+        let versions = Arc::new(versions);
         Engine {
             bundle,
             versions,
@@ -105,7 +112,21 @@ impl Engine {
             run_seq: 0,
             stats,
             out: Output::default(),
+            record_audit: true,
+            tallies: BTreeMap::new(),
         }
+    }
+
+    /// Whether to build audit records (on by default). Off, a step still keeps the tallies
+    /// of suppressions and refused enrolments, and runs faster.
+    pub fn record_audit(&mut self, on: bool) {
+        self.record_audit = on;
+    }
+
+    /// Suppressed sends (`suppressed`) and refused enrolments (`not_enrolled`) by reason,
+    /// since the engine started.
+    pub fn tallies(&self) -> impl Iterator<Item = (&str, &str, u64)> {
+        self.tallies.iter().map(|((k, r), n)| (*k, r.as_str(), *n))
     }
 
     pub fn bundle(&self) -> &Bundle {
@@ -862,18 +883,13 @@ impl Engine {
         cause: &mut Cause,
     ) -> bool {
         for run_id in self.run_order(contact) {
-            let Some(run) = self
-                .contacts
-                .get(contact)
-                .and_then(|c| c.run(run_id))
-                .cloned()
-            else {
-                continue;
-            };
-            let (matched, ask) = {
+            let (matched, ask, (run_flow, run_state, retries_left)) = {
+                let Some(run) = self.contacts.get(contact).and_then(|c| c.run(run_id)) else {
+                    continue;
+                };
                 let flow = &self.versions[run.flow];
                 let state = &flow.states[run.state];
-                let lookup = self.lookup(contact, &run, None);
+                let lookup = self.lookup(contact, run, None);
                 let matched = flow
                     .transitions
                     .iter()
@@ -892,7 +908,7 @@ impl Engine {
                     BAction::Ask(ask) => Some(ask.clone()),
                     _ => None,
                 });
-                (matched, ask)
+                (matched, ask, (run.flow, run.state, run.retries_left))
             };
             if let Some(target) = matched {
                 self.touch(contact, run_id, cause.at);
@@ -917,7 +933,6 @@ impl Engine {
                         self.transition(contact, run_id, ask.then, cause);
                     }
                     None => {
-                        let retries_left = run.retries_left;
                         if retries_left > 0 {
                             if let Some(r) = self
                                 .contacts
@@ -932,7 +947,7 @@ impl Engine {
                         } else if let Some(otherwise) = ask.otherwise {
                             self.transition(contact, run_id, otherwise, cause);
                         } else {
-                            let (f, s) = (run.flow, run.state);
+                            let (f, s) = (run_flow, run_state);
                             self.audit(
                                 cause,
                                 Some(contact),
@@ -1243,8 +1258,10 @@ impl Engine {
         now: Millis,
         cause: &mut Cause,
     ) -> Result<(usize, String), &'static str> {
-        let c = self.contacts.get(contact).cloned().unwrap_or_default();
-        let flow = &self.versions[f];
+        let empty = Contact::default();
+        let versions = Arc::clone(&self.versions);
+        let c = self.contacts.get(contact).unwrap_or(&empty);
+        let flow = &versions[f];
         let marketing = flow.purpose == Purpose::Marketing;
         if c.opted_out {
             return Err("opted_out");
@@ -1265,11 +1282,7 @@ impl Engine {
             return Err("channel_not_in_flow");
         }
         let by_comment = flow.triggers.iter().all(|t| t.on == TriggerKind::Comment);
-        if !by_comment
-            && c.runs
-                .iter()
-                .any(|r| self.versions[r.flow].name == flow.name)
-        {
+        if !by_comment && c.runs.iter().any(|r| versions[r.flow].name == flow.name) {
             return Err("already_active");
         }
         match flow.reentry {
@@ -1335,7 +1348,7 @@ impl Engine {
             state: 0,
             channel,
             started: now,
-            event: data,
+            event: Arc::new(data),
             slots: Map::new(),
             last_send: None,
             last_activity: now,
@@ -1447,7 +1460,8 @@ impl Engine {
             None,
             None,
         );
-        let state = self.versions[flow_idx].states[target].clone();
+        let versions = Arc::clone(&self.versions);
+        let state = &versions[flow_idx].states[target];
         for (i, action) in state.actions.iter().enumerate() {
             match action {
                 BAction::Send { .. } | BAction::SendVariant { .. } => {
@@ -1718,10 +1732,8 @@ impl Engine {
         for t in &run.state_timers {
             self.live_timers.remove(t);
         }
-        self.live_timers.retain(|_, t| {
-            !matches!(t.kind, TimerKind::Expire { run } if run == run_id)
-                || t.contact.as_deref() != Some(contact)
-        });
+        // The run's expire timer stays queued: when it comes due it finds no run and does
+        // nothing (cheaper than searching every pending timer now).
         if let Some(h) = closed {
             // Released by an agent: no `handoff_closed` (Appendix A.15).
             if reason != "released" {
@@ -1796,15 +1808,44 @@ impl Engine {
         deferrable: Option<(usize, usize)>,
         cause: &mut Cause,
     ) {
-        let Some(run) = self
-            .contacts
-            .get(contact)
-            .and_then(|c| c.run(run_id))
-            .cloned()
-        else {
-            return;
-        };
-        let Some(c) = self.contacts.get(contact).cloned() else {
+        // What the checks need, read without copying the contact.
+        let rate = self.bundle.settings.rate_limit;
+        let Some((c, run)) = self.contacts.get(contact).and_then(|c| {
+            let run = c.run(run_id)?;
+            let recent = rate.map_or(0, |l| {
+                let per = l.per as Millis * 1000;
+                c.sends
+                    .iter()
+                    .filter(|&&t| t > cause.at - per && t <= cause.at)
+                    .count()
+            });
+            Some((
+                SendView {
+                    opted_out: c.opted_out,
+                    in_handoff: c.handoff.is_some(),
+                    consent: c.marketing_consent(),
+                    ambiguous: c.ambiguous_pending,
+                    last_inbound: c.last_inbound.get(&run.channel).copied(),
+                    recent_sends: recent,
+                    timezone: c
+                        .profile
+                        .get("timezone")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                },
+                RunView {
+                    flow: run.flow,
+                    state: run.state,
+                    channel: run.channel.clone(),
+                    comment: run.comment.clone(),
+                    private_reply_used: run.private_reply_used,
+                    disclosed: run.disclosed,
+                    footered: run.footered,
+                    variant: run.variant,
+                },
+            ))
+        }) else {
             return;
         };
         let flow = &self.versions[run.flow];
@@ -1822,7 +1863,7 @@ impl Engine {
             );
             return;
         }
-        if c.handoff.is_some() {
+        if c.in_handoff {
             self.audit(
                 cause,
                 Some(contact),
@@ -1833,7 +1874,7 @@ impl Engine {
             );
             return;
         }
-        if marketing && !c.marketing_consent() {
+        if marketing && !c.consent {
             self.audit(
                 cause,
                 Some(contact),
@@ -1852,7 +1893,7 @@ impl Engine {
             self.end_run(contact, run_id, "no_consent", cause);
             return;
         }
-        if marketing && c.ambiguous_pending {
+        if marketing && c.ambiguous {
             self.audit(
                 cause,
                 Some(contact),
@@ -1880,7 +1921,6 @@ impl Engine {
             None => true,
             Some(w) => c
                 .last_inbound
-                .get(&run.channel)
                 .is_some_and(|last| now - last <= w as Millis * 1000),
         };
         let use_template = private_reply.is_none() && !in_window;
@@ -1896,13 +1936,7 @@ impl Engine {
             return;
         }
         if let Some(limit) = self.bundle.settings.rate_limit {
-            let per = limit.per as Millis * 1000;
-            let recent = c
-                .sends
-                .iter()
-                .filter(|&&t| t > now - per && t <= now)
-                .count();
-            if recent >= limit.max as usize {
+            if c.recent_sends >= limit.max as usize {
                 self.audit(
                     cause,
                     Some(contact),
@@ -1918,13 +1952,9 @@ impl Engine {
             if let (Some(q), Some((state, action))) =
                 (&self.bundle.settings.quiet_hours, deferrable)
             {
-                let zone = c
-                    .profile
-                    .get("timezone")
-                    .and_then(Value::as_str)
-                    .unwrap_or(&q.zone)
-                    .to_string();
-                if let Some(until) = crate::rollout::quiet_until(now, &zone, q.from, q.to) {
+                let own = c.timezone.as_str();
+                let zones = [own, q.zone.as_str()];
+                if let Some(until) = crate::rollout::quiet_until(now, &zones, q.from, q.to) {
                     let id = self.set_timer(
                         cause,
                         until,
@@ -1955,7 +1985,10 @@ impl Engine {
             }
         }
         // Delivered.
-        let lookup = self.lookup(contact, &run, None);
+        let Some(full_run) = self.contacts.get(contact).and_then(|c| c.run(run_id)) else {
+            return;
+        };
+        let lookup = self.lookup(contact, full_run, None);
         let mut a = Action::new(cause.next_action_id(), now, Some(contact), ActionKind::Send);
         a.channel = Some(run.channel.clone());
         let mut warnings = Vec::new();
@@ -2096,6 +2129,15 @@ impl Engine {
         reason: Option<&str>,
         detail: Option<String>,
     ) {
+        if kind == "suppressed" || kind == "not_enrolled" {
+            *self
+                .tallies
+                .entry((kind, reason.unwrap_or_default().to_string()))
+                .or_default() += 1;
+        }
+        if !self.record_audit {
+            return;
+        }
         let (actor, flow, version, state) = match at {
             Some((f, s)) => {
                 let flow = &self.versions[f];
@@ -2121,6 +2163,31 @@ impl Engine {
             cause: Some(cause.field.clone()),
         });
     }
+}
+
+/// What the send checks read of a contact.
+struct SendView {
+    opted_out: bool,
+    in_handoff: bool,
+    consent: bool,
+    ambiguous: bool,
+    /// The contact's latest inbound message on the run's channel.
+    last_inbound: Option<Millis>,
+    /// Delivered flow sends within the rate limit's window.
+    recent_sends: usize,
+    timezone: String,
+}
+
+/// What the send reads of a run.
+struct RunView {
+    flow: usize,
+    state: usize,
+    channel: String,
+    comment: Option<(String, Millis)>,
+    private_reply_used: bool,
+    disclosed: bool,
+    footered: bool,
+    variant: Option<usize>,
 }
 
 impl Run {

@@ -29,10 +29,14 @@ pub fn variant(flow: &str, contact: &str, n: usize) -> usize {
     (murmur(&format!("{flow}:{contact}"), VARIANT_SEED) as usize) % n
 }
 
-/// When `now` falls inside quiet hours `[from, to)` (minutes after local midnight) in
-/// `zone`, the instant they end; `None` outside them. An unknown zone counts as UTC.
-pub(crate) fn quiet_until(now: Millis, zone: &str, from: u16, to: u16) -> Option<Millis> {
-    let tz = jiff::tz::TimeZone::get(zone).unwrap_or(jiff::tz::TimeZone::UTC);
+/// When `now` falls inside quiet hours `[from, to)` (minutes after local midnight), the
+/// instant they end; `None` outside them. Local time is in the first of `zones` that is a
+/// known time zone (the contact's, then the project's), else UTC.
+pub(crate) fn quiet_until(now: Millis, zones: &[&str], from: u16, to: u16) -> Option<Millis> {
+    let tz = zones
+        .iter()
+        .find_map(|z| jiff::tz::TimeZone::get(z).ok())
+        .unwrap_or(jiff::tz::TimeZone::UTC);
     let ts = jiff::Timestamp::from_millisecond(now).ok()?;
     let local = ts.to_zoned(tz.clone());
     let minute = (local.hour() as i32 * 60 + local.minute() as i32) as u16;
@@ -76,7 +80,7 @@ mod tests {
         // 22:30 in Bucharest (UTC+2 in November) is inside 21:00–08:00: deferred to 08:00.
         let until = quiet_until(
             at("2026-11-24T20:30:00Z"),
-            "Europe/Bucharest",
+            &["Europe/Bucharest"],
             21 * 60,
             8 * 60,
         );
@@ -84,7 +88,15 @@ mod tests {
         // 07:00 local is inside too, until 08:00 the same day.
         let until = quiet_until(
             at("2026-11-25T05:00:00Z"),
-            "Europe/Bucharest",
+            &["Europe/Bucharest"],
+            21 * 60,
+            8 * 60,
+        );
+        assert_eq!(until, Some(at("2026-11-25T06:00:00Z")));
+        // A contact's unknown zone falls back to the project's.
+        let until = quiet_until(
+            at("2026-11-24T20:30:00Z"),
+            &["Mars/Olympus", "Europe/Bucharest"],
             21 * 60,
             8 * 60,
         );
@@ -93,7 +105,7 @@ mod tests {
         assert_eq!(
             quiet_until(
                 at("2026-11-25T10:00:00Z"),
-                "Europe/Bucharest",
+                &["Europe/Bucharest"],
                 21 * 60,
                 8 * 60
             ),

@@ -32,8 +32,9 @@ pub(crate) struct Run {
     pub(crate) state: usize,
     pub(crate) channel: String,
     pub(crate) started: Millis,
-    /// The starting event's fields (`event.x`), or the comment's/message's.
-    pub(crate) event: Map<String, Value>,
+    /// The starting event's fields (`event.x`), or the comment's/message's; shared,
+    /// never changed after the start.
+    pub(crate) event: std::sync::Arc<Map<String, Value>>,
     pub(crate) slots: Map<String, Value>,
     pub(crate) last_send: Option<Millis>,
     pub(crate) last_activity: Millis,
