@@ -159,3 +159,154 @@ fn bad_lines_are_reported_with_their_number_and_skipped() {
     assert_eq!(out.lines().count(), 2, "{out}");
     assert!(out.contains("Which category"), "{out}");
 }
+
+/// The scenario suites: the example project (every state and transition covered), the
+/// rule-by-rule project of the runtime's rules, and the funnel workload.
+#[test]
+fn scenario_suites_pass_with_full_coverage_of_the_examples() {
+    for dir in ["flows", "tests/scenarios", "bench/funnel"] {
+        let o = rapport(&["test", dir], None);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "rapport test {dir}:\n{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(out.contains(" passed, 0 failed"), "{out}");
+        if dir == "flows" {
+            for line in out.lines().filter(|l| l.contains(" states ")) {
+                assert!(
+                    !line.contains("never reached"),
+                    "example coverage is incomplete: {line}"
+                );
+            }
+        }
+    }
+}
+
+/// `expected` (a partial object; `/.../` strings are regexes) matches `actual`.
+fn partial_match(expected: &serde_json::Value, actual: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match expected {
+        Value::Object(map) => actual.as_object().is_some_and(|a| {
+            map.iter().all(|(k, v)| match v {
+                Value::Null => a.get(k).is_none_or(Value::is_null),
+                _ => a.get(k).is_some_and(|x| partial_match(v, x)),
+            })
+        }),
+        Value::String(s) if s.len() >= 2 && s.starts_with('/') && s.ends_with('/') => {
+            let text = match actual {
+                Value::String(t) => t.clone(),
+                other => other.to_string(),
+            };
+            regex::Regex::new(&s[1..s.len() - 1]).is_ok_and(|re| re.is_match(&text))
+        }
+        Value::Number(n) => actual.as_f64().is_some_and(|a| Some(a) == n.as_f64()),
+        Value::String(s) => match actual {
+            Value::String(a) => a == s,
+            other => &other.to_string() == s,
+        },
+        other => other == actual,
+    }
+}
+
+/// The rules `*.test.yaml` cannot express (duplicate ids, rejected lines, events older
+/// than the clock, the consent ledger's order), through `rapport run` on JSONL:
+/// `tests/scenarios/run/cases.yaml`.
+#[test]
+fn jsonl_rule_cases() {
+    use serde_json::Value;
+    let text = std::fs::read_to_string(repo_root().join("tests/scenarios/run/cases.yaml"))
+        .expect("cases.yaml");
+    let doc: Value = serde_yaml::from_str(&text).expect("cases.yaml is YAML");
+    let out = temp("scenarios.json");
+    let o = rapport(
+        &[
+            "build",
+            "tests/scenarios",
+            "-o",
+            out.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut failures = Vec::new();
+    let cases = doc["cases"].as_array().cloned().unwrap_or_default();
+    assert!(cases.len() >= 8, "the cases are there");
+    for case in cases {
+        let name = case["name"].as_str().unwrap_or("?").to_string();
+        let lines: Vec<String> = case["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|e| match e {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        let audit_path = temp(&format!("audit-{}.jsonl", name.len()));
+        let o = rapport(
+            &[
+                "run",
+                "--bundle",
+                out.to_str().expect("utf-8"),
+                "--audit",
+                audit_path.to_str().expect("utf-8"),
+            ],
+            Some(&(lines.join("\n") + "\n")),
+        );
+        let actions: Vec<Value> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let audit: Vec<Value> = std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        let expected = case["expect"].as_array().cloned().unwrap_or_default();
+        if o.status.code() != Some(case["exit"].as_i64().unwrap_or(0) as i32) {
+            failures.push(format!("{name}: exit status {:?}", o.status.code()));
+        }
+        if expected.len() != actions.len()
+            || !expected
+                .iter()
+                .zip(&actions)
+                .all(|(e, a)| partial_match(e, a))
+        {
+            failures.push(format!(
+                "{name}: actions differ\n  expected {expected:?}\n  actual {actions:?}"
+            ));
+        }
+        let mut from = 0;
+        for e in case["audit"].as_array().cloned().unwrap_or_default() {
+            match audit[from..].iter().position(|a| partial_match(&e, a)) {
+                Some(p) => from += p + 1,
+                None => {
+                    failures.push(format!("{name}: audit record {e} not found in order"));
+                    break;
+                }
+            }
+        }
+        let mut pos = 0;
+        for s in case["stderr"].as_array().cloned().unwrap_or_default() {
+            let s = s.as_str().unwrap_or("");
+            match stderr[pos..].find(s) {
+                Some(i) => pos += i + s.len(),
+                None => {
+                    failures.push(format!("{name}: stderr lacks {s:?}:\n{stderr}"));
+                    break;
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -209,10 +209,14 @@ fn run_case(
     for (i, step) in case.steps.iter().enumerate() {
         let n = i + 1;
         let fail = |msg: String| format!("    step {n}: {msg}");
+        // `at` places the step in time; an `at` before the clock is an old event, which
+        // keeps its own time (Appendix A.16) while the clock stays.
+        let mut placed = None;
         if let Some(at) = step.get("at") {
             let t = yaml_str(at)
                 .and_then(|t| parse_time(&t))
                 .ok_or_else(|| fail("`at` must be an RFC 3339 time".into()))?;
+            placed = Some(t);
             now = now.max(t);
         }
         if let Some(after) = step.get("after") {
@@ -226,7 +230,7 @@ fn run_case(
             let body = step_body(step, s).map_err(fail)?;
             let mut event = Event {
                 id,
-                at: now,
+                at: placed.unwrap_or(now),
                 contact: Some(s.contact.clone()),
                 channel: step
                     .get("channel")

@@ -260,9 +260,14 @@ impl Engine {
                 };
                 self.transition(&contact_id, run, target, cause);
             }
-            TimerKind::Deferred { run, state, action } => {
+            TimerKind::Deferred {
+                run,
+                state,
+                action,
+                reprompt,
+            } => {
                 if self.run_state(&contact_id, run, state).is_some() {
-                    self.run_send(&contact_id, run, state, action, cause);
+                    self.run_send(&contact_id, run, state, action, reprompt, cause);
                 }
             }
             TimerKind::Expire { run } => {
@@ -345,7 +350,7 @@ impl Engine {
         if self.stats[flow].stage + 1 >= r.stages.len() {
             return;
         }
-        let due = cause.at + every as Millis * 1000;
+        let due = cause.at.max(self.clock) + every as Millis * 1000;
         self.set_timer(cause, due, None, TimerKind::RolloutAdvance { flow });
     }
 
@@ -386,13 +391,8 @@ impl Engine {
             if st.halted || st.finished < halt.after_runs {
                 continue;
             }
-            let rate = |n: u64, d: u64| {
-                if d == 0 {
-                    0.0
-                } else {
-                    n as f64 * 10_000.0 / d as f64
-                }
-            };
+            // A metric with no run counted yet has no value and crosses nothing.
+            let rate = |n: u64, d: u64| (d > 0).then(|| n as f64 * 10_000.0 / d as f64);
             let crossed = halt.guards.iter().any(|g| {
                 let value = match g.metric {
                     rapport_bundle::Metric::OptOutRate => rate(st.opted_out, st.finished),
@@ -402,6 +402,7 @@ impl Engine {
                         rate(st.converted, st.converted + st.not_converted)
                     }
                 };
+                let Some(value) = value else { return false };
                 let t = f64::from(g.threshold);
                 match g.op {
                     rapport_bundle::CompareOp::Gt => value > t,
@@ -650,7 +651,7 @@ impl Engine {
                 .opt_out
                 .ambiguous
                 .iter()
-                .any(|k| rapport_bundle::contains_phrase(text, k))
+                .any(|k| rapport_bundle::contains_phrase(&normal, k))
         {
             let first = self.contacts.get(contact).is_some_and(|c| !c.clarify_sent);
             if let Some(c) = self.contacts.get_mut(contact) {
@@ -678,10 +679,10 @@ impl Engine {
         }
         // Escalation (section 6.1b): a person should see it, opted out or not.
         if let Some(esc) = self.bundle.settings.escalation.clone() {
-            let by_word = esc
-                .keywords
-                .iter()
-                .any(|k| rapport_bundle::contains_phrase(text, k));
+            let by_word = esc.keywords.iter().any(|k| {
+                rapport_bundle::contains_phrase(text, k)
+                    || rapport_bundle::contains_phrase(&normal, k)
+            });
             let by_mood = matches!((sentiment, esc.sentiment_below), (Some(s), Some(t)) if s < t);
             if by_word || by_mood {
                 let already = self
@@ -942,7 +943,19 @@ impl Engine {
                                 r.retries_left -= 1;
                             }
                             if let Some(reprompt) = &ask.reprompt {
-                                self.deliver_text(contact, run_id, reprompt, None, None, cause);
+                                let at = self.versions[run_flow].states[run_state]
+                                    .actions
+                                    .iter()
+                                    .position(|a| matches!(a, BAction::Ask(_)))
+                                    .unwrap_or(0);
+                                self.deliver_text(
+                                    contact,
+                                    run_id,
+                                    reprompt,
+                                    None,
+                                    Some((run_state, at, true)),
+                                    cause,
+                                );
                             }
                         } else if let Some(otherwise) = ask.otherwise {
                             self.transition(contact, run_id, otherwise, cause);
@@ -1465,7 +1478,7 @@ impl Engine {
         for (i, action) in state.actions.iter().enumerate() {
             match action {
                 BAction::Send { .. } | BAction::SendVariant { .. } => {
-                    self.run_send(contact, run_id, target, i, cause)
+                    self.run_send(contact, run_id, target, i, false, cause)
                 }
                 BAction::Reply { text } => {
                     self.comment_action(contact, run_id, ActionKind::Reply, Some(text), cause)
@@ -1484,7 +1497,14 @@ impl Engine {
                     {
                         r.retries_left = ask.retries;
                     }
-                    self.deliver_text(contact, run_id, &ask.question, None, None, cause);
+                    self.deliver_text(
+                        contact,
+                        run_id,
+                        &ask.question,
+                        None,
+                        Some((target, i, false)),
+                        cause,
+                    );
                     break;
                 }
                 BAction::Set { slot, value } => {
@@ -1496,7 +1516,8 @@ impl Engine {
                     else {
                         return;
                     };
-                    let (text, _) = render(value, &self.lookup(contact, &run, None));
+                    let (text, missing) = render(value, &self.lookup(contact, &run, None));
+                    self.warn_missing(contact, run_id, missing, cause);
                     if let Some(r) = self
                         .contacts
                         .get_mut(contact)
@@ -1528,10 +1549,14 @@ impl Engine {
                     };
                     let lookup = self.lookup(contact, &run, None);
                     let mut map = Map::new();
+                    let mut missing = Vec::new();
                     for (k, v) in data {
-                        map.insert(k.clone(), Value::String(render(v, &lookup).0));
+                        let (text, gaps) = render(v, &lookup);
+                        missing.extend(gaps);
+                        map.insert(k.clone(), Value::String(text));
                     }
                     drop(lookup);
+                    self.warn_missing(contact, run_id, missing, cause);
                     let mut a = Action::new(
                         cause.next_action_id(),
                         cause.at,
@@ -1620,7 +1645,14 @@ impl Engine {
         else {
             return;
         };
-        let text = summary.map(|s| render(s, &self.lookup(contact, &run, None)).0);
+        let (text, missing) = match summary {
+            Some(s) => {
+                let (t, m) = render(s, &self.lookup(contact, &run, None));
+                (Some(t), m)
+            }
+            None => (None, Vec::new()),
+        };
+        self.warn_missing(contact, run_id, missing, cause);
         let mut a = Action::new(
             cause.next_action_id(),
             cause.at,
@@ -1636,15 +1668,12 @@ impl Engine {
         let sla_timer = sla.map(|secs| {
             self.set_timer(
                 cause,
-                cause.at + secs as Millis * 1000,
+                cause.at.max(self.clock) + secs as Millis * 1000,
                 Some(contact),
                 TimerKind::Sla,
             )
         });
         let flow_name = self.versions[run.flow].name.clone();
-        if !run.reached_handoff {
-            self.stats[run.flow].handoffs += 1;
-        }
         if let Some(c) = self.contacts.get_mut(contact) {
             c.handoff = Some(OpenHandoff {
                 queue: queue.to_string(),
@@ -1693,7 +1722,14 @@ impl Engine {
             );
             return;
         };
-        let rendered = text.map(|t| render(t, &self.lookup(contact, &run, None)).0);
+        let (rendered, missing) = match text {
+            Some(t) => {
+                let (r, m) = render(t, &self.lookup(contact, &run, None));
+                (Some(r), m)
+            }
+            None => (None, Vec::new()),
+        };
+        self.warn_missing(contact, run_id, missing, cause);
         let mut a = Action::new(cause.next_action_id(), cause.at, Some(contact), kind);
         a.channel = Some(run.channel.clone());
         a.comment = Some(comment);
@@ -1704,6 +1740,36 @@ impl Engine {
         self.flow_fields(&mut a, contact, run_id);
         a.cause = Some(cause.field.clone());
         self.out.actions.push(a);
+    }
+
+    /// Appendix A.12: a token with no value and no fallback renders empty, with an audit
+    /// warning; the run counts towards `error_rate`.
+    fn warn_missing(
+        &mut self,
+        contact: &str,
+        run_id: u64,
+        missing: Vec<String>,
+        cause: &mut Cause,
+    ) {
+        if missing.is_empty() {
+            return;
+        }
+        let at = self
+            .contacts
+            .get_mut(contact)
+            .and_then(|c| c.run_mut(run_id))
+            .map(|r| {
+                r.error = true;
+                (r.flow, Some(r.state))
+            });
+        self.audit(
+            cause,
+            Some(contact),
+            at,
+            "warning",
+            Some("missing_token"),
+            Some(missing.join(", ")),
+        );
     }
 
     fn flow_fields(&self, a: &mut Action, contact: &str, run_id: u64) {
@@ -1744,6 +1810,9 @@ impl Engine {
         }
         let st = &mut self.stats[run.flow];
         st.finished += 1;
+        if run.reached_handoff {
+            st.handoffs += 1;
+        }
         if run.error {
             st.errors += 1;
         }
@@ -1766,6 +1835,7 @@ impl Engine {
         run_id: u64,
         state: usize,
         action: usize,
+        reprompt: bool,
         cause: &mut Cause,
     ) {
         let Some(run) = self
@@ -1786,6 +1856,11 @@ impl Engine {
                     None => return,
                 }
             }
+            Some(BAction::Ask(ask)) if reprompt => match &ask.reprompt {
+                Some(t) => (t.clone(), None),
+                None => return,
+            },
+            Some(BAction::Ask(ask)) => (ask.question.clone(), None),
             _ => return,
         };
         self.deliver_text(
@@ -1793,7 +1868,7 @@ impl Engine {
             run_id,
             &text,
             template.as_ref(),
-            Some((state, action)),
+            Some((state, action, reprompt)),
             cause,
         );
     }
@@ -1805,7 +1880,7 @@ impl Engine {
         run_id: u64,
         text: &Text,
         template: Option<&rapport_bundle::TemplateSend>,
-        deferrable: Option<(usize, usize)>,
+        deferrable: Option<(usize, usize, bool)>,
         cause: &mut Cause,
     ) {
         // What the checks need, read without copying the contact.
@@ -1949,12 +2024,13 @@ impl Engine {
             }
         }
         if marketing {
-            if let (Some(q), Some((state, action))) =
+            if let (Some(q), Some((state, action, reprompt))) =
                 (&self.bundle.settings.quiet_hours, deferrable)
             {
                 let own = c.timezone.as_str();
                 let zones = [own, q.zone.as_str()];
-                if let Some(until) = crate::rollout::quiet_until(now, &zones, q.from, q.to) {
+                let base = now.max(self.clock);
+                if let Some(until) = crate::rollout::quiet_until(base, &zones, q.from, q.to) {
                     let id = self.set_timer(
                         cause,
                         until,
@@ -1963,6 +2039,7 @@ impl Engine {
                             run: run_id,
                             state,
                             action,
+                            reprompt,
                         },
                     );
                     if let Some(r) = self

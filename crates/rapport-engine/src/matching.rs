@@ -129,19 +129,13 @@ pub(crate) fn answer(expect: &Expect, text: &str, regexes: &Regexes) -> Option<V
     let trimmed = text.trim();
     match expect {
         Expect::Text => (!trimmed.is_empty()).then(|| Value::String(trimmed.to_string())),
-        Expect::Number => {
-            let n: f64 = trimmed.replace(',', ".").parse().ok()?;
-            serde_json::Number::from_f64(n).map(|n| {
-                if n.as_f64()
-                    .is_some_and(|f| f.fract() == 0.0 && f.abs() < 9e15)
-                {
-                    // 42, not 42.0, as JSON writes whole numbers.
-                    Value::Number(serde_json::Number::from(n.as_f64().map_or(0, |f| f as i64)))
-                } else {
-                    Value::Number(n)
-                }
-            })
-        }
+        // Valid when it reads as a number; the slot holds the trimmed text (A.19).
+        Expect::Number => trimmed
+            .replace(',', ".")
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite())
+            .map(|_| Value::String(trimmed.to_string())),
         Expect::Email => {
             let (local, domain) = trimmed.split_once('@')?;
             let ok = !local.is_empty()

@@ -60,10 +60,12 @@ pub(crate) enum TimerKind {
         transition: usize,
     },
     /// A send deferred by quiet hours: the action's index in the state.
+    /// (`reprompt`: the `ask`'s reprompt rather than its question.)
     Deferred {
         run: u64,
         state: usize,
         action: usize,
+        reprompt: bool,
     },
     Expire {
         run: u64,
