@@ -1,0 +1,703 @@
+//! Inputs from a contact: messages (keywords, escalation, routing), comments, consent,
+//! external events and agent events.
+
+use super::*;
+
+impl Engine {
+    pub(super) fn contact_event(
+        &mut self,
+        contact: &str,
+        event: &Event,
+        now: Millis,
+        cause: &mut Cause,
+    ) {
+        self.contacts.entry(contact.to_string()).or_default();
+        match &event.body {
+            Body::Message {
+                text,
+                profile,
+                intent,
+                sentiment,
+            } => self.message(
+                contact,
+                event,
+                text,
+                profile,
+                intent.as_deref(),
+                *sentiment,
+                now,
+                cause,
+            ),
+            Body::Comment {
+                comment,
+                text,
+                post,
+                author,
+                intent,
+                sentiment,
+            } => {
+                let mut data = Map::new();
+                data.insert("text".into(), Value::String(text.clone()));
+                data.insert("comment".into(), Value::String(comment.clone()));
+                if let Some(p) = post {
+                    data.insert("post".into(), Value::String(p.clone()));
+                }
+                if let Some(a) = author {
+                    data.insert("author".into(), Value::String(a.clone()));
+                }
+                let normal = normalize_keyword(text);
+                let input = Inbound {
+                    text,
+                    normal: &normal,
+                    intent: intent.as_deref(),
+                    sentiment: *sentiment,
+                };
+                self.comment(contact, event, comment, &input, data, now, cause);
+            }
+            Body::Consent {
+                purpose,
+                granted,
+                source,
+                wording,
+            } => {
+                let c = self.contacts.entry(contact.to_string()).or_default();
+                let pos = c.consent.partition_point(|r| r.at <= event.at);
+                c.consent.insert(
+                    pos,
+                    ConsentRecord {
+                        at: event.at,
+                        purpose: purpose.clone(),
+                        granted: *granted,
+                    },
+                );
+                let detail = format!(
+                    "{} {}{}{}",
+                    purpose,
+                    if *granted { "granted" } else { "withdrawn" },
+                    source
+                        .as_ref()
+                        .map(|s| format!(" via {s}"))
+                        .unwrap_or_default(),
+                    wording
+                        .as_ref()
+                        .map(|w| format!(": {w:?}"))
+                        .unwrap_or_default()
+                );
+                self.audit(cause, Some(contact), None, "consent", None, Some(detail));
+            }
+            Body::External { name, data } => self.external(contact, event, name, data, now, cause),
+            Body::Agent { released, agent } => {
+                self.agent(contact, *released, agent.as_deref(), cause)
+            }
+            Body::Tick | Body::Operator { .. } => {}
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn message(
+        &mut self,
+        contact: &str,
+        event: &Event,
+        text: &str,
+        profile: &Map<String, Value>,
+        intent: Option<&str>,
+        sentiment: Option<f64>,
+        now: Millis,
+        cause: &mut Cause,
+    ) {
+        let settings = &self.bundle.settings;
+        let channel = event.channel.clone();
+        {
+            let c = self.contacts.entry(contact.to_string()).or_default();
+            for (k, v) in profile {
+                c.profile.insert(k.clone(), v.clone());
+            }
+            if let Some(ch) = &channel {
+                c.last_inbound.insert(
+                    ch.clone(),
+                    event
+                        .at
+                        .max(c.last_inbound.get(ch).copied().unwrap_or(i64::MIN)),
+                );
+                c.latest_channel = Some(ch.clone());
+            }
+            c.last_reply = Some(text.to_string());
+        }
+        let normal = normalize_keyword(text);
+        let reply_channel = channel.clone().or_else(|| {
+            self.contacts
+                .get(contact)
+                .and_then(|c| c.latest_channel.clone())
+        });
+
+        // STOP, START, HELP (section 6.3, Appendix A.13): before anything else.
+        if settings.opt_out.keywords.contains(&normal) {
+            self.opt_out(contact, reply_channel.as_deref(), cause);
+            return;
+        }
+        if settings.opt_out.resubscribe.contains(&normal) {
+            if let Some(c) = self.contacts.get_mut(contact) {
+                c.opted_out = false;
+                c.ambiguous_pending = false;
+                c.clarify_sent = false;
+            }
+            self.audit(cause, Some(contact), None, "opt_in", None, None);
+            let text = self.bundle.settings.opt_out.resubscribe_confirm.clone();
+            self.policy_send(
+                contact,
+                reply_channel.as_deref(),
+                text,
+                "resubscribe_confirm",
+                cause,
+            );
+            return;
+        }
+        if settings.opt_out.help.contains(&normal) {
+            let text = self.bundle.settings.opt_out.help_reply.clone();
+            self.policy_send(contact, reply_channel.as_deref(), text, "help", cause);
+            return;
+        }
+        let opted_out = self.contacts.get(contact).is_some_and(|c| c.opted_out);
+        // Ambiguous opt-out: a keyword inside a longer message.
+        if !opted_out
+            && settings
+                .opt_out
+                .ambiguous
+                .iter()
+                .any(|k| rapport_bundle::contains_phrase(&normal, k))
+        {
+            let first = self.contacts.get(contact).is_some_and(|c| !c.clarify_sent);
+            if let Some(c) = self.contacts.get_mut(contact) {
+                c.ambiguous_pending = true;
+                c.clarify_sent = true;
+            }
+            self.audit(
+                cause,
+                Some(contact),
+                None,
+                "opt_out_pending",
+                None,
+                Some(text.to_string()),
+            );
+            if first {
+                let text = self.bundle.settings.opt_out.clarify.clone();
+                self.policy_send(
+                    contact,
+                    reply_channel.as_deref(),
+                    text,
+                    "opt_out_clarify",
+                    cause,
+                );
+            }
+        }
+        // Escalation (section 6.1b): a person should see it, opted out or not.
+        if let Some(esc) = self.bundle.settings.escalation.clone() {
+            let by_word = esc.keywords.iter().any(|k| {
+                rapport_bundle::contains_phrase(text, k)
+                    || rapport_bundle::contains_phrase(&normal, k)
+            });
+            let by_mood = matches!((sentiment, esc.sentiment_below), (Some(s), Some(t)) if s < t);
+            if by_word || by_mood {
+                let already = self
+                    .contacts
+                    .get(contact)
+                    .is_some_and(|c| c.handoff.is_some());
+                if already {
+                    self.audit(
+                        cause,
+                        Some(contact),
+                        None,
+                        "escalated",
+                        Some("handoff_open"),
+                        Some(text.to_string()),
+                    );
+                    return;
+                }
+                let mut a = Action::new(
+                    cause.next_action_id(),
+                    cause.at,
+                    Some(contact),
+                    ActionKind::Handoff,
+                );
+                a.channel = reply_channel.clone();
+                a.queue = Some(esc.queue.clone());
+                a.summary = Some(text.to_string());
+                a.cause = Some(cause.field.clone());
+                self.out.actions.push(a);
+                if let Some(c) = self.contacts.get_mut(contact) {
+                    c.handoff = Some(OpenHandoff {
+                        queue: esc.queue.clone(),
+                        run: None,
+                        flow: None,
+                        sla_timer: None,
+                    });
+                }
+                self.audit(
+                    cause,
+                    Some(contact),
+                    None,
+                    "escalated",
+                    Some(if by_word { "keyword" } else { "sentiment" }),
+                    Some(text.to_string()),
+                );
+                return;
+            }
+        }
+        if self
+            .contacts
+            .get(contact)
+            .is_some_and(|c| c.handoff.is_some())
+        {
+            self.audit(
+                cause,
+                Some(contact),
+                None,
+                "unmatched",
+                Some("in_handoff"),
+                Some(text.to_string()),
+            );
+            return;
+        }
+        let input = Inbound {
+            text,
+            normal: &normal,
+            intent,
+            sentiment,
+        };
+        if self.offer_to_runs(contact, &input, false, cause) {
+            return;
+        }
+        let mut data = Map::new();
+        data.insert("text".into(), Value::String(text.to_string()));
+        if !self.try_start(
+            contact,
+            TriggerKind::Message,
+            Some(&input),
+            None,
+            data,
+            channel.as_deref(),
+            None,
+            now,
+            cause,
+        ) {
+            self.audit(
+                cause,
+                Some(contact),
+                None,
+                "unmatched",
+                None,
+                Some(text.to_string()),
+            );
+        }
+    }
+
+    pub(super) fn opt_out(&mut self, contact: &str, channel: Option<&str>, cause: &mut Cause) {
+        let runs: Vec<u64> = self
+            .contacts
+            .get(contact)
+            .map(|c| c.runs.iter().map(|r| r.id).collect())
+            .unwrap_or_default();
+        // The opt-out is charged to the run that sent last (section 6.6).
+        if let Some((flow, run)) = self.contacts.get(contact).and_then(|c| c.last_sender) {
+            if runs.contains(&run) {
+                self.stats[flow].opted_out += 1;
+            }
+        }
+        let handoff = self.contacts.get_mut(contact).and_then(|c| {
+            c.opted_out = true;
+            c.ambiguous_pending = false;
+            c.handoff.take()
+        });
+        if let Some(h) = handoff {
+            self.close_handoff_action(contact, &h, "opted_out", cause);
+        }
+        for run in runs {
+            self.end_run(contact, run, "opted_out", cause);
+        }
+        self.audit(cause, Some(contact), None, "opt_out", None, None);
+        let text = self.bundle.settings.opt_out.confirm.clone();
+        self.policy_send(contact, channel, text, "opt_out_confirm", cause);
+    }
+
+    pub(super) fn close_handoff_action(
+        &mut self,
+        contact: &str,
+        h: &OpenHandoff,
+        reason: &str,
+        cause: &mut Cause,
+    ) {
+        if let Some(t) = &h.sla_timer {
+            self.live_timers.remove(t);
+        }
+        let mut a = Action::new(
+            cause.next_action_id(),
+            cause.at,
+            Some(contact),
+            ActionKind::HandoffClosed,
+        );
+        a.queue = Some(h.queue.clone());
+        a.reason = Some(reason.into());
+        a.flow = h.flow.clone();
+        a.cause = Some(cause.field.clone());
+        self.out.actions.push(a);
+        self.audit(
+            cause,
+            Some(contact),
+            None,
+            "handoff_closed",
+            Some(reason),
+            None,
+        );
+    }
+
+    /// A policy reply: no flow, no disclosure, not counted against the rate limit.
+    pub(super) fn policy_send(
+        &mut self,
+        contact: &str,
+        channel: Option<&str>,
+        text: String,
+        policy: &'static str,
+        cause: &mut Cause,
+    ) {
+        let mut a = Action::new(
+            cause.next_action_id(),
+            cause.at,
+            Some(contact),
+            ActionKind::Send,
+        );
+        a.channel = channel.map(str::to_string);
+        a.text = Some(text);
+        a.policy = Some(policy);
+        a.cause = Some(cause.field.clone());
+        self.out.actions.push(a);
+    }
+
+    /// Runs in the order of Appendix A.2: most recent send first, then runs that never
+    /// sent, newest first.
+    pub(super) fn run_order(&self, contact: &str) -> Vec<u64> {
+        let Some(c) = self.contacts.get(contact) else {
+            return Vec::new();
+        };
+        let mut runs: Vec<&Run> = c.runs.iter().collect();
+        runs.sort_by(|a, b| match (a.last_send, b.last_send) {
+            (Some(x), Some(y)) => y.cmp(&x).then(b.id.cmp(&a.id)),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => b.id.cmp(&a.id),
+        });
+        runs.iter().map(|r| r.id).collect()
+    }
+
+    /// Offers a message (or comment) to the active runs; true when one took it.
+    pub(super) fn offer_to_runs(
+        &mut self,
+        contact: &str,
+        input: &Inbound<'_>,
+        comment: bool,
+        cause: &mut Cause,
+    ) -> bool {
+        for run_id in self.run_order(contact) {
+            let (matched, ask, (run_flow, run_state, retries_left)) = {
+                let Some(run) = self.contacts.get(contact).and_then(|c| c.run(run_id)) else {
+                    continue;
+                };
+                let flow = &self.versions[run.flow];
+                let state = &flow.states[run.state];
+                let lookup = self.lookup(contact, run, None);
+                let matched = flow
+                    .transitions
+                    .iter()
+                    .chain(&state.transitions)
+                    .find(|t| {
+                        let pattern: Option<&Pattern> = match (&t.on, comment) {
+                            (On::Reply { pattern }, false) => Some(pattern),
+                            (On::Comment { pattern }, true) => Some(pattern),
+                            _ => None,
+                        };
+                        pattern.is_some_and(|p| pattern_matches(p, input, &self.regexes))
+                            && t.when.as_ref().is_none_or(|w| condition_holds(w, &lookup))
+                    })
+                    .map(|t| t.target);
+                let ask = state.actions.iter().find_map(|a| match a {
+                    BAction::Ask(ask) => Some(ask.clone()),
+                    _ => None,
+                });
+                (matched, ask, (run.flow, run.state, run.retries_left))
+            };
+            if let Some(target) = matched {
+                self.touch(contact, run_id, cause.at);
+                self.transition(contact, run_id, target, cause);
+                return true;
+            }
+            if comment {
+                continue;
+            }
+            // A run waiting in an `ask` takes every reply (Appendix A.3).
+            if let Some(ask) = ask {
+                self.touch(contact, run_id, cause.at);
+                match answer(&ask.expect, input.text, &self.regexes) {
+                    Some(value) => {
+                        if let Some(r) = self
+                            .contacts
+                            .get_mut(contact)
+                            .and_then(|c| c.run_mut(run_id))
+                        {
+                            r.slots.insert(ask.slot.clone(), value);
+                        }
+                        self.transition(contact, run_id, ask.then, cause);
+                    }
+                    None => {
+                        if retries_left > 0 {
+                            if let Some(r) = self
+                                .contacts
+                                .get_mut(contact)
+                                .and_then(|c| c.run_mut(run_id))
+                            {
+                                r.retries_left -= 1;
+                            }
+                            if let Some(reprompt) = &ask.reprompt {
+                                let at = self.versions[run_flow].states[run_state]
+                                    .actions
+                                    .iter()
+                                    .position(|a| matches!(a, BAction::Ask(_)))
+                                    .unwrap_or(0);
+                                self.deliver_text(
+                                    contact,
+                                    run_id,
+                                    reprompt,
+                                    None,
+                                    Some((run_state, at, true)),
+                                    cause,
+                                );
+                            }
+                        } else if let Some(otherwise) = ask.otherwise {
+                            self.transition(contact, run_id, otherwise, cause);
+                        } else {
+                            let (f, s) = (run_flow, run_state);
+                            self.audit(
+                                cause,
+                                Some(contact),
+                                Some((f, Some(s))),
+                                "unmatched",
+                                Some("invalid_answer"),
+                                Some(input.text.to_string()),
+                            );
+                        }
+                    }
+                }
+                return true;
+            }
+        }
+        false
+    }
+
+    pub(super) fn touch(&mut self, contact: &str, run: u64, at: Millis) {
+        if let Some(r) = self.contacts.get_mut(contact).and_then(|c| c.run_mut(run)) {
+            r.last_activity = r.last_activity.max(at);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn comment(
+        &mut self,
+        contact: &str,
+        event: &Event,
+        comment: &str,
+        input: &Inbound<'_>,
+        data: Map<String, Value>,
+        now: Millis,
+        cause: &mut Cause,
+    ) {
+        if self.offer_to_runs(contact, input, true, cause) {
+            return;
+        }
+        let started = self.try_start(
+            contact,
+            TriggerKind::Comment,
+            Some(input),
+            None,
+            data,
+            event.channel.as_deref(),
+            Some((comment.to_string(), event.at)),
+            now,
+            cause,
+        );
+        if !started {
+            self.audit(
+                cause,
+                Some(contact),
+                None,
+                "unmatched",
+                Some("comment"),
+                Some(input.text.to_string()),
+            );
+        }
+    }
+
+    pub(super) fn external(
+        &mut self,
+        contact: &str,
+        event: &Event,
+        name: &str,
+        data: &Map<String, Value>,
+        now: Millis,
+        cause: &mut Cause,
+    ) {
+        // Goals first: a run converts when its goal event comes within the window.
+        let converted: Vec<(usize, u64)> = match self.contacts.get_mut(contact) {
+            Some(c) => {
+                let mut hits = Vec::new();
+                c.goals.retain(|g| {
+                    if g.event == name && event.at <= g.deadline {
+                        hits.push((g.flow, g.run));
+                        false
+                    } else {
+                        true
+                    }
+                });
+                hits
+            }
+            None => Vec::new(),
+        };
+        for (flow, _) in converted {
+            self.stats[flow].converted += 1;
+        }
+        // Every active run with a matching `on event`, in the order of A.2.
+        for run_id in self.run_order(contact) {
+            let Some(run) = self
+                .contacts
+                .get(contact)
+                .and_then(|c| c.run(run_id))
+                .cloned()
+            else {
+                continue;
+            };
+            let target = {
+                let flow = &self.versions[run.flow];
+                let state = &flow.states[run.state];
+                let lookup = self.lookup(contact, &run, Some(data));
+                flow.transitions
+                    .iter()
+                    .chain(&state.transitions)
+                    .find_map(|t| match &t.on {
+                        On::Event { name: n }
+                            if n == name
+                                && t.when.as_ref().is_none_or(|w| condition_holds(w, &lookup)) =>
+                        {
+                            Some(t.target)
+                        }
+                        _ => None,
+                    })
+            };
+            if let Some(target) = target {
+                self.transition(contact, run_id, target, cause);
+            }
+        }
+        let mut fields = data.clone();
+        if !fields.contains_key("name") {
+            fields.insert("name".into(), Value::String(name.to_string()));
+        }
+        self.try_start(
+            contact,
+            TriggerKind::Event,
+            None,
+            Some((name, data)),
+            fields,
+            event.channel.as_deref(),
+            None,
+            now,
+            cause,
+        );
+    }
+
+    pub(super) fn agent(
+        &mut self,
+        contact: &str,
+        released: bool,
+        agent: Option<&str>,
+        cause: &mut Cause,
+    ) {
+        let Some(h) = self.contacts.get(contact).and_then(|c| c.handoff.clone()) else {
+            self.audit(
+                cause,
+                Some(contact),
+                None,
+                "unmatched",
+                Some("no_handoff"),
+                agent.map(str::to_string),
+            );
+            return;
+        };
+        // Any agent event stops the SLA clock.
+        if let Some(t) = &h.sla_timer {
+            self.live_timers.remove(t);
+        }
+        if let Some(c) = self.contacts.get_mut(contact) {
+            if let Some(open) = c.handoff.as_mut() {
+                open.sla_timer = None;
+            }
+        }
+        let Some(run_id) = h.run else {
+            // An escalation: released closes it; paused runs go on where they were.
+            if released {
+                if let Some(c) = self.contacts.get_mut(contact) {
+                    c.handoff = None;
+                }
+                self.audit(
+                    cause,
+                    Some(contact),
+                    None,
+                    "handoff",
+                    Some("released"),
+                    agent.map(str::to_string),
+                );
+            }
+            return;
+        };
+        let Some(run) = self
+            .contacts
+            .get(contact)
+            .and_then(|c| c.run(run_id))
+            .cloned()
+        else {
+            if let Some(c) = self.contacts.get_mut(contact) {
+                c.handoff = None;
+            }
+            return;
+        };
+        let flow = &self.versions[run.flow];
+        let state = &flow.states[run.state];
+        let wanted = |on: &On| {
+            if released {
+                matches!(on, On::AgentReleased)
+            } else {
+                matches!(on, On::AgentReplied)
+            }
+        };
+        let target = flow
+            .transitions
+            .iter()
+            .chain(&state.transitions)
+            .find(|t| wanted(&t.on))
+            .map(|t| t.target);
+        if released {
+            if let Some(c) = self.contacts.get_mut(contact) {
+                c.handoff = None;
+            }
+            self.audit(
+                cause,
+                Some(contact),
+                Some((run.flow, Some(run.state))),
+                "handoff",
+                Some("released"),
+                agent.map(str::to_string),
+            );
+            match target {
+                Some(t) => self.transition(contact, run_id, t, cause),
+                None => self.end_run(contact, run_id, "released", cause),
+            }
+        } else if let Some(t) = target {
+            self.transition(contact, run_id, t, cause);
+        }
+    }
+}

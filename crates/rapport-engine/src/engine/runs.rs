@@ -1,0 +1,649 @@
+//! Enrolment, runs entering states and their entry actions, handoffs, and runs ending.
+
+use super::*;
+
+impl Engine {
+    // ------------------------------------------------------------------ enrolment
+
+    /// Starts at most one run: the highest-priority flow whose trigger matches and whose
+    /// enrolment succeeds (section 6.1a). True when a run started.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn try_start(
+        &mut self,
+        contact: &str,
+        kind: TriggerKind,
+        input: Option<&Inbound<'_>>,
+        event: Option<(&str, &Map<String, Value>)>,
+        data: Map<String, Value>,
+        channel: Option<&str>,
+        comment: Option<(String, Millis)>,
+        now: Millis,
+        cause: &mut Cause,
+    ) -> bool {
+        let mut candidates: Vec<usize> = (0..self.bundle.flows.len())
+            .filter(|&f| {
+                let flow = &self.versions[f];
+                flow.triggers.iter().any(|t| {
+                    if t.on != kind {
+                        return false;
+                    }
+                    let pattern_ok = match (&t.pattern, input) {
+                        (None, _) => true,
+                        (Some(p), Some(i)) => pattern_matches(p, i, &self.regexes),
+                        (Some(_), None) => false,
+                    };
+                    let event_ok = match (&t.event, event) {
+                        (Some(n), Some((name, _))) => n == name,
+                        (None, _) => kind != TriggerKind::Event,
+                        _ => false,
+                    };
+                    let when_ok = t.when.as_ref().is_none_or(|w| {
+                        let c = self.contacts.get(contact);
+                        let lookup = |token: &str| -> Option<Value> {
+                            if token == "channel" {
+                                return channel.map(|c| Value::String(c.to_string()));
+                            }
+                            if let Some(field) = token.strip_prefix("event.") {
+                                return data.get(field).cloned();
+                            }
+                            c.and_then(|c| c.profile.get(token).cloned()).or_else(|| {
+                                self.bundle
+                                    .settings
+                                    .vars
+                                    .get(token)
+                                    .map(|v| Value::String(v.clone()))
+                            })
+                        };
+                        condition_holds(w, &lookup)
+                    });
+                    pattern_ok && event_ok && when_ok
+                })
+            })
+            .collect();
+        candidates.sort_by_key(|&f| (Reverse(self.versions[f].priority), f));
+        for f in candidates {
+            match self.enrol(contact, f, channel, now, cause) {
+                Ok((version, channel)) => {
+                    self.start_run(contact, version, channel, data, comment, now, cause);
+                    return true;
+                }
+                Err(reason) => {
+                    self.audit(
+                        cause,
+                        Some(contact),
+                        Some((f, None)),
+                        "not_enrolled",
+                        Some(reason),
+                        None,
+                    );
+                }
+            }
+        }
+        false
+    }
+
+    /// Appendix A.5: may the contact start flow `f`? Gives the version to run and the
+    /// run's channel.
+    pub(super) fn enrol(
+        &mut self,
+        contact: &str,
+        f: usize,
+        channel: Option<&str>,
+        now: Millis,
+        cause: &mut Cause,
+    ) -> Result<(usize, String), &'static str> {
+        let empty = Contact::default();
+        let versions = Arc::clone(&self.versions);
+        let c = self.contacts.get(contact).unwrap_or(&empty);
+        let flow = &versions[f];
+        let marketing = flow.purpose == Purpose::Marketing;
+        if c.opted_out {
+            return Err("opted_out");
+        }
+        if c.handoff.is_some() {
+            return Err("in_handoff");
+        }
+        if marketing && !c.marketing_consent() {
+            return Err("no_consent");
+        }
+        if marketing && c.ambiguous_pending {
+            return Err("opt_out_pending");
+        }
+        let Some(channel) = channel.map(str::to_string).or(c.latest_channel.clone()) else {
+            return Err("no_channel");
+        };
+        if !flow.channels.contains(&channel) {
+            return Err("channel_not_in_flow");
+        }
+        let by_comment = flow.triggers.iter().all(|t| t.on == TriggerKind::Comment);
+        if !by_comment && c.runs.iter().any(|r| versions[r.flow].name == flow.name) {
+            return Err("already_active");
+        }
+        match flow.reentry {
+            Reentry::Always => {}
+            Reentry::Never => {
+                if c.ever_ran.contains_key(&flow.name) {
+                    return Err("reentry");
+                }
+            }
+            Reentry::After(secs) => {
+                if c.last_end
+                    .get(&flow.name)
+                    .is_some_and(|end| now - end < secs as Millis * 1000)
+                {
+                    return Err("reentry");
+                }
+            }
+        }
+        // Staged rollout (section 6.6).
+        let name = flow.name.clone();
+        let Some(rollout) = flow.rollout.clone() else {
+            return Ok((f, channel));
+        };
+        if self.stats[f].first_attempt.is_none() {
+            self.stats[f].first_attempt = Some(now);
+            self.schedule_advance(f, cause);
+        }
+        let stage = rollout
+            .stages
+            .get(self.stats[f].stage)
+            .copied()
+            .unwrap_or(10_000);
+        let share = if self.stats[f].halted { 0 } else { stage };
+        let bucket = crate::rollout::bucket(&name, contact);
+        if u32::from(bucket) * 100 <= share {
+            return Ok((f, channel));
+        }
+        match self.by_name.get(&name).and_then(|(_, prev)| *prev) {
+            Some(previous) => Ok((previous, channel)),
+            None => Err("rollout_excluded"),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_run(
+        &mut self,
+        contact: &str,
+        f: usize,
+        channel: String,
+        data: Map<String, Value>,
+        comment: Option<(String, Millis)>,
+        now: Millis,
+        cause: &mut Cause,
+    ) {
+        self.run_seq += 1;
+        let id = self.run_seq;
+        let flow = &self.versions[f];
+        let variant = (!flow.variants.is_empty())
+            .then(|| crate::rollout::variant(&flow.name, contact, flow.variants.len()));
+        let run = Run {
+            id,
+            flow: f,
+            state: 0,
+            channel,
+            started: now,
+            event: Arc::new(data),
+            slots: Map::new(),
+            last_send: None,
+            last_activity: now,
+            disclosed: false,
+            footered: false,
+            retries_left: 0,
+            comment,
+            private_reply_used: false,
+            variant,
+            reached_handoff: false,
+            error: false,
+            state_timers: Vec::new(),
+        };
+        let name = flow.name.clone();
+        let goal = flow.goal.clone();
+        let expire = flow.expire_after as Millis * 1000;
+        if let Some(c) = self.contacts.get_mut(contact) {
+            c.runs.push(run);
+            c.ever_ran.insert(name, true);
+        }
+        self.stats[f].enrolled += 1;
+        if let Some(v) = variant {
+            *self.stats[f].variants.entry(v).or_default() += 1;
+        }
+        self.audit(
+            cause,
+            Some(contact),
+            Some((f, None)),
+            "enrolled",
+            None,
+            None,
+        );
+        if let Some(g) = goal {
+            let deadline = now + g.within as Millis * 1000;
+            if let Some(c) = self.contacts.get_mut(contact) {
+                c.goals.push(GoalWatch {
+                    flow: f,
+                    run: id,
+                    event: g.event.clone(),
+                    deadline,
+                });
+            }
+            self.set_timer(
+                cause,
+                deadline,
+                Some(contact),
+                TimerKind::GoalClosed { flow: f, run: id },
+            );
+        }
+        self.set_timer(
+            cause,
+            now + expire,
+            Some(contact),
+            TimerKind::Expire { run: id },
+        );
+        self.enter(contact, id, 0, 0, cause);
+    }
+
+    // ------------------------------------------------------------------ runs
+
+    pub(super) fn transition(&mut self, contact: &str, run: u64, target: usize, cause: &mut Cause) {
+        self.enter(contact, run, target, 0, cause);
+    }
+
+    /// Leaves the run's state (cancelling its timers) and enters `target`.
+    pub(super) fn enter(
+        &mut self,
+        contact: &str,
+        run_id: u64,
+        target: usize,
+        depth: usize,
+        cause: &mut Cause,
+    ) {
+        if depth > MAX_CHAIN {
+            return;
+        }
+        let Some(run) = self
+            .contacts
+            .get_mut(contact)
+            .and_then(|c| c.run_mut(run_id))
+        else {
+            return;
+        };
+        let leaving_handoff = run.depth_guard_state_handoff();
+        for t in std::mem::take(&mut run.state_timers) {
+            self.live_timers.remove(&t);
+        }
+        let from = run.state;
+        run.state = target;
+        let flow_idx = run.flow;
+        // A run leaving its handoff state lifts the pause (Appendix A.15).
+        if leaving_handoff && from != target {
+            let h = self.contacts.get_mut(contact).and_then(|c| {
+                if c.handoff.as_ref().is_some_and(|h| h.run == Some(run_id)) {
+                    c.handoff.take()
+                } else {
+                    None
+                }
+            });
+            if let Some(h) = h {
+                self.close_handoff_action(contact, &h, "left_state", cause);
+            }
+        }
+        self.audit(
+            cause,
+            Some(contact),
+            Some((flow_idx, Some(target))),
+            "transition",
+            None,
+            None,
+        );
+        let versions = Arc::clone(&self.versions);
+        let state = &versions[flow_idx].states[target];
+        for (i, action) in state.actions.iter().enumerate() {
+            match action {
+                BAction::Send { .. } | BAction::SendVariant { .. } => {
+                    self.run_send(contact, run_id, target, i, false, cause)
+                }
+                BAction::Reply { text } => {
+                    self.comment_action(contact, run_id, ActionKind::Reply, Some(text), cause)
+                }
+                BAction::Hide => {
+                    self.comment_action(contact, run_id, ActionKind::Hide, None, cause)
+                }
+                BAction::Review { reason } => {
+                    self.comment_action(contact, run_id, ActionKind::Review, Some(reason), cause)
+                }
+                BAction::Ask(ask) => {
+                    if let Some(r) = self
+                        .contacts
+                        .get_mut(contact)
+                        .and_then(|c| c.run_mut(run_id))
+                    {
+                        r.retries_left = ask.retries;
+                    }
+                    self.deliver_text(
+                        contact,
+                        run_id,
+                        &ask.question,
+                        None,
+                        Some((target, i, false)),
+                        cause,
+                    );
+                    break;
+                }
+                BAction::Set { slot, value } => {
+                    let Some(run) = self
+                        .contacts
+                        .get(contact)
+                        .and_then(|c| c.run(run_id))
+                        .cloned()
+                    else {
+                        return;
+                    };
+                    let (text, missing) = render(value, &self.lookup(contact, &run, None));
+                    self.warn_missing(contact, run_id, missing, cause);
+                    if let Some(r) = self
+                        .contacts
+                        .get_mut(contact)
+                        .and_then(|c| c.run_mut(run_id))
+                    {
+                        r.slots.insert(slot.clone(), Value::String(text));
+                    }
+                }
+                BAction::Tag { label } => {
+                    let mut a = Action::new(
+                        cause.next_action_id(),
+                        cause.at,
+                        Some(contact),
+                        ActionKind::Tag,
+                    );
+                    a.label = Some(label.clone());
+                    self.flow_fields(&mut a, contact, run_id);
+                    a.cause = Some(cause.field.clone());
+                    self.out.actions.push(a);
+                }
+                BAction::Emit { name, data } => {
+                    let Some(run) = self
+                        .contacts
+                        .get(contact)
+                        .and_then(|c| c.run(run_id))
+                        .cloned()
+                    else {
+                        return;
+                    };
+                    let lookup = self.lookup(contact, &run, None);
+                    let mut map = Map::new();
+                    let mut missing = Vec::new();
+                    for (k, v) in data {
+                        let (text, gaps) = render(v, &lookup);
+                        missing.extend(gaps);
+                        map.insert(k.clone(), Value::String(text));
+                    }
+                    drop(lookup);
+                    self.warn_missing(contact, run_id, missing, cause);
+                    let mut a = Action::new(
+                        cause.next_action_id(),
+                        cause.at,
+                        Some(contact),
+                        ActionKind::Emit,
+                    );
+                    a.name = Some(name.clone());
+                    a.data = Some(map);
+                    self.flow_fields(&mut a, contact, run_id);
+                    a.cause = Some(cause.field.clone());
+                    self.out.actions.push(a);
+                }
+                BAction::Handoff {
+                    queue,
+                    summary,
+                    sla,
+                } => {
+                    self.handoff(contact, run_id, queue, summary.as_ref(), *sla, cause);
+                }
+                BAction::End => {
+                    self.end_run(contact, run_id, "ended", cause);
+                    return;
+                }
+                BAction::Goto { state } => {
+                    self.enter(contact, run_id, *state, depth + 1, cause);
+                    return;
+                }
+            }
+            // A send can end the run (no consent): stop there.
+            if self
+                .contacts
+                .get(contact)
+                .and_then(|c| c.run(run_id))
+                .is_none()
+            {
+                return;
+            }
+        }
+        // Timers of the state's `after` transitions.
+        let flow = &self.versions[flow_idx];
+        let afters: Vec<(usize, u64)> = flow.states[target]
+            .transitions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| match t.on {
+                On::After { seconds } => Some((i, seconds)),
+                _ => None,
+            })
+            .collect();
+        for (i, seconds) in afters {
+            let due = cause.at.max(self.clock) + seconds as Millis * 1000;
+            let id = self.set_timer(
+                cause,
+                due,
+                Some(contact),
+                TimerKind::After {
+                    run: run_id,
+                    state: target,
+                    transition: i,
+                },
+            );
+            if let Some(r) = self
+                .contacts
+                .get_mut(contact)
+                .and_then(|c| c.run_mut(run_id))
+            {
+                r.state_timers.push(id);
+            }
+        }
+    }
+
+    pub(super) fn handoff(
+        &mut self,
+        contact: &str,
+        run_id: u64,
+        queue: &str,
+        summary: Option<&Text>,
+        sla: Option<u64>,
+        cause: &mut Cause,
+    ) {
+        let Some(run) = self
+            .contacts
+            .get(contact)
+            .and_then(|c| c.run(run_id))
+            .cloned()
+        else {
+            return;
+        };
+        let (text, missing) = match summary {
+            Some(s) => {
+                let (t, m) = render(s, &self.lookup(contact, &run, None));
+                (Some(t), m)
+            }
+            None => (None, Vec::new()),
+        };
+        self.warn_missing(contact, run_id, missing, cause);
+        let mut a = Action::new(
+            cause.next_action_id(),
+            cause.at,
+            Some(contact),
+            ActionKind::Handoff,
+        );
+        a.channel = Some(run.channel.clone());
+        a.queue = Some(queue.to_string());
+        a.summary = text;
+        self.flow_fields(&mut a, contact, run_id);
+        a.cause = Some(cause.field.clone());
+        self.out.actions.push(a);
+        let sla_timer = sla.map(|secs| {
+            self.set_timer(
+                cause,
+                cause.at.max(self.clock) + secs as Millis * 1000,
+                Some(contact),
+                TimerKind::Sla,
+            )
+        });
+        let flow_name = self.versions[run.flow].name.clone();
+        if let Some(c) = self.contacts.get_mut(contact) {
+            c.handoff = Some(OpenHandoff {
+                queue: queue.to_string(),
+                run: Some(run_id),
+                flow: Some(flow_name),
+                sla_timer,
+            });
+            if let Some(r) = c.run_mut(run_id) {
+                r.reached_handoff = true;
+            }
+        }
+        self.audit(
+            cause,
+            Some(contact),
+            Some((run.flow, Some(run.state))),
+            "handoff",
+            None,
+            Some(queue.to_string()),
+        );
+    }
+
+    pub(super) fn comment_action(
+        &mut self,
+        contact: &str,
+        run_id: u64,
+        kind: ActionKind,
+        text: Option<&Text>,
+        cause: &mut Cause,
+    ) {
+        let Some(run) = self
+            .contacts
+            .get(contact)
+            .and_then(|c| c.run(run_id))
+            .cloned()
+        else {
+            return;
+        };
+        let Some((comment, _)) = run.comment.clone() else {
+            self.audit(
+                cause,
+                Some(contact),
+                Some((run.flow, Some(run.state))),
+                "warning",
+                Some("no_comment"),
+                Some(kind.as_str().into()),
+            );
+            return;
+        };
+        let (rendered, missing) = match text {
+            Some(t) => {
+                let (r, m) = render(t, &self.lookup(contact, &run, None));
+                (Some(r), m)
+            }
+            None => (None, Vec::new()),
+        };
+        self.warn_missing(contact, run_id, missing, cause);
+        let mut a = Action::new(cause.next_action_id(), cause.at, Some(contact), kind);
+        a.channel = Some(run.channel.clone());
+        a.comment = Some(comment);
+        match kind {
+            ActionKind::Review => a.reason = rendered,
+            _ => a.text = rendered,
+        }
+        self.flow_fields(&mut a, contact, run_id);
+        a.cause = Some(cause.field.clone());
+        self.out.actions.push(a);
+    }
+
+    /// Appendix A.12: a token with no value and no fallback renders empty, with an audit
+    /// warning; the run counts towards `error_rate`.
+    pub(super) fn warn_missing(
+        &mut self,
+        contact: &str,
+        run_id: u64,
+        missing: Vec<String>,
+        cause: &mut Cause,
+    ) {
+        if missing.is_empty() {
+            return;
+        }
+        let at = self
+            .contacts
+            .get_mut(contact)
+            .and_then(|c| c.run_mut(run_id))
+            .map(|r| {
+                r.error = true;
+                (r.flow, Some(r.state))
+            });
+        self.audit(
+            cause,
+            Some(contact),
+            at,
+            "warning",
+            Some("missing_token"),
+            Some(missing.join(", ")),
+        );
+    }
+
+    pub(super) fn flow_fields(&self, a: &mut Action, contact: &str, run_id: u64) {
+        if let Some(run) = self.contacts.get(contact).and_then(|c| c.run(run_id)) {
+            let flow = &self.versions[run.flow];
+            a.flow = Some(flow.name.clone());
+            a.version = Some(flow.version.clone());
+            a.state = Some(flow.states[run.state].name.clone());
+        }
+    }
+
+    pub(super) fn end_run(&mut self, contact: &str, run_id: u64, reason: &str, cause: &mut Cause) {
+        let Some(c) = self.contacts.get_mut(contact) else {
+            return;
+        };
+        let Some(pos) = c.runs.iter().position(|r| r.id == run_id) else {
+            return;
+        };
+        let run = c.runs.remove(pos);
+        let name = self.versions[run.flow].name.clone();
+        c.last_end.insert(name, cause.at);
+        let mut closed = None;
+        if c.handoff.as_ref().is_some_and(|h| h.run == Some(run_id)) {
+            closed = c.handoff.take();
+        }
+        for t in &run.state_timers {
+            self.live_timers.remove(t);
+        }
+        // The run's expire timer stays queued: when it comes due it finds no run and does
+        // nothing (cheaper than searching every pending timer now).
+        if let Some(h) = closed {
+            // Released by an agent: no `handoff_closed` (Appendix A.15).
+            if reason != "released" {
+                self.close_handoff_action(contact, &h, reason, cause);
+            } else if let Some(t) = &h.sla_timer {
+                self.live_timers.remove(t);
+            }
+        }
+        let st = &mut self.stats[run.flow];
+        st.finished += 1;
+        if run.reached_handoff {
+            st.handoffs += 1;
+        }
+        if run.error {
+            st.errors += 1;
+        }
+        self.audit(
+            cause,
+            Some(contact),
+            Some((run.flow, Some(run.state))),
+            "run_ended",
+            Some(reason),
+            None,
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! Flow sends through every check of Appendix A.7, then delivery.
+
+use super::*;
+
+impl Engine {
+    // ------------------------------------------------------------------ sends
+
+    /// Runs the send at `action` of the run's state through every check (Appendix A.7).
+    pub(super) fn run_send(
+        &mut self,
+        contact: &str,
+        run_id: u64,
+        state: usize,
+        action: usize,
+        reprompt: bool,
+        cause: &mut Cause,
+    ) {
+        let Some(run) = self
+            .contacts
+            .get(contact)
+            .and_then(|c| c.run(run_id))
+            .cloned()
+        else {
+            return;
+        };
+        let flow = &self.versions[run.flow];
+        let (text, template) = match flow.states[state].actions.get(action) {
+            Some(BAction::Send { text, template, .. }) => (text.clone(), template.clone()),
+            Some(BAction::SendVariant { texts, .. }) => {
+                let v = run.variant.unwrap_or(0).min(texts.len().saturating_sub(1));
+                match texts.get(v) {
+                    Some(t) => (t.clone(), None),
+                    None => return,
+                }
+            }
+            Some(BAction::Ask(ask)) if reprompt => match &ask.reprompt {
+                Some(t) => (t.clone(), None),
+                None => return,
+            },
+            Some(BAction::Ask(ask)) => (ask.question.clone(), None),
+            _ => return,
+        };
+        self.deliver_text(
+            contact,
+            run_id,
+            &text,
+            template.as_ref(),
+            Some((state, action, reprompt)),
+            cause,
+        );
+    }
+
+    /// The checks of Appendix A.7, then the send itself.
+    pub(super) fn deliver_text(
+        &mut self,
+        contact: &str,
+        run_id: u64,
+        text: &Text,
+        template: Option<&rapport_bundle::TemplateSend>,
+        deferrable: Option<(usize, usize, bool)>,
+        cause: &mut Cause,
+    ) {
+        // What the checks need, read without copying the contact.
+        let rate = self.bundle.settings.rate_limit;
+        let Some((c, run)) = self.contacts.get(contact).and_then(|c| {
+            let run = c.run(run_id)?;
+            let recent = rate.map_or(0, |l| {
+                let per = l.per as Millis * 1000;
+                c.sends
+                    .iter()
+                    .filter(|&&t| t > cause.at - per && t <= cause.at)
+                    .count()
+            });
+            Some((
+                SendView {
+                    opted_out: c.opted_out,
+                    in_handoff: c.handoff.is_some(),
+                    consent: c.marketing_consent(),
+                    ambiguous: c.ambiguous_pending,
+                    last_inbound: c.last_inbound.get(&run.channel).copied(),
+                    recent_sends: recent,
+                    timezone: c
+                        .profile
+                        .get("timezone")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                },
+                RunView {
+                    flow: run.flow,
+                    state: run.state,
+                    channel: run.channel.clone(),
+                    comment: run.comment.clone(),
+                    private_reply_used: run.private_reply_used,
+                    disclosed: run.disclosed,
+                    footered: run.footered,
+                    variant: run.variant,
+                },
+            ))
+        }) else {
+            return;
+        };
+        let flow = &self.versions[run.flow];
+        let marketing = flow.purpose == Purpose::Marketing;
+        let now = cause.at;
+        let at_state = Some((run.flow, Some(run.state)));
+        if c.opted_out {
+            self.audit(
+                cause,
+                Some(contact),
+                at_state,
+                "suppressed",
+                Some("opted_out"),
+                None,
+            );
+            return;
+        }
+        if c.in_handoff {
+            self.audit(
+                cause,
+                Some(contact),
+                at_state,
+                "suppressed",
+                Some("in_handoff"),
+                None,
+            );
+            return;
+        }
+        if marketing && !c.consent {
+            self.audit(
+                cause,
+                Some(contact),
+                at_state,
+                "suppressed",
+                Some("no_consent"),
+                None,
+            );
+            if let Some(r) = self
+                .contacts
+                .get_mut(contact)
+                .and_then(|c| c.run_mut(run_id))
+            {
+                r.error = true;
+            }
+            self.end_run(contact, run_id, "no_consent", cause);
+            return;
+        }
+        if marketing && c.ambiguous {
+            self.audit(
+                cause,
+                Some(contact),
+                at_state,
+                "suppressed",
+                Some("opt_out_pending"),
+                None,
+            );
+            return;
+        }
+        // The window (Appendix A.9), with the private-reply exception for comments.
+        let private_reply = run
+            .comment
+            .as_ref()
+            .filter(|(_, at)| !run.private_reply_used && now - at <= PRIVATE_REPLY_WINDOW)
+            .map(|(id, _)| id.clone());
+        let window = self
+            .bundle
+            .settings
+            .channels
+            .get(&run.channel)
+            .copied()
+            .flatten();
+        let in_window = match window {
+            None => true,
+            Some(w) => c
+                .last_inbound
+                .is_some_and(|last| now - last <= w as Millis * 1000),
+        };
+        let use_template = private_reply.is_none() && !in_window;
+        if use_template && template.is_none() {
+            self.audit(
+                cause,
+                Some(contact),
+                at_state,
+                "suppressed",
+                Some("outside_window"),
+                None,
+            );
+            return;
+        }
+        if let Some(limit) = self.bundle.settings.rate_limit {
+            if c.recent_sends >= limit.max as usize {
+                self.audit(
+                    cause,
+                    Some(contact),
+                    at_state,
+                    "suppressed",
+                    Some("rate_limited"),
+                    None,
+                );
+                return;
+            }
+        }
+        if marketing {
+            if let (Some(q), Some((state, action, reprompt))) =
+                (&self.bundle.settings.quiet_hours, deferrable)
+            {
+                let own = c.timezone.as_str();
+                let zones = [own, q.zone.as_str()];
+                let base = now.max(self.clock);
+                if let Some(until) = crate::rollout::quiet_until(base, &zones, q.from, q.to) {
+                    let id = self.set_timer(
+                        cause,
+                        until,
+                        Some(contact),
+                        TimerKind::Deferred {
+                            run: run_id,
+                            state,
+                            action,
+                            reprompt,
+                        },
+                    );
+                    if let Some(r) = self
+                        .contacts
+                        .get_mut(contact)
+                        .and_then(|c| c.run_mut(run_id))
+                    {
+                        r.state_timers.push(id);
+                    }
+                    self.audit(
+                        cause,
+                        Some(contact),
+                        at_state,
+                        "deferred",
+                        Some("quiet_hours"),
+                        None,
+                    );
+                    return;
+                }
+            }
+        }
+        // Delivered.
+        let Some(full_run) = self.contacts.get(contact).and_then(|c| c.run(run_id)) else {
+            return;
+        };
+        let lookup = self.lookup(contact, full_run, None);
+        let mut a = Action::new(cause.next_action_id(), now, Some(contact), ActionKind::Send);
+        a.channel = Some(run.channel.clone());
+        let mut warnings = Vec::new();
+        if use_template {
+            let t = template.cloned().unwrap_or(rapport_bundle::TemplateSend {
+                name: String::new(),
+                params: Vec::new(),
+            });
+            let params = if t.params.is_empty() {
+                params_from_tokens(text, &lookup)
+            } else {
+                t.params
+                    .iter()
+                    .map(|(k, v)| {
+                        let (s, missing) = render(v, &lookup);
+                        warnings.extend(missing);
+                        (k.clone(), Value::String(s))
+                    })
+                    .collect()
+            };
+            a.template = Some(t.name.clone());
+            a.params = Some(params);
+        } else {
+            let (mut body, missing) = render(text, &lookup);
+            warnings.extend(missing);
+            if !run.disclosed {
+                body = format!("{} {body}", self.bundle.settings.disclosure);
+            }
+            if marketing && !run.footered {
+                body = format!("{body} {}", self.bundle.settings.opt_out.footer);
+            }
+            a.text = Some(body);
+            if let Some(comment) = &private_reply {
+                a.comment = Some(comment.clone());
+            }
+        }
+        drop(lookup);
+        self.flow_fields(&mut a, contact, run_id);
+        if let Some(v) = run.variant {
+            if self.versions[run.flow].states[run.state]
+                .actions
+                .iter()
+                .any(|x| matches!(x, BAction::SendVariant { .. }))
+            {
+                a.variant = self.versions[run.flow].variants.get(v).cloned();
+            }
+        }
+        a.cause = Some(cause.field.clone());
+        self.out.actions.push(a);
+        if !warnings.is_empty() {
+            if let Some(r) = self
+                .contacts
+                .get_mut(contact)
+                .and_then(|c| c.run_mut(run_id))
+            {
+                r.error = true;
+            }
+            self.audit(
+                cause,
+                Some(contact),
+                at_state,
+                "warning",
+                Some("missing_token"),
+                Some(warnings.join(", ")),
+            );
+        }
+        let rate_window = self
+            .bundle
+            .settings
+            .rate_limit
+            .map(|r| r.per as Millis * 1000);
+        if let Some(c) = self.contacts.get_mut(contact) {
+            c.sends.push_back(now);
+            if let Some(per) = rate_window {
+                while c.sends.front().is_some_and(|&t| t <= now - per) {
+                    c.sends.pop_front();
+                }
+            }
+            c.last_sender = Some((run.flow, run_id));
+            if let Some(r) = c.run_mut(run_id) {
+                r.last_send = Some(now);
+                r.last_activity = now;
+                if !use_template {
+                    r.disclosed = true;
+                    if marketing {
+                        r.footered = true;
+                    }
+                }
+                if private_reply.is_some() {
+                    r.private_reply_used = true;
+                }
+            }
+        }
+        self.audit(cause, Some(contact), at_state, "sent", None, None);
+    }
+}

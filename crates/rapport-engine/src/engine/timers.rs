@@ -1,0 +1,294 @@
+//! Timers (due in order, from the clock), ticks, operator events and rollout stages.
+
+use super::*;
+
+impl Engine {
+    // ------------------------------------------------------------------ timers
+
+    pub(super) fn set_timer(
+        &mut self,
+        cause: &mut Cause,
+        due: Millis,
+        contact: Option<&str>,
+        kind: TimerKind,
+    ) -> String {
+        let id = cause.next_timer_id();
+        self.timer_seq += 1;
+        self.timers.push(Reverse((due, self.timer_seq, id.clone())));
+        self.live_timers.insert(
+            id.clone(),
+            Timer {
+                id: id.clone(),
+                due,
+                contact: contact.map(str::to_string),
+                kind,
+            },
+        );
+        id
+    }
+
+    pub(super) fn fire_due(&mut self, until: Millis) {
+        while let Some(Reverse((due, _, id))) = self.timers.peek().cloned() {
+            if due > until {
+                break;
+            }
+            self.timers.pop();
+            let Some(timer) = self.live_timers.remove(&id) else {
+                continue; // cancelled
+            };
+            self.clock = self.clock.max(due);
+            let mut cause = Cause {
+                id: timer.id.clone(),
+                field: "timer".into(),
+                at: due,
+                actions: 0,
+                timers: 0,
+            };
+            self.fire(timer, &mut cause);
+        }
+    }
+
+    pub(super) fn fire(&mut self, timer: Timer, cause: &mut Cause) {
+        let contact_id = timer.contact.clone().unwrap_or_default();
+        match timer.kind {
+            TimerKind::After {
+                run,
+                state,
+                transition,
+            } => {
+                let Some(target) = self.run_state(&contact_id, run, state).and_then(|(f, s)| {
+                    self.versions[f].states[s]
+                        .transitions
+                        .get(transition)
+                        .map(|t| t.target)
+                }) else {
+                    return;
+                };
+                self.transition(&contact_id, run, target, cause);
+            }
+            TimerKind::Deferred {
+                run,
+                state,
+                action,
+                reprompt,
+            } => {
+                if self.run_state(&contact_id, run, state).is_some() {
+                    self.run_send(&contact_id, run, state, action, reprompt, cause);
+                }
+            }
+            TimerKind::Expire { run } => {
+                let Some((flow, last)) = self
+                    .contact_ref(&contact_id)
+                    .and_then(|c| c.run(run))
+                    .map(|r| (r.flow, r.last_activity))
+                else {
+                    return;
+                };
+                let expire = self.versions[flow].expire_after as Millis * 1000;
+                if last + expire > cause.at {
+                    let due = last + expire;
+                    self.set_timer(cause, due, Some(&contact_id), TimerKind::Expire { run });
+                    return;
+                }
+                self.audit(
+                    cause,
+                    Some(&contact_id),
+                    Some((flow, None)),
+                    "expired",
+                    None,
+                    None,
+                );
+                self.end_run(&contact_id, run, "expired", cause);
+            }
+            TimerKind::Sla => {
+                let Some(h) = self
+                    .contact_ref(&contact_id)
+                    .and_then(|c| c.handoff.clone())
+                else {
+                    return;
+                };
+                if h.sla_timer.as_deref() != Some(timer.id.as_str()) {
+                    return;
+                }
+                let mut a = Action::new(
+                    cause.next_action_id(),
+                    cause.at,
+                    Some(&contact_id),
+                    ActionKind::Alert,
+                );
+                a.alert = Some("sla_breach");
+                a.queue = Some(h.queue.clone());
+                a.flow = h.flow.clone();
+                a.cause = Some(cause.field.clone());
+                self.out.actions.push(a);
+            }
+            TimerKind::GoalClosed { flow, run } => {
+                if let Some(c) = self.contacts.get_mut(&contact_id) {
+                    let before = c.goals.len();
+                    c.goals.retain(|g| !(g.flow == flow && g.run == run));
+                    if c.goals.len() < before {
+                        self.stats[flow].not_converted += 1;
+                    }
+                }
+            }
+            TimerKind::RolloutAdvance { flow } => {
+                let stages = self.versions[flow]
+                    .rollout
+                    .as_ref()
+                    .map(|r| r.stages.len())
+                    .unwrap_or(0);
+                let st = &mut self.stats[flow];
+                if st.halted || st.stage + 1 >= stages {
+                    return;
+                }
+                st.stage += 1;
+                self.rollout_alert(flow, "rollout_advanced", cause);
+                self.schedule_advance(flow, cause);
+            }
+        }
+    }
+
+    pub(super) fn schedule_advance(&mut self, flow: usize, cause: &mut Cause) {
+        let Some(r) = &self.versions[flow].rollout else {
+            return;
+        };
+        let Some(every) = r.every else { return };
+        if self.stats[flow].stage + 1 >= r.stages.len() {
+            return;
+        }
+        let due = cause.at.max(self.clock) + every as Millis * 1000;
+        self.set_timer(cause, due, None, TimerKind::RolloutAdvance { flow });
+    }
+
+    pub(super) fn rollout_alert(&mut self, flow: usize, kind: &'static str, cause: &mut Cause) {
+        let mut a = Action::new(cause.next_action_id(), cause.at, None, ActionKind::Alert);
+        a.alert = Some(kind);
+        a.flow = Some(self.versions[flow].name.clone());
+        a.version = Some(self.versions[flow].version.clone());
+        a.cause = Some(cause.field.clone());
+        self.out.actions.push(a);
+        let (name, version) = (
+            self.versions[flow].name.clone(),
+            self.versions[flow].version.clone(),
+        );
+        self.out.audit.push(Audit {
+            at: cause.at,
+            contact: None,
+            actor: "system".into(),
+            kind: "rollout",
+            flow: Some(name),
+            version: Some(version),
+            state: None,
+            reason: Some(kind.into()),
+            detail: None,
+            cause: Some(cause.field.clone()),
+        });
+    }
+
+    // ------------------------------------------------------------------ ticks and operators
+
+    /// Guards are evaluated at ticks, once `after N runs` runs have finished.
+    pub(super) fn tick(&mut self, cause: &mut Cause) {
+        for flow in 0..self.bundle.flows.len() {
+            let Some(halt) = self.versions[flow].halt.clone() else {
+                continue;
+            };
+            let st = &self.stats[flow];
+            if st.halted || st.finished < halt.after_runs {
+                continue;
+            }
+            // A metric with no run counted yet has no value and crosses nothing.
+            let rate = |n: u64, d: u64| (d > 0).then(|| n as f64 * 10_000.0 / d as f64);
+            let crossed = halt.guards.iter().any(|g| {
+                let value = match g.metric {
+                    rapport_bundle::Metric::OptOutRate => rate(st.opted_out, st.finished),
+                    rapport_bundle::Metric::HandoffRate => rate(st.handoffs, st.finished),
+                    rapport_bundle::Metric::ErrorRate => rate(st.errors, st.finished),
+                    rapport_bundle::Metric::ConversionRate => {
+                        rate(st.converted, st.converted + st.not_converted)
+                    }
+                };
+                let Some(value) = value else { return false };
+                let t = f64::from(g.threshold);
+                match g.op {
+                    rapport_bundle::CompareOp::Gt => value > t,
+                    rapport_bundle::CompareOp::Ge => value >= t,
+                    rapport_bundle::CompareOp::Lt => value < t,
+                    rapport_bundle::CompareOp::Le => value <= t,
+                    rapport_bundle::CompareOp::Eq => (value - t).abs() < f64::EPSILON,
+                    rapport_bundle::CompareOp::Ne => (value - t).abs() >= f64::EPSILON,
+                }
+            });
+            if crossed {
+                self.stats[flow].halted = true;
+                self.rollout_alert(flow, "rollout_halted", cause);
+            }
+        }
+    }
+
+    pub(super) fn operator(
+        &mut self,
+        action: OperatorAction,
+        flow: &str,
+        actor: Option<&str>,
+        cause: &mut Cause,
+    ) {
+        let Some(&(idx, _)) = self.by_name.get(flow) else {
+            self.out.audit.push(Audit {
+                at: cause.at,
+                contact: None,
+                actor: actor.unwrap_or("operator").into(),
+                kind: "rejected",
+                flow: Some(flow.into()),
+                version: None,
+                state: None,
+                reason: Some("unknown_flow".into()),
+                detail: None,
+                cause: Some(cause.field.clone()),
+            });
+            return;
+        };
+        let stages = self.versions[idx]
+            .rollout
+            .as_ref()
+            .map(|r| r.stages.len())
+            .unwrap_or(0);
+        match action {
+            OperatorAction::Promote => {
+                if self.stats[idx].stage + 1 < stages {
+                    self.stats[idx].stage += 1;
+                    self.rollout_alert(idx, "rollout_advanced", cause);
+                    // A promote restarts the count to the next advance.
+                    self.cancel_rollout_timers(idx);
+                    self.schedule_advance(idx, cause);
+                }
+            }
+            OperatorAction::Halt => {
+                if !self.stats[idx].halted {
+                    self.stats[idx].halted = true;
+                    self.rollout_alert(idx, "rollout_halted", cause);
+                }
+            }
+            OperatorAction::Resume => {
+                self.stats[idx].halted = false;
+                self.out.audit.push(Audit {
+                    at: cause.at,
+                    contact: None,
+                    actor: actor.unwrap_or("operator").into(),
+                    kind: "rollout",
+                    flow: Some(flow.into()),
+                    version: Some(self.versions[idx].version.clone()),
+                    state: None,
+                    reason: Some("resumed".into()),
+                    detail: None,
+                    cause: Some(cause.field.clone()),
+                });
+            }
+        }
+    }
+
+    pub(super) fn cancel_rollout_timers(&mut self, flow: usize) {
+        self.live_timers
+            .retain(|_, t| !matches!(t.kind, TimerKind::RolloutAdvance { flow: f } if f == flow));
+    }
+}
