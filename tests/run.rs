@@ -35,19 +35,25 @@ fn temp(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// The funnel bundle, built once for all the tests of this file (they run in parallel).
 fn funnel_bundle() -> PathBuf {
-    let out = temp("funnel.json");
-    let o = rapport(
-        &["build", "bench/funnel", "-o", out.to_str().expect("utf-8")],
-        None,
-    );
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    out
+    static BUNDLE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUNDLE
+        .get_or_init(|| {
+            let out = temp("funnel.json");
+            let o = rapport(
+                &["build", "bench/funnel", "-o", out.to_str().expect("utf-8")],
+                None,
+            );
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            out
+        })
+        .clone()
 }
 
 /// The count lines printed at the end, without the timing.
@@ -251,7 +257,10 @@ fn jsonl_rule_cases() {
                 other => other.to_string(),
             })
             .collect();
-        let audit_path = temp(&format!("audit-{}.jsonl", name.len()));
+        let audit_path = temp(&format!(
+            "audit-{}.jsonl",
+            name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        ));
         let o = rapport(
             &[
                 "run",
