@@ -156,6 +156,10 @@ struct RunArgs {
     /// Where to write the audit trail as JSONL.
     #[arg(long)]
     audit: Option<PathBuf>,
+    /// Worker tasks to shard contacts over (0: one per core; one for bundles with a
+    /// staged rollout, whose state lives in one engine).
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
     /// Benchmark baseline: read and decode every line and write one line per event,
     /// doing nothing else (the I/O floor of bench/WORKLOAD.md).
     #[arg(long, hide = true)]

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -83,6 +83,9 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !args.io_floor {
+        return run_hosted(bundle, &args);
+    }
     let input: Box<dyn BufRead> = match &args.events {
         Some(p) if p != Path::new("-") => match File::open(p) {
             Ok(f) => Box::new(BufReader::with_capacity(1 << 16, f)),
@@ -185,4 +188,89 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
     counts.tallies(&engine);
     counts.print(started.elapsed().as_secs_f64());
     ExitCode::SUCCESS
+}
+
+/// The real run: the tokio host, contacts sharded over worker tasks, Ctrl-C drains.
+fn run_hosted(bundle: rapport_bundle::Bundle, args: &RunArgs) -> ExitCode {
+    use tokio::io::{AsyncBufRead, AsyncWrite, BufReader as TBufReader, BufWriter as TBufWriter};
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let started = Instant::now();
+    let result = runtime.block_on(async {
+        let input: Box<dyn AsyncBufRead + Unpin + Send> = match &args.events {
+            Some(p) if p != Path::new("-") => match tokio::fs::File::open(p).await {
+                Ok(f) => Box::new(TBufReader::with_capacity(1 << 16, f)),
+                Err(e) => return Err(format!("cannot read events `{}`: {e}", p.display())),
+            },
+            _ => Box::new(TBufReader::with_capacity(1 << 16, tokio::io::stdin())),
+        };
+        let open = |p: PathBuf| async move {
+            let w: Box<dyn AsyncWrite + Unpin + Send> = if p == Path::new("-") {
+                Box::new(TBufWriter::with_capacity(1 << 16, tokio::io::stdout()))
+            } else {
+                Box::new(TBufWriter::with_capacity(
+                    1 << 16,
+                    tokio::fs::File::create(&p).await?,
+                ))
+            };
+            Ok::<_, std::io::Error>(w)
+        };
+        let actions = open(args.actions.clone())
+            .await
+            .map_err(|e| format!("cannot write actions `{}`: {e}", args.actions.display()))?;
+        let audit = match &args.audit {
+            Some(p) => Some(
+                open(p.clone())
+                    .await
+                    .map_err(|e| format!("cannot write the audit trail `{}`: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let options = rapport_host::Options {
+            shards: args.shards,
+            audit: audit.is_some(),
+        };
+        let stop = async {
+            // Ctrl-C stops reading; everything read is still processed and written.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        rapport_host::run(bundle, input, actions, audit, options, stop)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    // A read from stdin may still be blocked in its thread (Ctrl-C with stdin open): do
+    // not wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(c) => {
+            let counts = Counts {
+                events: c.events,
+                rejected: c.rejected,
+                actions: c.actions,
+                suppressed: c.suppressed,
+                not_enrolled: c.not_enrolled,
+            };
+            if c.interrupted {
+                eprintln!(
+                    "interrupted: stopped reading; everything read was processed and written"
+                );
+            }
+            counts.print(started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

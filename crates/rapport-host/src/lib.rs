@@ -1,0 +1,314 @@
+//! The runtime host: reads JSONL events, shards contacts over worker tasks by a hash of the
+//! contact (each contact's events stay in order on one worker), runs an engine per worker
+//! and writes actions and audit records as JSONL.
+//!
+//! Every worker sees the clock move: the reader sends each worker the time of the latest
+//! event it read, so timers fire on every worker as they would on one. Ticks and operator
+//! events go to every worker. Flows with staged rollouts keep their rollout state in one
+//! engine, so a bundle with a rollout runs on one worker.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+
+use rapport_bundle::Bundle;
+use rapport_engine::{decode, Action, ActionKind, Engine, Millis};
+use serde::Deserialize;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// Lines are handed to workers in batches of this many.
+const BATCH: usize = 512;
+
+/// What a run did, printed at its end.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Counts {
+    pub events: u64,
+    pub rejected: u64,
+    /// By type; `template` for sends with a template, `policy` for STOP/START/HELP replies.
+    pub actions: BTreeMap<String, u64>,
+    pub suppressed: BTreeMap<String, u64>,
+    pub not_enrolled: BTreeMap<String, u64>,
+    /// Reading stopped early (Ctrl-C); everything read was processed and written.
+    pub interrupted: bool,
+}
+
+impl Counts {
+    fn action(&mut self, a: &Action) {
+        let kind = match a.kind {
+            ActionKind::Send if a.template.is_some() => "template",
+            ActionKind::Send if a.policy.is_some() => "policy",
+            k => k.as_str(),
+        };
+        *self.actions.entry(kind.to_string()).or_default() += 1;
+    }
+
+    fn merge(&mut self, other: Counts) {
+        self.events += other.events;
+        self.rejected += other.rejected;
+        for (k, v) in other.actions {
+            *self.actions.entry(k).or_default() += v;
+        }
+        for (k, v) in other.suppressed {
+            *self.suppressed.entry(k).or_default() += v;
+        }
+        for (k, v) in other.not_enrolled {
+            *self.not_enrolled.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Worker tasks; 0 chooses the number of cores (1 for bundles with a rollout).
+    pub shards: usize,
+    /// Build and write audit records.
+    pub audit: bool,
+}
+
+/// A message to a worker.
+enum Work {
+    /// Numbered lines for this worker, and the latest event time read so far.
+    Lines(Vec<(u64, String)>, Option<Millis>),
+}
+
+/// Output of a worker: serialised action lines, audit lines, and stderr lines.
+struct Written {
+    actions: Vec<u8>,
+    audit: Vec<u8>,
+    errors: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Route<'a> {
+    #[serde(borrow)]
+    contact: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    at: Option<std::borrow::Cow<'a, str>>,
+}
+
+fn shard_of(contact: &str, shards: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    contact.hash(&mut h);
+    (h.finish() % shards as u64) as usize
+}
+
+/// Runs `bundle` over the events of `input`, writing actions to `actions` and audit
+/// records to `audit`; stops reading when `stop` resolves (Ctrl-C), after which every
+/// line read is still processed and written.
+pub async fn run<R, W, A>(
+    bundle: Bundle,
+    input: R,
+    mut actions: W,
+    mut audit: Option<A>,
+    options: Options,
+    stop: impl std::future::Future<Output = ()>,
+) -> std::io::Result<Counts>
+where
+    R: AsyncBufRead + Unpin,
+    W: AsyncWrite + Unpin,
+    A: AsyncWrite + Unpin,
+{
+    let has_rollout = bundle
+        .flows
+        .iter()
+        .any(|f| f.rollout.as_ref().is_some_and(|r| r.stages.len() > 1) || f.halt.is_some());
+    let shards = match options.shards {
+        0 if has_rollout => 1,
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        n => n,
+    };
+    let (out_tx, mut out_rx) = mpsc::channel::<Written>(shards * 4);
+    let mut senders = Vec::with_capacity(shards);
+    let mut workers = Vec::with_capacity(shards);
+    for index in 0..shards {
+        let (tx, rx) = mpsc::channel::<Work>(8);
+        senders.push(tx);
+        let bundle = bundle.clone();
+        let out = out_tx.clone();
+        let audit_on = options.audit;
+        workers.push(tokio::task::spawn_blocking(move || {
+            worker(index == 0, bundle, rx, out, audit_on)
+        }));
+    }
+    drop(out_tx);
+
+    // The writer: the only task that touches the sinks.
+    let writer = async {
+        while let Some(w) = out_rx.recv().await {
+            actions.write_all(&w.actions).await?;
+            if let Some(a) = audit.as_mut() {
+                a.write_all(&w.audit).await?;
+            }
+            for e in w.errors {
+                eprintln!("{e}");
+            }
+        }
+        actions.flush().await?;
+        if let Some(a) = audit.as_mut() {
+            a.flush().await?;
+        }
+        Ok::<(), std::io::Error>(())
+    };
+
+    let reader = async move {
+        let mut lines = input.lines();
+        let mut batches: Vec<Vec<(u64, String)>> = vec![Vec::with_capacity(BATCH); shards];
+        let mut n: u64 = 0;
+        let mut latest: Option<Millis> = None;
+        let mut interrupted = false;
+        tokio::pin!(stop);
+        loop {
+            let line = tokio::select! {
+                biased;
+                _ = &mut stop => { interrupted = true; break; }
+                line = lines.next_line() => line?,
+            };
+            let Some(line) = line else { break };
+            n += 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let route: Option<Route<'_>> = serde_json::from_str(&line).ok();
+            if let Some(at) = route
+                .as_ref()
+                .and_then(|r| r.at.as_deref())
+                .and_then(rapport_engine::parse_time)
+            {
+                latest = Some(latest.map_or(at, |l| l.max(at)));
+            }
+            match route.and_then(|r| r.contact.map(|c| shard_of(&c, shards))) {
+                Some(s) => {
+                    batches[s].push((n, line));
+                    if batches[s].len() >= BATCH {
+                        flush_all(&senders, &mut batches, latest).await;
+                    }
+                }
+                // No contact (ticks, operator events, broken lines): every worker.
+                None => {
+                    for b in batches.iter_mut() {
+                        b.push((n, line.clone()));
+                    }
+                    flush_all(&senders, &mut batches, latest).await;
+                }
+            }
+        }
+        flush_all(&senders, &mut batches, latest).await;
+        // Closing the channels lets the workers finish.
+        drop(senders);
+        Ok::<bool, std::io::Error>(interrupted)
+    };
+    let (read, written) = tokio::join!(reader, writer);
+    let interrupted = read?;
+    written?;
+    let mut counts = Counts {
+        interrupted,
+        ..Counts::default()
+    };
+    for w in workers {
+        match w.await {
+            Ok(c) => counts.merge(c),
+            Err(e) => return Err(std::io::Error::other(format!("a worker failed: {e}"))),
+        }
+    }
+    Ok(counts)
+}
+
+async fn flush_all(
+    senders: &[mpsc::Sender<Work>],
+    batches: &mut [Vec<(u64, String)>],
+    latest: Option<Millis>,
+) {
+    for (s, batch) in senders.iter().zip(batches.iter_mut()) {
+        let lines = std::mem::replace(batch, Vec::with_capacity(BATCH));
+        // A worker that stopped has reported why; nothing more to send it.
+        let _ = s.send(Work::Lines(lines, latest)).await;
+    }
+}
+
+/// One shard: its own engine, fed batches in order. The `primary` worker counts and
+/// reports the lines that every worker receives (ticks, operator events, lines with no
+/// contact).
+fn worker(
+    primary: bool,
+    bundle: Bundle,
+    mut rx: mpsc::Receiver<Work>,
+    out: mpsc::Sender<Written>,
+    audit_on: bool,
+) -> Counts {
+    let mut engine = Engine::new(bundle);
+    engine.record_audit(audit_on);
+    let mut counts = Counts::default();
+    while let Some(Work::Lines(lines, latest)) = rx.blocking_recv() {
+        let mut w = Written {
+            actions: Vec::with_capacity(lines.len() * 200),
+            audit: Vec::new(),
+            errors: Vec::new(),
+        };
+        for (n, line) in lines {
+            match decode(&line, &engine.bundle().settings) {
+                Ok(event) => {
+                    if event.contact.is_some() || primary {
+                        counts.events += 1;
+                    }
+                    let o = engine.step(&event);
+                    write_output(&o, &mut w, &mut counts, audit_on);
+                }
+                Err(rejected) => {
+                    // A line with no contact reached every worker: report it once.
+                    if rejected.contact.is_some() || primary {
+                        counts.events += 1;
+                        counts.rejected += 1;
+                        w.errors
+                            .push(format!("line {n}: rejected: {}", rejected.reason));
+                        if audit_on {
+                            let record = serde_json::json!({
+                                "kind": "rejected", "actor": "system", "line": n,
+                                "id": rejected.id, "contact": rejected.contact, "reason": rejected.reason,
+                            });
+                            if serde_json::to_writer(&mut w.audit, &record).is_ok() {
+                                w.audit.push(b'\n');
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The clock moves on every worker, so their timers fire too.
+        if let Some(t) = latest {
+            let o = engine.advance(t);
+            write_output(&o, &mut w, &mut counts, audit_on);
+        }
+        if out.blocking_send(w).is_err() {
+            break;
+        }
+    }
+    for (kind, reason, n) in engine.tallies() {
+        let bucket = if kind == "suppressed" {
+            &mut counts.suppressed
+        } else {
+            &mut counts.not_enrolled
+        };
+        *bucket.entry(reason.to_string()).or_default() += n;
+    }
+    counts
+}
+
+fn write_output(o: &rapport_engine::Output, w: &mut Written, counts: &mut Counts, audit_on: bool) {
+    for a in &o.actions {
+        counts.action(a);
+        if serde_json::to_writer(&mut w.actions, a).is_ok() {
+            w.actions.push(b'\n');
+        }
+    }
+    if audit_on {
+        for a in &o.audit {
+            if serde_json::to_writer(&mut w.audit, a).is_ok() {
+                w.audit.push(b'\n');
+            }
+        }
+    }
+}
