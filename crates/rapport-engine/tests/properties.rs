@@ -245,23 +245,35 @@ fn check_promises(bundle: &Bundle, trace: &[(Event, Vec<Action>)]) {
     let mut in_handoff: HashMap<String, bool> = HashMap::new();
     let mut sends: HashMap<String, Vec<i64>> = HashMap::new();
     let mut seen_ids = std::collections::HashSet::new();
-    for (event, actions) in trace {
+    for (event, all) in trace {
+        // A sentinel after the last action applies the event when it caused no action.
+        let actions: Vec<Option<&Action>> =
+            all.iter().map(Some).chain(std::iter::once(None)).collect();
         let first_time = seen_ids.insert(event.id.clone());
         if !first_time {
             assert!(
-                actions.is_empty(),
-                "a duplicate event id produced actions: {actions:?}"
+                all.is_empty(),
+                "a duplicate event id produced actions: {all:?}"
             );
             continue;
         }
         let contact = event.contact.clone().unwrap_or_default();
-        if let Body::Consent { granted, .. } = &event.body {
-            consent.insert(contact.clone(), *granted);
-        }
-        if let Body::Agent { released: true, .. } = &event.body {
-            in_handoff.insert(contact.clone(), false);
-        }
-        for a in actions {
+        // Timers due at or before the event fire before it is applied: their actions
+        // come first and see the state before the event.
+        let fired = all
+            .iter()
+            .take_while(|a| a.cause.as_deref() == Some("timer"))
+            .count();
+        for (i, a) in actions.iter().enumerate() {
+            if i == fired {
+                if let Body::Consent { granted, .. } = &event.body {
+                    consent.insert(contact.clone(), *granted);
+                }
+                if let Body::Agent { released: true, .. } = &event.body {
+                    in_handoff.insert(contact.clone(), false);
+                }
+            }
+            let Some(a) = *a else { continue };
             let who = a.contact.clone().unwrap_or_default();
             match a.policy {
                 Some("opt_out_confirm") => {
