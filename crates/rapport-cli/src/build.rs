@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rapport_bundle::Bundle;
 
-use crate::load::load;
+use crate::load::load_or_report;
 use crate::render::{render, Format};
 use crate::timings::Timings;
 use crate::BuildArgs;
@@ -15,17 +15,9 @@ use crate::BuildArgs;
 pub(crate) fn run(args: BuildArgs) -> ExitCode {
     let started = Instant::now();
     let mut timings = Timings::default();
-    let paths = if args.paths.is_empty() {
-        vec![PathBuf::from(".")]
-    } else {
-        args.paths.clone()
-    };
-    let loaded = match load(&paths) {
+    let loaded = match load_or_report(&args.paths) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     if loaded.io_failed {
         return ExitCode::from(2);

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use rapport_syntax::Severity;
 
-use crate::load::load;
+use crate::load::load_or_report;
 use crate::render::{render, FileReport, Format};
 use crate::timings::Timings;
 use crate::CheckArgs;
@@ -15,17 +15,9 @@ use crate::CheckArgs;
 pub(crate) fn run(args: CheckArgs) -> ExitCode {
     let mut timings = Timings::default();
     let started = Instant::now();
-    let paths = if args.paths.is_empty() {
-        vec![PathBuf::from(".")]
-    } else {
-        args.paths.clone()
-    };
-    let loaded = match load(&paths) {
+    let loaded = match load_or_report(&args.paths) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     timings.add("read files", loaded.read_time);
     timings.add("parse", loaded.parse_time);

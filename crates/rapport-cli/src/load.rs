@@ -91,6 +91,20 @@ pub(crate) fn load(paths: &[PathBuf]) -> Result<Loaded, ProjectError> {
     })
 }
 
+/// `load` for a command's paths (default: the current folder), with a failure reported
+/// on stderr as the exit code to return (2).
+pub(crate) fn load_or_report(paths: &[PathBuf]) -> Result<Loaded, std::process::ExitCode> {
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        paths.to_vec()
+    };
+    load(&paths).map_err(|e| {
+        eprintln!("error: {e}");
+        std::process::ExitCode::from(2)
+    })
+}
+
 impl LoadedProject {
     /// The flow files as the checker takes them.
     pub(crate) fn sources(&self) -> Vec<SourceFile<'_>> {

@@ -13,7 +13,7 @@ use rapport_engine::{
 use serde_json::{Map, Value};
 use serde_yaml::Value as Yaml;
 
-use crate::load::load;
+use crate::load::load_or_report;
 use crate::TestArgs;
 
 /// A scenario file, read into what the runner needs.
@@ -33,17 +33,9 @@ struct Case {
 }
 
 pub(crate) fn run(args: TestArgs) -> ExitCode {
-    let paths = if args.paths.is_empty() {
-        vec![PathBuf::from(".")]
-    } else {
-        args.paths.clone()
-    };
-    let loaded = match load(&paths) {
+    let loaded = match load_or_report(&args.paths) {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let mut failed = 0usize;
     let mut passed = 0usize;

@@ -208,6 +208,11 @@ impl Engine {
         self.contacts.get(id)
     }
 
+    /// A copy of a contact's run, to read while the contact changes.
+    fn run_copy(&self, contact: &str, run_id: u64) -> Option<Run> {
+        self.contacts.get(contact)?.run(run_id).cloned()
+    }
+
     fn run_state(&self, contact: &str, run: u64, state: usize) -> Option<(usize, usize)> {
         let r = self.contacts.get(contact)?.run(run)?;
         (r.state == state).then_some((r.flow, r.state))

@@ -564,12 +564,7 @@ impl Engine {
         }
         // Every active run with a matching `on event`, in the order of A.2.
         for run_id in self.run_order(contact) {
-            let Some(run) = self
-                .contacts
-                .get(contact)
-                .and_then(|c| c.run(run_id))
-                .cloned()
-            else {
+            let Some(run) = self.run_copy(contact, run_id) else {
                 continue;
             };
             let target = {
@@ -654,12 +649,7 @@ impl Engine {
             }
             return;
         };
-        let Some(run) = self
-            .contacts
-            .get(contact)
-            .and_then(|c| c.run(run_id))
-            .cloned()
-        else {
+        let Some(run) = self.run_copy(contact, run_id) else {
             if let Some(c) = self.contacts.get_mut(contact) {
                 c.handoff = None;
             }

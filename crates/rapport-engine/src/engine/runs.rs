@@ -329,12 +329,7 @@ impl Engine {
                     break;
                 }
                 BAction::Set { slot, value } => {
-                    let Some(run) = self
-                        .contacts
-                        .get(contact)
-                        .and_then(|c| c.run(run_id))
-                        .cloned()
-                    else {
+                    let Some(run) = self.run_copy(contact, run_id) else {
                         return;
                     };
                     let (text, missing) = render(value, &self.lookup(contact, &run, None));
@@ -360,12 +355,7 @@ impl Engine {
                     self.out.actions.push(a);
                 }
                 BAction::Emit { name, data } => {
-                    let Some(run) = self
-                        .contacts
-                        .get(contact)
-                        .and_then(|c| c.run(run_id))
-                        .cloned()
-                    else {
+                    let Some(run) = self.run_copy(contact, run_id) else {
                         return;
                     };
                     let lookup = self.lookup(contact, &run, None);
@@ -458,21 +448,10 @@ impl Engine {
         sla: Option<u64>,
         cause: &mut Cause,
     ) {
-        let Some(run) = self
-            .contacts
-            .get(contact)
-            .and_then(|c| c.run(run_id))
-            .cloned()
-        else {
+        let Some(run) = self.run_copy(contact, run_id) else {
             return;
         };
-        let (text, missing) = match summary {
-            Some(s) => {
-                let (t, m) = render(s, &self.lookup(contact, &run, None));
-                (Some(t), m)
-            }
-            None => (None, Vec::new()),
-        };
+        let (text, missing) = self.render_optional(contact, &run, summary);
         self.warn_missing(contact, run_id, missing, cause);
         let mut a = Action::new(
             cause.next_action_id(),
@@ -524,12 +503,7 @@ impl Engine {
         text: Option<&Text>,
         cause: &mut Cause,
     ) {
-        let Some(run) = self
-            .contacts
-            .get(contact)
-            .and_then(|c| c.run(run_id))
-            .cloned()
-        else {
+        let Some(run) = self.run_copy(contact, run_id) else {
             return;
         };
         let Some((comment, _)) = run.comment.clone() else {
@@ -543,13 +517,7 @@ impl Engine {
             );
             return;
         };
-        let (rendered, missing) = match text {
-            Some(t) => {
-                let (r, m) = render(t, &self.lookup(contact, &run, None));
-                (Some(r), m)
-            }
-            None => (None, Vec::new()),
-        };
+        let (rendered, missing) = self.render_optional(contact, &run, text);
         self.warn_missing(contact, run_id, missing, cause);
         let mut a = Action::new(cause.next_action_id(), cause.at, Some(contact), kind);
         a.channel = Some(run.channel.clone());
@@ -561,6 +529,23 @@ impl Engine {
         self.flow_fields(&mut a, contact, run_id);
         a.cause = Some(cause.field.clone());
         self.out.actions.push(a);
+    }
+
+    /// Renders an optional text of a run (a handoff summary, a comment reply): the text
+    /// and its missing tokens.
+    pub(super) fn render_optional(
+        &self,
+        contact: &str,
+        run: &Run,
+        text: Option<&Text>,
+    ) -> (Option<String>, Vec<String>) {
+        match text {
+            Some(t) => {
+                let (r, m) = render(t, &self.lookup(contact, run, None));
+                (Some(r), m)
+            }
+            None => (None, Vec::new()),
+        }
     }
 
     /// Appendix A.12: a token with no value and no fallback renders empty, with an audit

@@ -15,12 +15,7 @@ impl Engine {
         reprompt: bool,
         cause: &mut Cause,
     ) {
-        let Some(run) = self
-            .contacts
-            .get(contact)
-            .and_then(|c| c.run(run_id))
-            .cloned()
-        else {
+        let Some(run) = self.run_copy(contact, run_id) else {
             return;
         };
         let flow = &self.versions[run.flow];
