@@ -1,7 +1,7 @@
 //! `rapport build`: check a project and write its compiled bundle.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 

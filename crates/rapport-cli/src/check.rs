@@ -1,7 +1,6 @@
 //! `rapport check`: read a project, parse everything, report every problem.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
