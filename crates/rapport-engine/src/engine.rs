@@ -324,8 +324,9 @@ struct RunView {
 }
 
 impl Run {
-    /// Whether the run is in a state that opened the contact's handoff.
-    fn depth_guard_state_handoff(&self) -> bool {
+    /// Whether the run has opened a handoff (leaving its state then lifts the pause, if
+    /// that handoff is still the contact's open one).
+    fn opened_handoff(&self) -> bool {
         self.reached_handoff
     }
 }

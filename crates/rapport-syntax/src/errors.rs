@@ -411,9 +411,12 @@ fn previous_token(source: &str, pos: usize) -> Option<String> {
         });
     }
     if last.is_alphanumeric() || last == '_' || last == '%' {
+        // Just after the last character that is not part of the word (it may be wide).
         let start = before
-            .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.' || c == '%'))
-            .map(|i| i + 1)
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_alphanumeric() || *c == '_' || *c == '.' || *c == '%'))
+            .map(|(i, c)| i + c.len_utf8())
             .unwrap_or(0);
         return Some(before[start..].to_string());
     }

@@ -200,3 +200,16 @@ fn settings_spans_stay_on_character_boundaries() {
         assert_sound(source, &parse_settings(source).diagnostics);
     }
 }
+
+/// Found by the proptest: the word before an error ended just after a wide character.
+#[test]
+fn the_word_before_an_error_may_follow_a_wide_character() {
+    for source in [
+        "{/\u{1FADF}A#/}\u{0A13}",
+        "flow \u{1FAE0}a {",
+        "state é\u{1FAE0}x -> {",
+    ] {
+        let parsed = parse(source);
+        assert_sound(source, &parsed.diagnostics);
+    }
+}

@@ -266,7 +266,7 @@ impl Engine {
         else {
             return;
         };
-        let leaving_handoff = run.depth_guard_state_handoff();
+        let leaving_handoff = run.opened_handoff();
         for t in std::mem::take(&mut run.state_timers) {
             self.live_timers.remove(&t);
         }
