@@ -49,8 +49,9 @@ pub struct Engine {
     contacts: HashMap<String, Contact>,
     clock: Millis,
     seen: HashMap<String, Millis>,
-    timers: BinaryHeap<Reverse<(Millis, u64, String)>>,
-    live_timers: HashMap<String, Timer>,
+    /// Due time and key of every timer set; a key no longer in `live_timers` was cancelled.
+    timers: BinaryHeap<Reverse<(Millis, u64)>>,
+    live_timers: HashMap<u64, Timer>,
     timer_seq: u64,
     run_seq: u64,
     stats: Vec<VersionStats>,

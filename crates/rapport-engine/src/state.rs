@@ -21,7 +21,7 @@ pub(crate) struct OpenHandoff {
     /// The run in its handoff state; `None` for an escalation (section 6.1b).
     pub(crate) run: Option<u64>,
     pub(crate) flow: Option<String>,
-    pub(crate) sla_timer: Option<String>,
+    pub(crate) sla_timer: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,7 +48,9 @@ pub(crate) struct Run {
     pub(crate) reached_handoff: bool,
     pub(crate) error: bool,
     /// Timers owned by the current state (`after`, deferred sends), cancelled on leaving.
-    pub(crate) state_timers: Vec<String>,
+    pub(crate) state_timers: Vec<u64>,
+    /// The run's expiry timer, cancelled when the run ends.
+    pub(crate) expire_timer: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +86,9 @@ pub(crate) enum TimerKind {
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Timer {
+    /// The engine's key for the timer.
+    pub(crate) key: u64,
+    /// The timer's id for the actions it causes (`EVENT~K`).
     pub(crate) id: String,
     pub(crate) due: Millis,
     pub(crate) contact: Option<String>,

@@ -195,6 +195,7 @@ impl Engine {
             reached_handoff: false,
             error: false,
             state_timers: Vec::new(),
+            expire_timer: None,
         };
         let name = flow.name.clone();
         let goal = flow.goal.clone();
@@ -232,12 +233,15 @@ impl Engine {
                 TimerKind::GoalClosed { flow: f, run: id },
             );
         }
-        self.set_timer(
+        let key = self.set_timer(
             cause,
             now + expire,
             Some(contact),
             TimerKind::Expire { run: id },
         );
+        if let Some(r) = self.contacts.get_mut(contact).and_then(|c| c.run_mut(id)) {
+            r.expire_timer = Some(key);
+        }
         self.enter(contact, id, 0, 0, cause);
     }
 
@@ -604,8 +608,9 @@ impl Engine {
         for t in &run.state_timers {
             self.live_timers.remove(t);
         }
-        // The run's expire timer stays queued: when it comes due it finds no run and does
-        // nothing (cheaper than searching every pending timer now).
+        if let Some(key) = run.expire_timer {
+            self.live_timers.remove(&key);
+        }
         if let Some(h) = closed {
             // Released by an agent: no `handoff_closed` (Appendix A.15).
             if reason != "released" {

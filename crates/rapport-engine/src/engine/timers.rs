@@ -11,29 +11,31 @@ impl Engine {
         due: Millis,
         contact: Option<&str>,
         kind: TimerKind,
-    ) -> String {
+    ) -> u64 {
         let id = cause.next_timer_id();
         self.timer_seq += 1;
-        self.timers.push(Reverse((due, self.timer_seq, id.clone())));
+        let key = self.timer_seq;
+        self.timers.push(Reverse((due, key)));
         self.live_timers.insert(
-            id.clone(),
+            key,
             Timer {
-                id: id.clone(),
+                key,
+                id,
                 due,
                 contact: contact.map(str::to_string),
                 kind,
             },
         );
-        id
+        key
     }
 
     pub(super) fn fire_due(&mut self, until: Millis) {
-        while let Some(Reverse((due, _, id))) = self.timers.peek().cloned() {
+        while let Some(&Reverse((due, key))) = self.timers.peek() {
             if due > until {
                 break;
             }
             self.timers.pop();
-            let Some(timer) = self.live_timers.remove(&id) else {
+            let Some(timer) = self.live_timers.remove(&key) else {
                 continue; // cancelled
             };
             self.clock = self.clock.max(due);
@@ -87,7 +89,15 @@ impl Engine {
                 let expire = self.versions[flow].expire_after as Millis * 1000;
                 if last + expire > cause.at {
                     let due = last + expire;
-                    self.set_timer(cause, due, Some(&contact_id), TimerKind::Expire { run });
+                    let key =
+                        self.set_timer(cause, due, Some(&contact_id), TimerKind::Expire { run });
+                    if let Some(r) = self
+                        .contacts
+                        .get_mut(&contact_id)
+                        .and_then(|c| c.run_mut(run))
+                    {
+                        r.expire_timer = Some(key);
+                    }
                     return;
                 }
                 self.audit(
@@ -107,7 +117,7 @@ impl Engine {
                 else {
                     return;
                 };
-                if h.sla_timer.as_deref() != Some(timer.id.as_str()) {
+                if h.sla_timer != Some(timer.key) {
                     return;
                 }
                 let mut a = Action::new(
