@@ -233,7 +233,10 @@ impl Engine {
         let c = self.contacts.get(contact);
         move |token: &str| {
             if let Some(field) = token.strip_prefix("event.") {
-                return event_data.unwrap_or(&run.event).get(field).cloned();
+                return match event_data {
+                    Some(data) => data.get(field).cloned(),
+                    None => run.event.get(field).cloned(),
+                };
             }
             if token == "channel" {
                 return Some(Value::String(run.channel.clone()));

@@ -1,9 +1,9 @@
 //! What the engine remembers: per contact (profile, consent ledger, opt-out, handoff,
 //! runs, timers, recent sends) and per flow version (rollout stage and metrics).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::event::Millis;
 
@@ -34,8 +34,8 @@ pub(crate) struct Run {
     pub(crate) started: Millis,
     /// The starting event's fields (`event.x`), or the comment's/message's; shared,
     /// never changed after the start.
-    pub(crate) event: std::sync::Arc<Map<String, Value>>,
-    pub(crate) slots: Map<String, Value>,
+    pub(crate) event: std::sync::Arc<SmallMap<Value>>,
+    pub(crate) slots: SmallMap<Value>,
     pub(crate) last_send: Option<Millis>,
     pub(crate) last_activity: Millis,
     pub(crate) disclosed: bool,
@@ -104,10 +104,44 @@ pub(crate) struct GoalWatch {
     pub(crate) deadline: Millis,
 }
 
+/// A few named values: a contact has a handful of profile fields and channels, and a
+/// vector of pairs costs far less memory than a tree or hash map for so few.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SmallMap<V>(Vec<(String, V)>);
+
+impl<V> Default for SmallMap<V> {
+    fn default() -> Self {
+        SmallMap(Vec::new())
+    }
+}
+
+impl<V> FromIterator<(String, V)> for SmallMap<V> {
+    fn from_iter<I: IntoIterator<Item = (String, V)>>(iter: I) -> Self {
+        SmallMap(iter.into_iter().collect())
+    }
+}
+
+impl<V> SmallMap<V> {
+    pub(crate) fn get(&self, key: &str) -> Option<&V> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    pub(crate) fn contains_key(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    pub(crate) fn insert(&mut self, key: String, value: V) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.0.push((key, value)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(crate) struct Contact {
-    pub(crate) profile: Map<String, Value>,
-    pub(crate) last_inbound: BTreeMap<String, Millis>,
+    pub(crate) profile: SmallMap<Value>,
+    pub(crate) last_inbound: SmallMap<Millis>,
     pub(crate) latest_channel: Option<String>,
     pub(crate) last_reply: Option<String>,
     pub(crate) consent: Vec<ConsentRecord>,
@@ -117,9 +151,9 @@ pub(crate) struct Contact {
     pub(crate) handoff: Option<OpenHandoff>,
     pub(crate) runs: Vec<Run>,
     /// When the contact's last run of each flow (by name) ended, for `reentry`.
-    pub(crate) last_end: HashMap<String, Millis>,
+    pub(crate) last_end: SmallMap<Millis>,
     /// Whether the contact ever ran each flow, for `reentry never`.
-    pub(crate) ever_ran: HashMap<String, bool>,
+    pub(crate) ever_ran: SmallMap<bool>,
     /// Times of delivered flow sends, for the rate limit.
     pub(crate) sends: VecDeque<Millis>,
     pub(crate) goals: Vec<GoalWatch>,
