@@ -200,20 +200,24 @@ pub(crate) fn check(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut
             .map(|f| f.keys().map(String::as_str).collect())
             .unwrap_or_default()
     };
+    let mut check_when = |c: &Condition, event: Option<&str>| {
+        let fields = event.map(event_fields).unwrap_or_default();
+        let place = match event {
+            Some(event) => Place::EventCondition {
+                event,
+                fields: &fields,
+            },
+            None => Place::Condition,
+        };
+        condition_tokens(c, &mut |path, span| names.resolve(path, span, place, diags));
+    };
     for t in &flow.triggers {
         if let Some(c) = &t.when {
-            let (event, fields) = match &t.kind {
-                TriggerKind::Event(e) => (Some(e.value.as_str()), event_fields(&e.value)),
-                _ => (None, Vec::new()),
+            let event = match &t.kind {
+                TriggerKind::Event(e) => Some(e.value.as_str()),
+                _ => None,
             };
-            let place = match event {
-                Some(event) => Place::EventCondition {
-                    event,
-                    fields: &fields,
-                },
-                None => Place::Condition,
-            };
-            condition_tokens(c, &mut |path, span| names.resolve(path, span, place, diags));
+            check_when(c, event);
         }
     }
     let transitions = flow
@@ -222,18 +226,11 @@ pub(crate) fn check(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut
         .chain(flow.states.iter().flat_map(|s| s.transitions.iter()));
     for t in transitions {
         if let Some(c) = &t.when {
-            let (event, fields) = match &t.kind {
-                TransitionKind::Event(e) => (Some(e.value.as_str()), event_fields(&e.value)),
-                _ => (None, Vec::new()),
+            let event = match &t.kind {
+                TransitionKind::Event(e) => Some(e.value.as_str()),
+                _ => None,
             };
-            let place = match event {
-                Some(event) => Place::EventCondition {
-                    event,
-                    fields: &fields,
-                },
-                None => Place::Condition,
-            };
-            condition_tokens(c, &mut |path, span| names.resolve(path, span, place, diags));
+            check_when(c, event);
         }
     }
 

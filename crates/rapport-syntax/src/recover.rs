@@ -195,24 +195,8 @@ fn scan(text: &str, base: usize) -> Scan {
     while i < bytes.len() {
         let b = bytes[i];
         match b {
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            b'"' if text[i..].starts_with("\"\"\"") => {
-                // An unclosed `"""` is reported where it opens (by the piece's parse);
-                // here only its quotes are skipped so the braces after it still count.
-                i = text[i + 3..]
-                    .find("\"\"\"")
-                    .map(|e| i + 3 + e + 3)
-                    .unwrap_or(i + 3);
-                line_start = false;
-                continue;
-            }
-            b'"' | b'/' => {
-                i = skip_quoted(bytes, i, b);
+            b'#' | b'"' | b'/' => {
+                i = skip_literal(text, i);
                 line_start = false;
                 continue;
             }
@@ -309,6 +293,21 @@ fn is_word_at(text: &str, i: usize, word: &str) -> bool {
             .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Skips the comment, `"""` string, string or regex starting at `i` (a `#`, `"` or `/`),
+/// giving the index just after it. An unclosed `"""` skips only its quotes (it is
+/// reported where it opens, and the braces after it still count); an unclosed string or
+/// regex stops at the line end.
+fn skip_literal(text: &str, i: usize) -> usize {
+    let bytes = text.as_bytes();
+    match bytes[i] {
+        b'#' => text[i..].find('\n').map_or(bytes.len(), |e| i + e),
+        b'"' if text[i..].starts_with("\"\"\"") => text[i + 3..]
+            .find("\"\"\"")
+            .map_or(i + 3, |e| i + 3 + e + 3),
+        quote => skip_quoted(bytes, i, quote),
+    }
+}
+
 /// Skips a `"..."` string or `/.../` regex starting at `i`; stops at the line end if the
 /// literal is never closed.
 fn skip_quoted(bytes: &[u8], mut i: usize, quote: u8) -> usize {
@@ -336,21 +335,8 @@ pub(crate) fn too_deep(text: &str) -> Option<Diagnostic> {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            b'"' if text[i..].starts_with("\"\"\"") => {
-                i = text[i + 3..]
-                    .find("\"\"\"")
-                    .map(|e| i + 3 + e + 3)
-                    .unwrap_or(bytes.len());
-                continue;
-            }
-            b'"' | b'/' => {
-                i = skip_quoted(bytes, i, bytes[i]);
+            b'#' | b'"' | b'/' => {
+                i = skip_literal(text, i);
                 continue;
             }
             b'(' => {
