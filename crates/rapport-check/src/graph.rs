@@ -309,6 +309,26 @@ pub(crate) fn quoted_path(names: &[&str]) -> String {
         .join(" → ")
 }
 
+/// The edges as drawn: (source state, or `None` for "any state", label, target state).
+/// A flow-wide transition is in the graph once per state; it is drawn once.
+fn drawn_edges(g: &FlowGraph) -> Vec<(Option<usize>, String, usize)> {
+    let mut out: Vec<(Option<usize>, String, usize)> = Vec::new();
+    for e in g.graph.edge_references() {
+        let w = e.weight();
+        let label = w.kind.label().replace('"', "'");
+        let to = g.state(e.target());
+        if !w.flow_wide {
+            out.push((Some(g.state(e.source())), label, to));
+        } else if !out
+            .iter()
+            .any(|(f, l, t)| f.is_none() && *l == label && *t == to)
+        {
+            out.push((None, label, to));
+        }
+    }
+    out
+}
+
 /// How `rapport graph` draws a flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GraphFormat {
@@ -353,19 +373,11 @@ pub fn render(flow: &Flow, g: &FlowGraph, format: GraphFormat) -> String {
             if has_wide {
                 let _ = writeln!(out, "  any_[/\"any state\"/]");
             }
-            let mut wide_seen = Vec::new();
-            for e in g.graph.edge_references() {
-                let w = e.weight();
-                let to = id(g.state(e.target()));
-                let label = escape(&w.kind.label());
-                if w.flow_wide {
-                    if !wide_seen.contains(&(label.clone(), to.clone())) {
-                        let _ = writeln!(out, "  any_ -. \"{label}\" .-> {to}");
-                        wide_seen.push((label, to));
-                    }
-                } else {
-                    let _ = writeln!(out, "  {} -- \"{label}\" --> {to}", id(g.state(e.source())));
-                }
+            for (from, label, to) in drawn_edges(g) {
+                let _ = match from {
+                    Some(from) => writeln!(out, "  {} -- \"{label}\" --> {}", id(from), id(to)),
+                    None => writeln!(out, "  any_ -. \"{label}\" .-> {}", id(to)),
+                };
             }
         }
         GraphFormat::Dot => {
@@ -394,23 +406,17 @@ pub fn render(flow: &Flow, g: &FlowGraph, format: GraphFormat) -> String {
                     "  any_ [label=\"any state\", shape=parallelogram, style=dashed];"
                 );
             }
-            let mut wide_seen = Vec::new();
-            for e in g.graph.edge_references() {
-                let w = e.weight();
-                let to = id(g.state(e.target()));
-                let label = escape(&w.kind.label());
-                if w.flow_wide {
-                    if !wide_seen.contains(&(label.clone(), to.clone())) {
-                        let _ = writeln!(out, "  any_ -> {to} [label=\"{label}\", style=dashed];");
-                        wide_seen.push((label, to));
+            for (from, label, to) in drawn_edges(g) {
+                let _ = match from {
+                    Some(from) => {
+                        writeln!(out, "  {} -> {} [label=\"{label}\"];", id(from), id(to))
                     }
-                } else {
-                    let _ = writeln!(
+                    None => writeln!(
                         out,
-                        "  {} -> {to} [label=\"{label}\"];",
-                        id(g.state(e.source()))
-                    );
-                }
+                        "  any_ -> {} [label=\"{label}\", style=dashed];",
+                        id(to)
+                    ),
+                };
             }
             let _ = writeln!(out, "}}");
         }

@@ -8,71 +8,33 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use rapport_engine::{decode, Action, ActionKind, Engine};
+use rapport_engine::decode;
+use rapport_host::Counts;
 
 use crate::build::read_bundle;
 use crate::RunArgs;
 
-/// Counts printed at the end of a run (and pinned by the funnel test).
-#[derive(Debug, Default)]
-struct Counts {
-    events: u64,
-    rejected: u64,
-    actions: BTreeMap<String, u64>,
-    suppressed: BTreeMap<String, u64>,
-    not_enrolled: BTreeMap<String, u64>,
-}
-
-impl Counts {
-    fn action(&mut self, a: &Action) {
-        let kind = match a.kind {
-            ActionKind::Send if a.template.is_some() => "template",
-            ActionKind::Send if a.policy.is_some() => "policy",
-            k => k.as_str(),
-        };
-        *self.actions.entry(kind.to_string()).or_default() += 1;
-    }
-
-    /// The engine's tallies of suppressions and refused enrolments.
-    fn tallies(&mut self, engine: &Engine) {
-        for (kind, reason, n) in engine.tallies() {
-            let bucket = match kind {
-                "suppressed" => &mut self.suppressed,
-                _ => &mut self.not_enrolled,
-            };
-            *bucket.entry(reason.to_string()).or_default() += n;
+/// The counts printed at the end of a run (and pinned by the funnel test).
+fn print_counts(counts: &Counts, seconds: f64) {
+    eprintln!(
+        "processed {} events in {seconds:.2}s ({:.0} events/s), {} rejected",
+        counts.events,
+        counts.events as f64 / seconds.max(1e-9),
+        counts.rejected
+    );
+    let list = |m: &BTreeMap<String, u64>| {
+        if m.is_empty() {
+            "none".to_string()
+        } else {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         }
-    }
-
-    fn print(&self, seconds: f64) {
-        eprintln!(
-            "processed {} events in {seconds:.2}s ({:.0} events/s), {} rejected",
-            self.events,
-            self.events as f64 / seconds.max(1e-9),
-            self.rejected
-        );
-        let list = |m: &BTreeMap<String, u64>| {
-            if m.is_empty() {
-                "none".to_string()
-            } else {
-                m.iter()
-                    .map(|(k, v)| format!("{k} {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        };
-        eprintln!("actions: {}", list(&self.actions));
-        eprintln!("suppressed: {}", list(&self.suppressed));
-        eprintln!("not enrolled: {}", list(&self.not_enrolled));
-    }
-}
-
-fn open_out(path: &Path) -> std::io::Result<Box<dyn Write>> {
-    Ok(if path == Path::new("-") {
-        Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout().lock()))
-    } else {
-        Box::new(BufWriter::with_capacity(1 << 16, File::create(path)?))
-    })
+    };
+    eprintln!("actions: {}", list(&counts.actions));
+    eprintln!("suppressed: {}", list(&counts.suppressed));
+    eprintln!("not enrolled: {}", list(&counts.not_enrolled));
 }
 
 pub(crate) fn run(args: RunArgs) -> ExitCode {
@@ -83,111 +45,64 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !args.io_floor {
-        return run_hosted(bundle, &args);
+    if args.io_floor {
+        io_floor(&bundle, &args)
+    } else {
+        run_hosted(bundle, &args)
     }
-    let input: Box<dyn BufRead> = match &args.events {
-        Some(p) if p != Path::new("-") => match File::open(p) {
-            Ok(f) => Box::new(BufReader::with_capacity(1 << 16, f)),
-            Err(e) => {
-                eprintln!("error: cannot read events `{}`: {e}", p.display());
-                return ExitCode::from(2);
-            }
-        },
-        _ => Box::new(BufReader::with_capacity(1 << 16, std::io::stdin().lock())),
-    };
-    let mut actions = match open_out(&args.actions) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!(
-                "error: cannot write actions `{}`: {e}",
-                args.actions.display()
-            );
-            return ExitCode::from(2);
-        }
-    };
-    let mut audit: Option<Box<dyn Write>> = match &args.audit {
-        Some(p) => match open_out(p) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                eprintln!("error: cannot write the audit trail `{}`: {e}", p.display());
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
-    };
+}
+
+/// The benchmark baseline of bench/WORKLOAD.md: read and decode every line, write one
+/// line per event, nothing else.
+fn io_floor(bundle: &rapport_bundle::Bundle, args: &RunArgs) -> ExitCode {
     let started = Instant::now();
-    let mut engine = Engine::new(bundle);
-    engine.record_audit(audit.is_some());
-    let mut counts = Counts::default();
-    let mut buf = Vec::with_capacity(512);
-    let result = (|| -> std::io::Result<()> {
-        for (n, line) in input.lines().enumerate() {
+    let result = (|| -> std::io::Result<u64> {
+        let input: Box<dyn BufRead> = match &args.events {
+            Some(p) if p != Path::new("-") => {
+                Box::new(BufReader::with_capacity(1 << 16, File::open(p)?))
+            }
+            _ => Box::new(BufReader::with_capacity(1 << 16, std::io::stdin().lock())),
+        };
+        let mut out: Box<dyn Write> = if args.actions == Path::new("-") {
+            Box::new(BufWriter::with_capacity(1 << 16, std::io::stdout().lock()))
+        } else {
+            Box::new(BufWriter::with_capacity(
+                1 << 16,
+                File::create(&args.actions)?,
+            ))
+        };
+        let mut events = 0;
+        let mut buf = Vec::with_capacity(512);
+        for line in input.lines() {
             let line = line?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            counts.events += 1;
-            if args.io_floor {
-                // The floor: decode, write one line, nothing else.
-                if let Ok(event) = decode(&line, &engine.bundle().settings) {
-                    buf.clear();
-                    serde_json::to_writer(
-                        &mut buf,
-                        &serde_json::json!({ "id": event.id, "at": event.at }),
-                    )?;
-                    buf.push(b'\n');
-                    actions.write_all(&buf)?;
-                }
-                continue;
-            }
-            let out = match decode(&line, &engine.bundle().settings) {
-                Ok(event) => engine.step(&event),
-                Err(rejected) => {
-                    counts.rejected += 1;
-                    eprintln!("line {}: rejected: {}", n + 1, rejected.reason);
-                    if let Some(w) = audit.as_mut() {
-                        let record = serde_json::json!({
-                            "kind": "rejected",
-                            "actor": "system",
-                            "line": n + 1,
-                            "id": rejected.id,
-                            "contact": rejected.contact,
-                            "reason": rejected.reason,
-                        });
-                        serde_json::to_writer(&mut *w, &record)?;
-                        w.write_all(b"\n")?;
-                    }
-                    continue;
-                }
-            };
-            for a in &out.actions {
-                counts.action(a);
+            if let Ok(event) = decode(&line, &bundle.settings) {
+                events += 1;
                 buf.clear();
-                serde_json::to_writer(&mut buf, a)?;
+                serde_json::to_writer(
+                    &mut buf,
+                    &serde_json::json!({ "id": event.id, "at": event.at }),
+                )?;
                 buf.push(b'\n');
-                actions.write_all(&buf)?;
-            }
-            for a in &out.audit {
-                if let Some(w) = audit.as_mut() {
-                    serde_json::to_writer(&mut *w, a)?;
-                    w.write_all(b"\n")?;
-                }
+                out.write_all(&buf)?;
             }
         }
-        actions.flush()?;
-        if let Some(w) = audit.as_mut() {
-            w.flush()?;
-        }
-        Ok(())
+        out.flush()?;
+        Ok(events)
     })();
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
+    match result {
+        Ok(events) => {
+            let counts = Counts {
+                events,
+                ..Counts::default()
+            };
+            print_counts(&counts, started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
-    counts.tallies(&engine);
-    counts.print(started.elapsed().as_secs_f64());
-    ExitCode::SUCCESS
 }
 
 /// The real run: the tokio host, contacts sharded over worker tasks, Ctrl-C drains.
@@ -252,20 +167,13 @@ fn run_hosted(bundle: rapport_bundle::Bundle, args: &RunArgs) -> ExitCode {
     // not wait for it.
     runtime.shutdown_background();
     match result {
-        Ok(c) => {
-            let counts = Counts {
-                events: c.events,
-                rejected: c.rejected,
-                actions: c.actions,
-                suppressed: c.suppressed,
-                not_enrolled: c.not_enrolled,
-            };
-            if c.interrupted {
+        Ok(counts) => {
+            if counts.interrupted {
                 eprintln!(
                     "interrupted: stopped reading; everything read was processed and written"
                 );
             }
-            counts.print(started.elapsed().as_secs_f64());
+            print_counts(&counts, started.elapsed().as_secs_f64());
             ExitCode::SUCCESS
         }
         Err(e) => {
