@@ -46,12 +46,18 @@ pub struct Engine {
     /// Flow name → (current version index, previous version index).
     by_name: HashMap<String, (usize, Option<usize>)>,
     regexes: Regexes,
-    contacts: HashMap<String, Contact>,
+    /// Boxed, so the map's spare buckets cost a pointer, not a whole contact.
+    contacts: HashMap<String, Box<Contact>>,
     clock: Millis,
-    seen: HashMap<String, Millis>,
+    /// Event ids processed within the dedupe window, by a 96-bit hash of the id (a false
+    /// duplicate needs about 2^48 ids within one window), with the clock when each was seen
+    /// in seconds after `seen_base`: 16 bytes an id.
+    seen: HashMap<IdKey, u32, BuildIdHasher>,
+    seen_base: Option<Millis>,
     /// Due time and key of every timer set; a key no longer in `live_timers` was cancelled.
     timers: BinaryHeap<Reverse<(Millis, u64)>>,
-    live_timers: HashMap<u64, Timer>,
+    /// Boxed for the same reason as contacts.
+    live_timers: HashMap<u64, Box<Timer>>,
     timer_seq: u64,
     run_seq: u64,
     stats: Vec<VersionStats>,
@@ -60,6 +66,64 @@ pub struct Engine {
     record_audit: bool,
     /// Suppressions and refused enrolments by reason.
     tallies: BTreeMap<(&'static str, String), u64>,
+}
+
+/// A 96-bit hash of an event id: two SipHash passes with fixed, different keys, so the
+/// same id always gives the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IdKey(u64, u32);
+
+impl std::hash::Hash for IdKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // The first half is the bucket hash; the second only tells keys apart on equality.
+        state.write_u64(self.0);
+    }
+}
+
+impl IdKey {
+    pub(crate) fn of(id: &str) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut a = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut a);
+        let mut b = std::collections::hash_map::DefaultHasher::new();
+        0xA5u8.hash(&mut b);
+        id.hash(&mut b);
+        IdKey(a.finish(), b.finish() as u32)
+    }
+}
+
+/// Seconds from `base` to `at`, saturating (event time only moves forward from `base`).
+fn seen_seconds(base: Millis, at: Millis) -> u32 {
+    u32::try_from(at.saturating_sub(base).max(0) / 1000).unwrap_or(u32::MAX)
+}
+
+/// An [`IdKey`] is already a uniform hash: the map uses its first half as is.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct BuildIdHasher;
+
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::BuildHasher for BuildIdHasher {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only reached for non-u64 writes, which `IdKey` never makes; fold them in anyway.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 /// The cause of the actions being produced: an event or a timer.
@@ -111,7 +175,8 @@ impl Engine {
             regexes,
             contacts: HashMap::new(),
             clock: i64::MIN,
-            seen: HashMap::new(),
+            seen: HashMap::default(),
+            seen_base: None,
             timers: BinaryHeap::new(),
             live_timers: HashMap::new(),
             timer_seq: 0,
@@ -149,14 +214,16 @@ impl Engine {
 
     /// Applies one event: fires the timers due before it, then the event itself.
     pub fn step(&mut self, event: &Event) -> Output {
-        if self.seen.contains_key(&event.id) {
+        let key = IdKey::of(&event.id);
+        if self.seen.contains_key(&key) {
             // Appendix A.17: a duplicate changes nothing, not even the clock.
             return Output::default();
         }
         let now = event.at.max(self.clock);
         self.fire_due(now);
         self.clock = now;
-        self.seen.insert(event.id.clone(), now);
+        let base = *self.seen_base.get_or_insert(now);
+        self.seen.insert(key, seen_seconds(base, now));
         self.forget_old_ids(now);
         let mut cause = Cause {
             id: event.id.clone(),
@@ -199,14 +266,16 @@ impl Engine {
         // Sweep rarely: the set is bounded by the events of one dedupe window.
         if self.seen.len().is_multiple_of(65_536) {
             let keep = self.bundle.settings.dedupe_window as Millis * 1000;
-            self.seen.retain(|_, at| now - *at <= keep);
+            let Some(base) = self.seen_base else { return };
+            let oldest = seen_seconds(base, now.saturating_sub(keep));
+            self.seen.retain(|_, at| *at >= oldest);
         }
     }
 
     // ------------------------------------------------------------------ contacts
 
     fn contact_ref(&self, id: &str) -> Option<&Contact> {
-        self.contacts.get(id)
+        self.contacts.get(id).map(|c| &**c)
     }
 
     /// A copy of a contact's run, to read while the contact changes.

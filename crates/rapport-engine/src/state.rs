@@ -133,9 +133,16 @@ impl<V> SmallMap<V> {
     pub(crate) fn insert(&mut self, key: String, value: V) {
         match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => *v = value,
-            None => self.0.push((key, value)),
+            None => push_exact(&mut self.0, (key, value)),
         }
     }
+}
+
+/// Pushes without the usual doubling: a contact's vectors hold a handful of entries, and
+/// with a hundred thousand contacts the spare capacity would cost more than the entries.
+pub(crate) fn push_exact<T>(v: &mut Vec<T>, item: T) {
+    v.reserve_exact(1);
+    v.push(item);
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -148,7 +155,8 @@ pub(crate) struct Contact {
     pub(crate) opted_out: bool,
     pub(crate) ambiguous_pending: bool,
     pub(crate) clarify_sent: bool,
-    pub(crate) handoff: Option<OpenHandoff>,
+    /// Boxed: few contacts are in a handoff, and the contact map stores contacts inline.
+    pub(crate) handoff: Option<Box<OpenHandoff>>,
     pub(crate) runs: Vec<Run>,
     /// When the contact's last run of each flow (by name) ended, for `reentry`.
     pub(crate) last_end: SmallMap<Millis>,

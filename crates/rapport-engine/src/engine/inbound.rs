@@ -62,6 +62,7 @@ impl Engine {
             } => {
                 let c = self.contacts.entry(contact.to_string()).or_default();
                 let pos = c.consent.partition_point(|r| r.at <= event.at);
+                c.consent.reserve_exact(1);
                 c.consent.insert(
                     pos,
                     ConsentRecord {
@@ -225,12 +226,12 @@ impl Engine {
                 a.cause = Some(cause.field.clone());
                 self.out.actions.push(a);
                 if let Some(c) = self.contacts.get_mut(contact) {
-                    c.handoff = Some(OpenHandoff {
+                    c.handoff = Some(Box::new(OpenHandoff {
                         queue: esc.queue.clone(),
                         run: None,
                         flow: None,
                         sla_timer: None,
-                    });
+                    }));
                 }
                 self.audit(
                     cause,

@@ -94,7 +94,7 @@ impl Engine {
     ) -> Result<(usize, String), &'static str> {
         let empty = Contact::default();
         let versions = Arc::clone(&self.versions);
-        let c = self.contacts.get(contact).unwrap_or(&empty);
+        let c = self.contacts.get(contact).map_or(&empty, |c| &**c);
         let flow = &versions[f];
         let marketing = flow.purpose == Purpose::Marketing;
         if c.opted_out {
@@ -201,7 +201,7 @@ impl Engine {
         let goal = flow.goal.clone();
         let expire = flow.expire_after as Millis * 1000;
         if let Some(c) = self.contacts.get_mut(contact) {
-            c.runs.push(run);
+            crate::state::push_exact(&mut c.runs, run);
             c.ever_ran.insert(name, true);
         }
         self.stats[f].enrolled += 1;
@@ -479,12 +479,12 @@ impl Engine {
         });
         let flow_name = self.versions[run.flow].name.clone();
         if let Some(c) = self.contacts.get_mut(contact) {
-            c.handoff = Some(OpenHandoff {
+            c.handoff = Some(Box::new(OpenHandoff {
                 queue: queue.to_string(),
                 run: Some(run_id),
                 flow: Some(flow_name),
                 sla_timer,
-            });
+            }));
             if let Some(r) = c.run_mut(run_id) {
                 r.reached_handoff = true;
             }

@@ -18,13 +18,13 @@ impl Engine {
         self.timers.push(Reverse((due, key)));
         self.live_timers.insert(
             key,
-            Timer {
+            Box::new(Timer {
                 key,
                 id,
                 due,
                 contact: contact.map(str::to_string),
                 kind,
-            },
+            }),
         );
         key
     }
@@ -46,7 +46,7 @@ impl Engine {
                 actions: 0,
                 timers: 0,
             };
-            self.fire(timer, &mut cause);
+            self.fire(*timer, &mut cause);
         }
     }
 
