@@ -16,6 +16,8 @@ use crate::matching::{
     answer, condition_holds, params_from_tokens, pattern_matches, render, Inbound, Regexes,
 };
 use crate::output::{Action, ActionKind, Audit};
+mod durable;
+pub use durable::{Changes, Loaded, Loader, TimerChange};
 mod inbound;
 mod runs;
 mod sends;
@@ -57,7 +59,7 @@ pub struct Engine {
     /// Due time and key of every timer set; a key no longer in `live_timers` was cancelled.
     timers: BinaryHeap<Reverse<(Millis, u64)>>,
     /// Boxed for the same reason as contacts.
-    live_timers: HashMap<u64, Box<Timer>>,
+    live_timers: durable::TimerTable,
     timer_seq: u64,
     run_seq: u64,
     stats: Vec<VersionStats>,
@@ -66,6 +68,11 @@ pub struct Engine {
     record_audit: bool,
     /// Suppressions and refused enrolments by reason.
     tallies: BTreeMap<(&'static str, String), u64>,
+    /// What steps changed, for a durable host (off by default).
+    journal: Option<durable::Journal>,
+    /// Where contacts not in memory are loaded from (a durable host's store).
+    loader: Option<durable::Loader>,
+    load_error: Option<String>,
 }
 
 /// A 96-bit hash of an event id: two SipHash passes with fixed, different keys, so the
@@ -178,13 +185,16 @@ impl Engine {
             seen: HashMap::default(),
             seen_base: None,
             timers: BinaryHeap::new(),
-            live_timers: HashMap::new(),
+            live_timers: durable::TimerTable::default(),
             timer_seq: 0,
             run_seq: 0,
             stats,
             out: Output::default(),
             record_audit: true,
             tallies: BTreeMap::new(),
+            journal: None,
+            loader: None,
+            load_error: None,
         }
     }
 
@@ -224,6 +234,7 @@ impl Engine {
         self.clock = now;
         let base = *self.seen_base.get_or_insert(now);
         self.seen.insert(key, seen_seconds(base, now));
+        self.journal_seen(key, now);
         self.forget_old_ids(now);
         let mut cause = Cause {
             id: event.id.clone(),

@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::event::Millis;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ConsentRecord {
     pub(crate) at: Millis,
     pub(crate) purpose: String,
@@ -15,7 +16,7 @@ pub(crate) struct ConsentRecord {
 }
 
 /// An open handoff: automation is paused for the contact until it closes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct OpenHandoff {
     pub(crate) queue: String,
     /// The run in its handoff state; `None` for an escalation (section 6.1b).
@@ -24,7 +25,7 @@ pub(crate) struct OpenHandoff {
     pub(crate) sla_timer: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Run {
     pub(crate) id: u64,
     /// Index into the engine's flow versions.
@@ -53,7 +54,7 @@ pub(crate) struct Run {
     pub(crate) expire_timer: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum TimerKind {
     /// An `after` transition of the state: the index of the transition in the state.
     After {
@@ -84,7 +85,7 @@ pub(crate) enum TimerKind {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Timer {
     /// The engine's key for the timer.
     pub(crate) key: u64,
@@ -96,7 +97,7 @@ pub(crate) struct Timer {
 }
 
 /// A goal being watched for a run (it converts when the event comes in time).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct GoalWatch {
     pub(crate) flow: usize,
     pub(crate) run: u64,
@@ -106,7 +107,7 @@ pub(crate) struct GoalWatch {
 
 /// A few named values: a contact has a handful of profile fields and channels, and a
 /// vector of pairs costs far less memory than a tree or hash map for so few.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct SmallMap<V>(Vec<(String, V)>);
 
 impl<V> Default for SmallMap<V> {
@@ -145,7 +146,7 @@ pub(crate) fn push_exact<T>(v: &mut Vec<T>, item: T) {
     v.push(item);
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Contact {
     pub(crate) profile: SmallMap<Value>,
     pub(crate) last_inbound: SmallMap<Millis>,
@@ -189,7 +190,7 @@ impl Contact {
 }
 
 /// Per flow version: where its rollout stands and what its finished runs did.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct VersionStats {
     pub enrolled: u64,
     pub finished: u64,

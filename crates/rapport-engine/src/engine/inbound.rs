@@ -11,7 +11,7 @@ impl Engine {
         now: Millis,
         cause: &mut Cause,
     ) {
-        self.contacts.entry(contact.to_string()).or_default();
+        self.ensure_contact(contact);
         match &event.body {
             Body::Message {
                 text,

@@ -52,6 +52,9 @@ impl Engine {
 
     pub(super) fn fire(&mut self, timer: Timer, cause: &mut Cause) {
         let contact_id = timer.contact.clone().unwrap_or_default();
+        if timer.contact.is_some() {
+            self.ensure_contact(&contact_id);
+        }
         match timer.kind {
             TimerKind::After {
                 run,
@@ -299,6 +302,6 @@ impl Engine {
 
     pub(super) fn cancel_rollout_timers(&mut self, flow: usize) {
         self.live_timers
-            .retain(|_, t| !matches!(t.kind, TimerKind::RolloutAdvance { flow: f } if f == flow));
+            .retain(|t| !matches!(t.kind, TimerKind::RolloutAdvance { flow: f } if f == flow));
     }
 }
