@@ -19,6 +19,7 @@ macro_rules! outln {
 
 mod build;
 mod check;
+mod durable;
 mod graph;
 mod load;
 mod project;
@@ -111,6 +112,70 @@ enum Command {
     /// Staged rollouts: which bucket (1-100) a contact is in.
     #[command(subcommand)]
     Rollout(RolloutCommand),
+
+    /// Access requests: everything a store holds about a contact.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+
+    /// Erase everything a store holds about a contact (erasure request).
+    ///
+    /// Profile, consent ledger, runs, timers, transcript, audit records and unreleased
+    /// actions are deleted. A contact who had opted out stays on the opt-out list as a
+    /// salted hash, so an erased contact who said STOP is never messaged again. Run it
+    /// while no `rapport run` is using the store.
+    ///
+    /// Examples:
+    ///   rapport forget c1 --store sqlite:rapport.db
+    #[command(verbatim_doc_comment)]
+    Forget(ForgetArgs),
+
+    /// Delete transcripts older than the project's `retention` from a store.
+    ///
+    /// Age counts back from the latest event time the store has seen (event time is the
+    /// clock). Transcripts of transactional flows are kept for `retention.transactional`,
+    /// the rest for `retention.transcripts`. `rapport run --store` also purges on start.
+    ///
+    /// Examples:
+    ///   rapport purge --store sqlite:rapport.db --bundle bundle.json
+    #[command(verbatim_doc_comment)]
+    Purge(PurgeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Print, as JSON, everything the store holds about a contact: profile, consent
+    /// ledger, opt-out records, runs, timers, transcript, audit trail and unreleased
+    /// actions. Exits 1 when the store holds nothing about the contact.
+    ///
+    /// Examples:
+    ///   rapport audit export c1 --store sqlite:rapport.db > c1.json
+    #[command(verbatim_doc_comment)]
+    Export {
+        /// The contact id.
+        contact: String,
+        /// The store (`sqlite:PATH`).
+        #[arg(long)]
+        store: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ForgetArgs {
+    /// The contact id.
+    contact: String,
+    /// The store (`sqlite:PATH`).
+    #[arg(long)]
+    store: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct PurgeArgs {
+    /// The store (`sqlite:PATH`).
+    #[arg(long)]
+    store: String,
+    /// The bundle whose `retention` applies; default: the one the store last ran.
+    #[arg(long)]
+    bundle: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -160,6 +225,19 @@ struct RunArgs {
     /// staged rollout, whose state lives in one engine).
     #[arg(long, default_value_t = 0)]
     shards: usize,
+    /// Keep state in a durable store and release each action only after the state change
+    /// that produced it is committed (`sqlite:PATH`; the file is created if missing).
+    /// Restarted on the same --events file, the run carries on after the last committed
+    /// line; actions and audit files are appended to, not replaced.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// With --store: events per commit at most.
+    #[arg(long, default_value_t = 1024, value_name = "N")]
+    commit_every: usize,
+    /// With --store: contacts kept in memory between commits (the rest are loaded from
+    /// the store when an event or timer needs them).
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    cache: usize,
     /// Benchmark baseline: read and decode every line and write one line per event,
     /// doing nothing else (the I/O floor of bench/WORKLOAD.md).
     #[arg(long, hide = true)]
@@ -223,6 +301,11 @@ fn main() -> ExitCode {
         Command::Graph(args) => graph::run(args),
         Command::Run(args) => run::run(args),
         Command::Test(args) => scenario::run(args),
+        Command::Audit(AuditCommand::Export { contact, store }) => {
+            durable::export(&store, &contact)
+        }
+        Command::Forget(args) => durable::forget(&args.store, &args.contact),
+        Command::Purge(args) => durable::purge(&args.store, args.bundle.as_deref()),
         Command::Rollout(RolloutCommand::Bucket {
             flow,
             contact,

@@ -15,7 +15,7 @@ use crate::build::read_bundle;
 use crate::RunArgs;
 
 /// The counts printed at the end of a run (and pinned by the funnel test).
-fn print_counts(counts: &Counts, seconds: f64) {
+pub(crate) fn print_counts(counts: &Counts, seconds: f64) {
     eprintln!(
         "processed {} events in {seconds:.2}s ({:.0} events/s), {} rejected",
         counts.events,
@@ -47,6 +47,8 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
     };
     if args.io_floor {
         io_floor(&bundle, &args)
+    } else if let Some(store) = &args.store {
+        crate::durable::run(bundle, store, &args)
     } else {
         run_hosted(bundle, &args)
     }

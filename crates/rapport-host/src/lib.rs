@@ -7,6 +7,9 @@
 //! events go to every worker. Flows with staged rollouts keep their rollout state in one
 //! engine, so a bundle with a rollout runs on one worker.
 
+mod durable;
+pub use durable::{run_durable, DurableError, DurableOptions, DurableReport, Input};
+
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};

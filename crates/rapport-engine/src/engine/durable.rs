@@ -308,6 +308,12 @@ impl Engine {
         self.seen.insert(IdKey(k0, k1), seen_seconds(base, at));
     }
 
+    /// Whether an event with this id was processed within the dedupe window (a step
+    /// would ignore it).
+    pub fn is_duplicate(&self, id: &str) -> bool {
+        self.seen.contains_key(&IdKey::of(id))
+    }
+
     /// The 96-bit key under which an event id is kept (what [`Changes::seen`] holds).
     pub fn id_key(id: &str) -> (u64, u32) {
         let k = IdKey::of(id);

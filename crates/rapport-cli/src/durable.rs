@@ -1,0 +1,246 @@
+//! `rapport run --store`, `rapport audit export`, `rapport forget` and `rapport purge`:
+//! the commands on a durable store.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rapport_bundle::Retention;
+use rapport_host::{DurableOptions, Input};
+use rapport_store::{SqliteStore, Store};
+
+use crate::build::read_bundle;
+use crate::run::print_counts;
+use crate::RunArgs;
+
+/// The path of a `sqlite:PATH` store URL.
+fn store_path(url: &str) -> Result<PathBuf, String> {
+    match url.strip_prefix("sqlite:") {
+        Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
+        _ => Err(format!(
+            "unknown store `{url}`: give `sqlite:PATH` (for example `--store sqlite:rapport.db`), or leave --store out to keep state in memory"
+        )),
+    }
+}
+
+fn open(url: &str) -> Result<SqliteStore, String> {
+    let path = store_path(url)?;
+    SqliteStore::open(&path).map_err(|e| e.to_string())
+}
+
+/// Opens an output for appending: a durable run adds to what earlier runs released. A
+/// last line cut short by a crash is removed (its action is still in the outbox and is
+/// released again whole).
+fn append(path: &Path) -> std::io::Result<Box<dyn Write + Send>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(BufWriter::with_capacity(
+            1 << 16,
+            std::io::stdout(),
+        )));
+    }
+    let mut f = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    if len > 0 {
+        // Find the end of the last whole line.
+        let mut keep = len;
+        let mut chunk = vec![0u8; 4096];
+        loop {
+            let start = keep.saturating_sub(chunk.len() as u64);
+            let n = (keep - start) as usize;
+            f.seek(SeekFrom::Start(start))?;
+            f.read_exact(&mut chunk[..n])?;
+            if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+                keep = start + i as u64 + 1;
+                break;
+            }
+            keep = start;
+            if start == 0 {
+                break;
+            }
+        }
+        if keep < len {
+            eprintln!(
+                "note: `{}` ended in a line cut short ({} bytes); removed, its action is released again",
+                path.display(),
+                len - keep
+            );
+            f.set_len(keep)?;
+        }
+    }
+    Ok(Box::new(BufWriter::with_capacity(1 << 16, f)))
+}
+
+pub(crate) fn run(bundle: rapport_bundle::Bundle, url: &str, args: &RunArgs) -> ExitCode {
+    let started = Instant::now();
+    let result = (|| -> Result<rapport_host::DurableReport, String> {
+        let mut store = open(url)?;
+        store
+            .save_retention(&bundle.settings.retention)
+            .map_err(|e| e.to_string())?;
+        let input = match &args.events {
+            Some(p) if p != Path::new("-") => Input::File(p.clone()),
+            _ => Input::Stream(Box::new(std::io::stdin())),
+        };
+        let mut actions = append(&args.actions)
+            .map_err(|e| format!("cannot write actions `{}`: {e}", args.actions.display()))?;
+        let mut audit = match &args.audit {
+            Some(p) => Some(
+                append(p)
+                    .map_err(|e| format!("cannot write the audit trail `{}`: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let options = DurableOptions {
+            batch: args.commit_every.max(1),
+            cache: args.cache,
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        watch_ctrl_c(stop.clone());
+        rapport_host::run_durable(
+            bundle,
+            store,
+            input,
+            &mut actions,
+            audit.as_mut().map(|a| a as &mut dyn Write),
+            &options,
+            &stop,
+        )
+        .map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(report) => {
+            if let Some(line) = report.resumed_after_line {
+                eprintln!("resumed after line {line} of the events (committed by an earlier run)");
+            }
+            if report.purged > 0 {
+                eprintln!(
+                    "purged {} transcript lines older than the retention",
+                    report.purged
+                );
+            }
+            if report.counts.interrupted {
+                eprintln!(
+                    "interrupted: stopped reading; everything read was committed and released"
+                );
+            }
+            eprintln!("store: {} commits", report.commits);
+            print_counts(&report.counts, started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Sets `stop` on Ctrl-C (the durable loop checks it between lines).
+fn watch_ctrl_c(stop: Arc<AtomicBool>) {
+    let _ = std::thread::Builder::new()
+        .name("ctrl-c".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            });
+        });
+}
+
+pub(crate) fn export(url: &str, contact: &str) -> ExitCode {
+    let result = open(url).and_then(|mut s| s.export_contact(contact).map_err(|e| e.to_string()));
+    match result {
+        Ok(Some(v)) => {
+            match serde_json::to_string_pretty(&v) {
+                Ok(text) => outln!("{text}"),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("the store holds nothing about contact `{contact}`");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub(crate) fn forget(url: &str, contact: &str) -> ExitCode {
+    match open(url).and_then(|mut s| s.forget(contact).map_err(|e| e.to_string())) {
+        Ok(f) => {
+            if f.found {
+                outln!(
+                    "erased contact `{contact}`: state, {} timers, {} transcript lines, {} audit records, {} unreleased actions",
+                    f.timers,
+                    f.transcript,
+                    f.audit,
+                    f.outbox
+                );
+            } else {
+                outln!("the store held nothing about contact `{contact}`");
+            }
+            if f.opted_out_kept_as_hash {
+                outln!("kept on the opt-out list as a salted hash: this contact is never messaged again");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub(crate) fn purge(url: &str, bundle: Option<&Path>) -> ExitCode {
+    let result = (|| -> Result<rapport_store::Purged, String> {
+        let mut store = open(url)?;
+        let retention = match bundle {
+            Some(b) => read_bundle(b)?.settings.retention,
+            None => store
+                .saved_retention()
+                .map_err(|e| e.to_string())?
+                .unwrap_or(Retention {
+                    transcripts: 180 * 86_400,
+                    transactional: 365 * 86_400,
+                }),
+        };
+        store.purge(&retention).map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(p) => {
+            match p.now {
+                Some(now) => outln!(
+                    "purged {} transcript lines older than the retention (counted back from {})",
+                    p.transcript,
+                    rapport_engine::format_time(now)
+                ),
+                None => outln!("the store has processed no events yet: nothing to purge"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

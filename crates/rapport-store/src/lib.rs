@@ -1,0 +1,612 @@
+//! The durable store of a runtime host (design section 6.9): contact state and runs,
+//! timers, the processed event ids, the audit trail, transcripts, the salted hashes of
+//! erased contacts who opted out, and an outbox of actions not yet released.
+//!
+//! [`Store`] is the one narrow interface the host uses; [`SqliteStore`] implements it on
+//! an embedded SQLite database (WAL, one transaction per batch of events, a versioned
+//! schema). A batch's actions go into the outbox in the same transaction as the state
+//! change that produced them, and leave it only after the host released them, so a crash
+//! never loses an action and redelivers only the few that were in flight.
+
+use std::path::{Path, PathBuf};
+
+use rapport_bundle::Retention;
+use rapport_engine::{Changes, Loaded, Millis};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The schema this build writes; stores of a later schema are refused.
+pub const SCHEMA: i64 = 1;
+/// `PRAGMA application_id` of a Rapport store ("RPRT").
+const APPLICATION_ID: i64 = 0x5250_5254;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store `{path}`: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("`{path}` is not a Rapport store ({detail}); give a new file or a store written by `rapport run --store`")]
+    NotAStore { path: PathBuf, detail: String },
+    #[error("the store `{path}` has schema version {found}, newer than this rapport reads ({SCHEMA}); upgrade rapport to use it")]
+    Newer { path: PathBuf, found: i64 },
+    #[error("the store is damaged: {0}")]
+    Damaged(String),
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// Where reading the input got to: the next line to read after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The input file, as given (canonical path).
+    pub source: String,
+    /// Bytes of the file read and committed.
+    pub offset: u64,
+    /// Lines read and committed.
+    pub line: u64,
+}
+
+/// An action waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub seq: i64,
+    pub line: String,
+}
+
+/// What a host needs to carry on after a restart.
+#[derive(Debug, Default)]
+pub struct Resume {
+    /// The engine-wide state, if anything was ever committed.
+    pub global: Option<String>,
+    /// Every pending timer, as the engine saved it.
+    pub timers: Vec<String>,
+    /// Event ids processed since the given time.
+    pub seen: Vec<(u64, u32, Millis)>,
+    pub checkpoint: Option<Checkpoint>,
+    /// Actions committed but not released: the host releases them first.
+    pub outbox: Vec<Pending>,
+}
+
+/// An audit record to keep.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub at: Millis,
+    pub contact: Option<String>,
+    pub kind: String,
+    /// The record as a JSON line.
+    pub record: String,
+}
+
+/// A message in or out, for the transcript.
+#[derive(Debug, Clone)]
+pub struct TranscriptEntry {
+    pub at: Millis,
+    pub contact: String,
+    /// `in` or `out`.
+    pub direction: &'static str,
+    pub channel: Option<String>,
+    /// The purpose of the flow that sent it (`marketing`, `transactional`); `None` for
+    /// inbound messages and policy replies.
+    pub purpose: Option<String>,
+    pub text: String,
+}
+
+/// An action to put in the outbox.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub contact: Option<String>,
+    pub action_id: String,
+    /// The action as a JSON line.
+    pub line: String,
+}
+
+/// Everything one batch of events changed, committed in one transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub changes: Changes,
+    pub outbox: Vec<OutboxEntry>,
+    pub audit: Vec<AuditEntry>,
+    pub transcript: Vec<TranscriptEntry>,
+    pub checkpoint: Option<Checkpoint>,
+    /// Outbox entries up to this sequence number were released: drop them.
+    pub released_up_to: Option<i64>,
+    /// Forget processed event ids older than this.
+    pub forget_ids_before: Option<Millis>,
+}
+
+/// What `forget` erased.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Forgotten {
+    pub found: bool,
+    pub opted_out_kept_as_hash: bool,
+    pub timers: usize,
+    pub transcript: usize,
+    pub audit: usize,
+    pub outbox: usize,
+}
+
+/// What `purge` removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Purged {
+    /// The store's clock the retention was counted from.
+    pub now: Option<Millis>,
+    pub transcript: usize,
+}
+
+/// The store a durable host runs on.
+pub trait Store: Send {
+    /// What was committed: engine state, timers, event ids processed since `seen_since`,
+    /// the input checkpoint and the outbox.
+    fn resume(&mut self, seen_since: Option<Millis>) -> Result<Resume, StoreError>;
+    /// A contact's saved state (or that it is an erased contact who opted out).
+    fn load_contact(&mut self, contact: &str) -> Result<Loaded, StoreError>;
+    /// Commits a batch; returns the sequence number of its last outbox entry.
+    fn commit(&mut self, batch: Batch) -> Result<Option<i64>, StoreError>;
+    /// Everything held about a contact, as JSON; `None` when nothing is held.
+    fn export_contact(&mut self, contact: &str) -> Result<Option<Value>, StoreError>;
+    /// Erases a contact; an opted-out contact stays on the opt-out list as a salted hash.
+    fn forget(&mut self, contact: &str) -> Result<Forgotten, StoreError>;
+    /// Removes transcripts older than `retention`, counted back from the store's clock.
+    fn purge(&mut self, retention: &Retention) -> Result<Purged, StoreError>;
+}
+
+/// The schema, one entry per version: entry N-1 migrates version N-1 to N.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE contacts (id TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;
+     CREATE TABLE timers (key INTEGER PRIMARY KEY, due INTEGER NOT NULL, contact TEXT, state TEXT NOT NULL);
+     CREATE INDEX timers_contact ON timers (contact);
+     CREATE TABLE seen (k0 INTEGER NOT NULL, k1 INTEGER NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (k0, k1)) WITHOUT ROWID;
+     CREATE TABLE outbox (seq INTEGER PRIMARY KEY, action_id TEXT NOT NULL, contact TEXT, line TEXT NOT NULL);
+     CREATE INDEX outbox_contact ON outbox (contact);
+     CREATE TABLE audit (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, contact TEXT, kind TEXT NOT NULL, record TEXT NOT NULL);
+     CREATE INDEX audit_contact ON audit (contact);
+     CREATE TABLE transcript (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, contact TEXT NOT NULL, direction TEXT NOT NULL, channel TEXT, purpose TEXT, text TEXT NOT NULL);
+     CREATE INDEX transcript_contact ON transcript (contact);
+     CREATE INDEX transcript_at ON transcript (at);
+     CREATE TABLE forgotten_opt_outs (hash TEXT PRIMARY KEY) WITHOUT ROWID;
+     INSERT INTO meta (key, value) VALUES ('salt', lower(hex(randomblob(16))));",
+];
+
+/// The store on SQLite.
+pub struct SqliteStore {
+    conn: Connection,
+    salt: String,
+}
+
+impl SqliteStore {
+    /// Opens the store at `path`, creating it when the file does not exist, and migrates
+    /// an older schema. A file that is not a Rapport store, or one of a newer schema, is
+    /// refused with an error that says so.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let not_a_store = |detail: String| StoreError::NotAStore {
+            path: path.to_path_buf(),
+            detail,
+        };
+        // The first read fails on a file that is not an SQLite database.
+        let app: i64 = conn
+            .query_row("PRAGMA application_id", [], |r| r.get(0))
+            .map_err(|e| not_a_store(e.to_string()))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tables: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )?;
+        if app != APPLICATION_ID && (app != 0 || tables > 0) {
+            return Err(not_a_store(
+                "an SQLite database written by another program".into(),
+            ));
+        }
+        if version > SCHEMA {
+            return Err(StoreError::Newer {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit is on disk when it returns, so a released action's state change
+        // survives a power cut too, not only a crash of the process.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let mut store = SqliteStore {
+            conn,
+            salt: String::new(),
+        };
+        store.migrate(version)?;
+        store.salt = store
+            .meta("salt")?
+            .ok_or_else(|| StoreError::Damaged("the salt of erased contacts is missing".into()))?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self, from: i64) -> Result<(), StoreError> {
+        if from >= SCHEMA {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for (i, sql) in MIGRATIONS.iter().enumerate() {
+            if (i as i64) >= from {
+                tx.execute_batch(sql)?;
+            }
+        }
+        tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+        tx.pragma_update(None, "user_version", SCHEMA)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The salted hash under which an erased contact who opted out is kept.
+    fn erased_hash(&self, contact: &str) -> String {
+        let mut h = Sha256::new();
+        h.update(self.salt.as_bytes());
+        h.update([0u8]);
+        h.update(contact.as_bytes());
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The engine's clock as last committed.
+    pub fn clock(&self) -> Result<Option<Millis>, StoreError> {
+        let Some(g) = self.meta("global")? else {
+            return Ok(None);
+        };
+        let v: Value = serde_json::from_str(&g)
+            .map_err(|e| StoreError::Damaged(format!("unreadable engine state: {e}")))?;
+        Ok(v.get("clock").and_then(Value::as_i64))
+    }
+
+    /// Remembers the retention of the bundle being run, for a later `rapport purge`.
+    pub fn save_retention(&mut self, r: &Retention) -> Result<(), StoreError> {
+        let v = json!({"transcripts": r.transcripts, "transactional": r.transactional});
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('retention', ?1)",
+            [v.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// The retention saved by the last run.
+    pub fn saved_retention(&self) -> Result<Option<Retention>, StoreError> {
+        let Some(text) = self.meta("retention")? else {
+            return Ok(None);
+        };
+        let v: Value = serde_json::from_str(&text).map_err(damaged("saved retention"))?;
+        Ok(
+            match (v["transcripts"].as_u64(), v["transactional"].as_u64()) {
+                (Some(transcripts), Some(transactional)) => Some(Retention {
+                    transcripts,
+                    transactional,
+                }),
+                _ => None,
+            },
+        )
+    }
+
+    /// How many contacts the store holds.
+    pub fn contacts(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM contacts", [], |r| r.get::<_, i64>(0))?
+            .max(0) as u64)
+    }
+}
+
+fn damaged(what: &str) -> impl Fn(serde_json::Error) -> StoreError + '_ {
+    move |e| StoreError::Damaged(format!("{what}: {e}"))
+}
+
+impl Store for SqliteStore {
+    fn resume(&mut self, seen_since: Option<Millis>) -> Result<Resume, StoreError> {
+        let mut r = Resume {
+            global: self.meta("global")?,
+            ..Resume::default()
+        };
+        let mut q = self.conn.prepare("SELECT state FROM timers ORDER BY key")?;
+        r.timers = q
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut q = self
+            .conn
+            .prepare("SELECT k0, k1, at FROM seen WHERE at >= ?1")?;
+        r.seen = q
+            .query_map([seen_since.unwrap_or(i64::MIN)], |row| {
+                Ok((
+                    row.get::<_, i64>(0)? as u64,
+                    row.get::<_, i64>(1)? as u32,
+                    row.get(2)?,
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        if let Some(c) = self.meta("checkpoint")? {
+            let v: Value = serde_json::from_str(&c).map_err(damaged("input checkpoint"))?;
+            r.checkpoint = Some(Checkpoint {
+                source: v["source"].as_str().unwrap_or_default().to_string(),
+                offset: v["offset"].as_u64().unwrap_or(0),
+                line: v["line"].as_u64().unwrap_or(0),
+            });
+        }
+        let mut q = self
+            .conn
+            .prepare("SELECT seq, line FROM outbox ORDER BY seq")?;
+        r.outbox = q
+            .query_map([], |row| {
+                Ok(Pending {
+                    seq: row.get(0)?,
+                    line: row.get(1)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(r)
+    }
+
+    fn load_contact(&mut self, contact: &str) -> Result<Loaded, StoreError> {
+        let state: Option<String> = self
+            .conn
+            .prepare_cached("SELECT state FROM contacts WHERE id = ?1")?
+            .query_row([contact], |r| r.get(0))
+            .optional()?;
+        if let Some(s) = state {
+            return Ok(Loaded::Saved(s));
+        }
+        let erased: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT 1 FROM forgotten_opt_outs WHERE hash = ?1")?
+            .query_row([self.erased_hash(contact)], |r| r.get(0))
+            .optional()?;
+        Ok(if erased.is_some() {
+            Loaded::OptedOut
+        } else {
+            Loaded::New
+        })
+    }
+
+    fn commit(&mut self, batch: Batch) -> Result<Option<i64>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut last = None;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO contacts (id, state) VALUES (?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+            )?;
+            for (id, state) in &batch.changes.contacts {
+                put.execute(params![id, state])?;
+            }
+            let mut put = tx.prepare_cached(
+                "INSERT OR REPLACE INTO timers (key, due, contact, state) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            let mut drop = tx.prepare_cached("DELETE FROM timers WHERE key = ?1")?;
+            for t in &batch.changes.timers {
+                match &t.state {
+                    Some(s) => put.execute(params![t.key as i64, t.due, t.contact, s])?,
+                    None => drop.execute([t.key as i64])?,
+                };
+            }
+            let mut put =
+                tx.prepare_cached("INSERT OR REPLACE INTO seen (k0, k1, at) VALUES (?1, ?2, ?3)")?;
+            for (a, b, at) in &batch.changes.seen {
+                put.execute(params![*a as i64, i64::from(*b), at])?;
+            }
+            if let Some(before) = batch.forget_ids_before {
+                tx.execute("DELETE FROM seen WHERE at < ?1", [before])?;
+            }
+            let mut put = tx.prepare_cached(
+                "INSERT INTO audit (at, contact, kind, record) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for a in &batch.audit {
+                put.execute(params![a.at, a.contact, a.kind, a.record])?;
+            }
+            let mut put = tx.prepare_cached(
+                "INSERT INTO transcript (at, contact, direction, channel, purpose, text)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for t in &batch.transcript {
+                put.execute(params![
+                    t.at,
+                    t.contact,
+                    t.direction,
+                    t.channel,
+                    t.purpose,
+                    t.text
+                ])?;
+            }
+            if let Some(up_to) = batch.released_up_to {
+                tx.execute("DELETE FROM outbox WHERE seq <= ?1", [up_to])?;
+            }
+            let mut put = tx.prepare_cached(
+                "INSERT INTO outbox (action_id, contact, line) VALUES (?1, ?2, ?3)",
+            )?;
+            for o in &batch.outbox {
+                put.execute(params![o.action_id, o.contact, o.line])?;
+                last = Some(tx.last_insert_rowid());
+            }
+            let mut meta =
+                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+            meta.execute(params!["global", batch.changes.global])?;
+            if let Some(c) = &batch.checkpoint {
+                let v = json!({"source": c.source, "offset": c.offset, "line": c.line});
+                meta.execute(params!["checkpoint", v.to_string()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(last)
+    }
+
+    fn export_contact(&mut self, contact: &str) -> Result<Option<Value>, StoreError> {
+        let state: Option<String> = self
+            .conn
+            .query_row("SELECT state FROM contacts WHERE id = ?1", [contact], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let state: Option<Value> = match state {
+            Some(s) => Some(serde_json::from_str(&s).map_err(damaged("contact state"))?),
+            None => None,
+        };
+        let rows = |sql: &str| -> Result<Vec<Value>, StoreError> {
+            let mut q = self.conn.prepare(sql)?;
+            let out = q
+                .query_map([contact], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            out.iter()
+                .map(|s| serde_json::from_str(s).map_err(damaged("stored record")))
+                .collect()
+        };
+        let audit = rows("SELECT record FROM audit WHERE contact = ?1 ORDER BY seq")?;
+        let timers = rows("SELECT state FROM timers WHERE contact = ?1 ORDER BY key")?;
+        let outbox = rows("SELECT line FROM outbox WHERE contact = ?1 ORDER BY seq")?;
+        let mut q = self.conn.prepare(
+            "SELECT at, direction, channel, purpose, text FROM transcript WHERE contact = ?1 ORDER BY seq",
+        )?;
+        let transcript = q
+            .query_map([contact], |r| {
+                Ok(json!({
+                    "at": rapport_engine::format_time(r.get(0)?),
+                    "direction": r.get::<_, String>(1)?,
+                    "channel": r.get::<_, Option<String>>(2)?,
+                    "purpose": r.get::<_, Option<String>>(3)?,
+                    "text": r.get::<_, String>(4)?,
+                }))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        drop(q);
+        let erased_opt_out = matches!(self.load_contact(contact)?, Loaded::OptedOut);
+        if state.is_none()
+            && audit.is_empty()
+            && transcript.is_empty()
+            && timers.is_empty()
+            && !erased_opt_out
+        {
+            return Ok(None);
+        }
+        let s = state.unwrap_or(Value::Null);
+        // Small maps are stored as lists of pairs; show them as objects.
+        let as_object = |v: &Value| -> Value {
+            match v.as_array() {
+                Some(pairs) => Value::Object(
+                    pairs
+                        .iter()
+                        .filter_map(|p| Some((p.get(0)?.as_str()?.to_string(), p.get(1)?.clone())))
+                        .collect(),
+                ),
+                None => Value::Null,
+            }
+        };
+        let opt_out_records: Vec<Value> = audit
+            .iter()
+            .filter(|a| {
+                matches!(
+                    a.get("kind").and_then(Value::as_str),
+                    Some("opt_out" | "opt_in" | "opt_out_pending")
+                )
+            })
+            .cloned()
+            .collect();
+        Ok(Some(json!({
+            "contact": contact,
+            "profile": as_object(&s["profile"]),
+            "consent_ledger": s["consent"],
+            "opted_out": s["opted_out"].as_bool().unwrap_or(erased_opt_out),
+            "opt_out_records": opt_out_records,
+            "erased_but_opted_out": erased_opt_out && s.is_null(),
+            "handoff": s["handoff"],
+            "runs": s["runs"],
+            "last_inbound": as_object(&s["last_inbound"]),
+            "timers": timers,
+            "transcript": transcript,
+            "audit_trail": audit,
+            "unreleased_actions": outbox,
+        })))
+    }
+
+    fn forget(&mut self, contact: &str) -> Result<Forgotten, StoreError> {
+        let hash = self.erased_hash(contact);
+        // Erased rows are overwritten with zeros, not only unlinked.
+        self.conn.pragma_update(None, "secure_delete", "ON")?;
+        let tx = self.conn.transaction()?;
+        let state: Option<String> = tx
+            .query_row("SELECT state FROM contacts WHERE id = ?1", [contact], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let opted_out = match &state {
+            Some(s) => serde_json::from_str::<Value>(s)
+                .map_err(damaged("contact state"))?
+                .get("opted_out")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            None => false,
+        };
+        let mut f = Forgotten {
+            found: state.is_some(),
+            ..Forgotten::default()
+        };
+        tx.execute("DELETE FROM contacts WHERE id = ?1", [contact])?;
+        f.timers = tx.execute("DELETE FROM timers WHERE contact = ?1", [contact])?;
+        f.transcript = tx.execute("DELETE FROM transcript WHERE contact = ?1", [contact])?;
+        f.audit = tx.execute("DELETE FROM audit WHERE contact = ?1", [contact])?;
+        f.outbox = tx.execute("DELETE FROM outbox WHERE contact = ?1", [contact])?;
+        f.found |= f.timers + f.transcript + f.audit + f.outbox > 0;
+        if opted_out {
+            tx.execute(
+                "INSERT OR IGNORE INTO forgotten_opt_outs (hash) VALUES (?1)",
+                [&hash],
+            )?;
+            f.opted_out_kept_as_hash = true;
+        } else {
+            let kept: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM forgotten_opt_outs WHERE hash = ?1",
+                    [&hash],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            f.opted_out_kept_as_hash = kept.is_some();
+        }
+        tx.commit()?;
+        // Older copies of the contact's pages (earlier versions of its rows, the WAL)
+        // would still hold its data: rewrite the database without them.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        self.conn.execute_batch("VACUUM")?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(f)
+    }
+
+    fn purge(&mut self, retention: &Retention) -> Result<Purged, StoreError> {
+        let Some(now) = self.clock()? else {
+            return Ok(Purged::default());
+        };
+        let cutoff = |secs: u64| {
+            now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000))
+        };
+        let removed = self.conn.execute(
+            "DELETE FROM transcript WHERE
+               (purpose = 'transactional' AND at < ?1) OR
+               (coalesce(purpose, '') != 'transactional' AND at < ?2)",
+            params![
+                cutoff(retention.transactional),
+                cutoff(retention.transcripts)
+            ],
+        )?;
+        Ok(Purged {
+            now: Some(now),
+            transcript: removed,
+        })
+    }
+}

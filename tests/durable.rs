@@ -1,0 +1,443 @@
+//! `rapport run --store` through its front door: a host killed at random points and
+//! restarted on the same input releases exactly the actions of a run that never
+//! crashed; and the privacy commands (`audit export`, `forget`, `purge`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+fn rapport(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("the rapport binary runs")
+}
+
+fn ok(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rapport-durable-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn build_funnel(dir: &Path) -> PathBuf {
+    let bundle = dir.join("funnel.json");
+    ok(&rapport(&["build", "bench/funnel", "-o", s(&bundle)]));
+    bundle
+}
+
+/// Action lines by id; every line of one id must be the same.
+fn by_id(path: &Path) -> (BTreeMap<String, String>, usize) {
+    let text = std::fs::read_to_string(path).expect("actions file");
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    let mut repeats = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a released action is not whole JSON ({e}): {line}"));
+        let id = v["id"]
+            .as_str()
+            .expect("every action has an id")
+            .to_string();
+        if let Some(before) = map.insert(id.clone(), line.to_string()) {
+            assert_eq!(
+                before, line,
+                "action {id} was released twice with different content"
+            );
+            repeats += 1;
+        }
+    }
+    (map, repeats)
+}
+
+/// The workload of the crash test: the funnel stream of 1,000 contacts (about 5,000
+/// events, with `after` timers and cart reminders firing as the clock moves).
+fn funnel_events(dir: &Path) -> PathBuf {
+    let gen = repo_root().join("../shared/bench/gen_events.py");
+    let out = Command::new("python3")
+        .arg(&gen)
+        .args(["--contacts", "1000", "--seed", "7"])
+        .output()
+        .unwrap_or_else(|e| panic!("python3 {} runs: {e}", gen.display()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.join("events.jsonl");
+    std::fs::write(&path, &out.stdout).expect("write events");
+    path
+}
+
+#[test]
+fn killed_at_random_points_the_host_releases_every_action_exactly() {
+    let dir = temp_dir("crash");
+    let bundle = build_funnel(&dir);
+    let events = funnel_events(&dir);
+
+    // The reference: one durable run that never crashes, and the in-memory run.
+    let clean_actions = dir.join("clean.jsonl");
+    let clean_store = format!("sqlite:{}", s(&dir.join("clean.db")));
+    ok(&rapport(&[
+        "run",
+        "--bundle",
+        s(&bundle),
+        "--events",
+        s(&events),
+        "--actions",
+        s(&clean_actions),
+        "--store",
+        &clean_store,
+    ]));
+    let (expected, repeats) = by_id(&clean_actions);
+    assert_eq!(repeats, 0);
+    let memory_actions = dir.join("memory.jsonl");
+    ok(&rapport(&[
+        "run",
+        "--bundle",
+        s(&bundle),
+        "--events",
+        s(&events),
+        "--actions",
+        s(&memory_actions),
+    ]));
+    assert_eq!(
+        by_id(&memory_actions).0,
+        expected,
+        "the store changes no action"
+    );
+    assert!(
+        expected.values().any(|l| l.contains("\"cause\":\"timer\"")),
+        "the stream makes timers fire"
+    );
+
+    // The same input, killed with SIGKILL at pseudo-random points (a fixed seed), then
+    // restarted, until 20 kills have landed while the host was working.
+    let actions = dir.join("crashed.jsonl");
+    let store = format!("sqlite:{}", s(&dir.join("crashed.db")));
+    let args = [
+        "run",
+        "--bundle",
+        s(&bundle),
+        "--events",
+        s(&events),
+        "--actions",
+        s(&actions),
+        "--store",
+        &store,
+        "--commit-every",
+        "2",
+    ];
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut kills = 0;
+    let mut starts = 0;
+    let mut redelivered = 0u64;
+    let count_redelivered = |stderr: &[u8]| -> u64 {
+        String::from_utf8_lossy(stderr)
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("redelivering ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    loop {
+        starts += 1;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rapport"))
+            .args(args)
+            .current_dir(repo_root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the host");
+        if kills < 20 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            std::thread::sleep(Duration::from_millis(5 + seed % 60));
+            if child.try_wait().expect("poll").is_none() {
+                child.kill().expect("SIGKILL");
+                let out = child.wait_with_output().expect("the killed host is reaped");
+                redelivered += count_redelivered(&out.stderr);
+                kills += 1;
+                continue;
+            }
+        }
+        let out = child.wait_with_output().expect("the host ends");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        redelivered += count_redelivered(&out.stderr);
+        break;
+    }
+    assert!(
+        kills >= 20,
+        "the host finished the input after {kills} kills; the test needs 20 kills while it works"
+    );
+    let (got, repeats) = by_id(&actions);
+    eprintln!(
+        "{kills} kills, {starts} starts: {} actions, {repeats} released more than once (same id and content), {redelivered} redelivered from the outbox",
+        got.len()
+    );
+    assert!(
+        repeats as u64 <= redelivered,
+        "every action released twice came from the outbox of a crashed run"
+    );
+    let lost: Vec<&String> = expected.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<&String> = got.keys().filter(|k| !expected.contains_key(*k)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} actions lost, first: {:?}",
+        lost.len(),
+        lost.first()
+    );
+    assert!(
+        extra.is_empty(),
+        "{} actions extra, first: {:?}",
+        extra.len(),
+        extra.first()
+    );
+    assert_eq!(
+        got, expected,
+        "every action has the content of the crash-free run"
+    );
+}
+
+/// Runs `events` (JSON lines) on the funnel bundle with a store.
+fn run_lines(
+    dir: &Path,
+    bundle: &Path,
+    store: &str,
+    name: &str,
+    events: &[serde_json::Value],
+) -> String {
+    let path = dir.join(format!("{name}.jsonl"));
+    let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(&path, text).expect("write events");
+    let actions = dir.join(format!("{name}.actions.jsonl"));
+    ok(&rapport(&[
+        "run",
+        "--bundle",
+        s(bundle),
+        "--events",
+        s(&path),
+        "--actions",
+        s(&actions),
+        "--store",
+        store,
+    ]));
+    std::fs::read_to_string(&actions).expect("actions")
+}
+
+fn message(id: &str, at: &str, contact: &str, text: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "at": at, "contact": contact, "channel": "whatsapp",
+        "type": "message", "text": text, "profile": {"first_name": "Ana"}})
+}
+
+#[test]
+fn export_shows_everything_held_and_forget_erases_it_but_keeps_the_opt_out() {
+    let dir = temp_dir("privacy");
+    let bundle = build_funnel(&dir);
+    let db = dir.join("store.db");
+    let store = format!("sqlite:{}", s(&db));
+    let stayed = "ana-4471";
+    let left = "bob-9310";
+    run_lines(
+        &dir,
+        &bundle,
+        &store,
+        "first",
+        &[
+            serde_json::json!({"id": "p1", "at": "2026-11-24T10:00:00Z", "contact": stayed, "channel": "whatsapp",
+            "type": "consent", "purpose": "marketing", "granted": true, "source": "form", "wording": "Offers by DM"}),
+            message("p2", "2026-11-24T10:00:01Z", stayed, "hi"),
+            message("p3", "2026-11-24T10:00:02Z", left, "hi"),
+            message("p4", "2026-11-24T10:00:03Z", left, "STOP"),
+        ],
+    );
+
+    // Access request: everything about the contact.
+    let out = rapport(&["audit", "export", stayed, "--store", &store]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&out)).expect("export is JSON");
+    assert_eq!(v["contact"], stayed);
+    assert_eq!(v["profile"]["first_name"], "Ana");
+    assert_eq!(v["consent_ledger"][0]["purpose"], "marketing");
+    assert_eq!(v["consent_ledger"][0]["granted"], true);
+    assert!(v["runs"].as_array().is_some_and(|r| !r.is_empty()), "{v:#}");
+    let transcript = v["transcript"].as_array().expect("transcript");
+    assert!(transcript
+        .iter()
+        .any(|t| t["direction"] == "in" && t["text"] == "hi"));
+    assert!(transcript.iter().any(|t| t["direction"] == "out"
+        && t["text"]
+            .as_str()
+            .is_some_and(|x| x.contains("Welcome to Acme Shoes"))));
+    assert!(v["audit_trail"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|r| r["kind"] == "consent")));
+    let out = rapport(&["audit", "export", left, "--store", &store]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&out)).expect("export is JSON");
+    assert_eq!(v["opted_out"], true);
+    assert!(v["opt_out_records"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty()));
+
+    // Erasure: both contacts.
+    let said = ok(&rapport(&["forget", stayed, "--store", &store]));
+    assert!(
+        said.contains("erased contact") && !said.contains("opt-out list"),
+        "{said}"
+    );
+    let said = ok(&rapport(&["forget", left, "--store", &store]));
+    assert!(said.contains("salted hash"), "{said}");
+    for who in [stayed, left] {
+        let out = rapport(&["audit", "export", who, "--store", &store]);
+        if who == stayed {
+            assert_eq!(out.status.code(), Some(1), "nothing is held about {who}");
+        } else {
+            // Only the fact that the erased contact opted out is kept, under a hash.
+            let v: serde_json::Value = serde_json::from_str(&ok(&out)).expect("JSON");
+            assert_eq!(v["erased_but_opted_out"], true);
+            assert_eq!(v["profile"], serde_json::Value::Null);
+            assert!(v["transcript"].as_array().is_some_and(Vec::is_empty));
+            assert!(v["audit_trail"].as_array().is_some_and(Vec::is_empty));
+        }
+    }
+    // Nothing in the store files names either contact any more (erased rows are
+    // overwritten, not only unlinked).
+    let mut bytes = std::fs::read(&db).expect("store file");
+    bytes.extend(std::fs::read(dir.join("store.db-wal")).unwrap_or_default());
+    for who in [stayed, left] {
+        assert!(
+            !bytes.windows(who.len()).any(|w| w == who.as_bytes()),
+            "{who} is still in the store files"
+        );
+    }
+
+    // They come back: the one who opted out is never messaged; the other starts afresh.
+    let actions = run_lines(
+        &dir,
+        &bundle,
+        &store,
+        "second",
+        &[
+            message("q1", "2026-11-25T10:00:00Z", left, "hi"),
+            message("q2", "2026-11-25T10:00:01Z", stayed, "hi"),
+        ],
+    );
+    assert!(
+        !actions.contains(left),
+        "an erased contact who opted out got: {actions}"
+    );
+    assert!(
+        actions.contains(stayed) && actions.contains("Welcome to Acme Shoes"),
+        "{actions}"
+    );
+}
+
+#[test]
+fn purge_removes_transcripts_past_their_retention_and_keeps_the_consent_ledger() {
+    let dir = temp_dir("purge");
+    let bundle = build_funnel(&dir);
+    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    run_lines(
+        &dir,
+        &bundle,
+        &store,
+        "old",
+        &[
+            serde_json::json!({"id": "o1", "at": "2026-01-01T10:00:00Z", "contact": "old-1", "channel": "whatsapp",
+            "type": "consent", "purpose": "marketing", "granted": true, "source": "form", "wording": "Offers"}),
+            message("o2", "2026-01-01T10:00:01Z", "old-1", "hi"),
+        ],
+    );
+    // 200 days later (the funnel keeps transcripts for the default 180 days).
+    run_lines(
+        &dir,
+        &bundle,
+        &store,
+        "new",
+        &[message("n1", "2026-07-20T10:00:00Z", "new-1", "hi")],
+    );
+    let said = ok(&rapport(&["purge", "--store", &store]));
+    // The inbound "hi" goes (180 days); the welcome flow's reply is transactional and
+    // stays for `retention.transactional` (365 days).
+    assert!(said.starts_with("purged 1 transcript lines"), "{said}");
+    let v: serde_json::Value = serde_json::from_str(&ok(&rapport(&[
+        "audit", "export", "old-1", "--store", &store,
+    ])))
+    .expect("JSON");
+    let kept = v["transcript"].as_array().cloned().unwrap_or_default();
+    assert_eq!(kept.len(), 1, "{v:#}");
+    assert_eq!(kept[0]["direction"], "out");
+    assert_eq!(kept[0]["purpose"], "transactional");
+    assert_eq!(
+        v["consent_ledger"][0]["granted"], true,
+        "the consent ledger is kept"
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&rapport(&[
+        "audit", "export", "new-1", "--store", &store,
+    ])))
+    .expect("JSON");
+    assert_eq!(
+        v["transcript"].as_array().map(Vec::len),
+        Some(2),
+        "recent transcripts stay"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_a_store_is_refused_clearly() {
+    let dir = temp_dir("bad");
+    let bundle = build_funnel(&dir);
+    let junk = dir.join("junk.db");
+    std::fs::write(
+        &junk,
+        "this is not a database, it is a shopping list\n".repeat(200),
+    )
+    .expect("write");
+    let o = rapport(&[
+        "run",
+        "--bundle",
+        s(&bundle),
+        "--events",
+        "bench/funnel/events-200.jsonl",
+        "--actions",
+        "-",
+        "--store",
+        &format!("sqlite:{}", s(&junk)),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("is not a Rapport store"), "{err}");
+    let o = rapport(&["run", "--bundle", s(&bundle), "--store", "postgres://x"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("give `sqlite:PATH`"));
+}
