@@ -15,11 +15,13 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
 
 use rapport_bundle::{Bundle, Purpose};
 use rapport_engine::{decode, ActionKind, Engine, Millis};
-use rapport_store::{AuditEntry, Batch, Checkpoint, OutboxEntry, Store, TranscriptEntry};
+use rapport_store::{
+    AuditEntry, Batch, Checkpoint, OutboxEntry, Store, StoreError, TranscriptEntry,
+};
 
 use crate::Counts;
 
@@ -94,7 +96,7 @@ pub fn run_durable<S: Store + 'static>(
     options: &DurableOptions,
     stop: &AtomicBool,
 ) -> Result<DurableReport, DurableError> {
-    let store = Arc::new(Mutex::new(store));
+    let mut store = store;
     let mut report = DurableReport::default();
     let purpose: HashMap<String, Purpose> = bundle
         .flows
@@ -111,18 +113,14 @@ pub fn run_durable<S: Store + 'static>(
     engine.track_changes();
 
     // Restore what was committed.
-    let (resume, purged) = {
-        let mut s = lock(&store)?;
-        let purged = s.purge(&retention)?;
-        let probe = s.resume(Some(i64::MAX))?;
-        let since = probe
-            .global
-            .as_deref()
-            .and_then(clock_of)
-            .map(|clock| clock.saturating_sub(window));
-        (s.resume(since)?, purged.transcript)
-    };
-    report.purged = purged;
+    report.purged = store.purge(&retention)?.transcript;
+    let since = store
+        .resume(Some(i64::MAX))?
+        .global
+        .as_deref()
+        .and_then(clock_of)
+        .map(|clock| clock.saturating_sub(window));
+    let resume = store.resume(since)?;
     if let Some(g) = &resume.global {
         engine.restore_global(g).map_err(DurableError::State)?;
     }
@@ -134,12 +132,12 @@ pub fn run_durable<S: Store + 'static>(
     for (a, b, at) in &resume.seen {
         engine.restore_seen(*a, *b, *at);
     }
-    let from = store.clone();
+    // Contacts load through a second handle, so loading never waits for a commit. It
+    // sees committed state only, which is right: a contact leaves memory only when
+    // every batch that touched it is committed.
+    let mut contacts = store.reader()?;
     engine.set_loader(Box::new(move |contact| {
-        let mut s = from
-            .lock()
-            .map_err(|_| "the store lock was poisoned".to_string())?;
-        s.load_contact(contact).map_err(|e| e.to_string())
+        contacts.load_contact(contact).map_err(|e| e.to_string())
     }));
     // Release what the previous run committed but may not have released.
     let mut released_up_to = None;
@@ -191,6 +189,10 @@ pub fn run_durable<S: Store + 'static>(
             Input::Stream(r) => (BufReader::with_capacity(1 << 16, r), None, 0, 0),
         };
 
+    let live = source.is_none();
+    let mut committer = Committer::start(store);
+    // The output of the batch being committed, released when its commit is done.
+    let mut inflight: Option<(Vec<u8>, Vec<u8>)> = None;
     let mut buf = Vec::with_capacity(1024);
     let mut eof = false;
     while !eof {
@@ -223,8 +225,8 @@ pub fn run_durable<S: Store + 'static>(
                 &mut out_audit,
                 &mut report.counts,
             );
-            // Nothing more ready: commit now rather than hold a live stream back.
-            if reader.buffer().is_empty() {
+            // A stream with nothing more ready: commit now rather than hold it back.
+            if live && reader.buffer().is_empty() {
                 break;
             }
         }
@@ -239,21 +241,28 @@ pub fn run_durable<S: Store + 'static>(
             offset,
             line: line_no,
         });
-        batch.released_up_to = released_up_to.take();
+        batch.released_up_to = None;
         if report.commits % 256 == 0 {
             batch.forget_ids_before = engine.clock().map(|c| c.saturating_sub(window));
         }
-        let last = lock(&store)?.commit(batch)?;
-        report.commits += 1;
-        // Committed: release.
-        actions.write_all(&out_actions)?;
-        actions.flush()?;
-        if let Some(a) = audit.as_mut() {
-            a.write_all(&out_audit)?;
-            a.flush()?;
+        // The previous batch: once its commit is done, release its actions; the outbox
+        // drops them in this batch's commit.
+        if let Some(out) = inflight.take() {
+            released_up_to = committer.settle(out, actions, &mut audit)?;
         }
-        released_up_to = last;
-        engine.evict(options.cache);
+        batch.released_up_to = released_up_to.take();
+        committer.send(batch)?;
+        report.commits += 1;
+        inflight = Some((out_actions, out_audit));
+        if engine.contacts() > options.cache {
+            if let Some(out) = inflight.take() {
+                released_up_to = committer.settle(out, actions, &mut audit)?;
+            }
+            engine.evict(options.cache / 2);
+        }
+    }
+    if let Some(out) = inflight.take() {
+        released_up_to = committer.settle(out, actions, &mut audit)?;
     }
     if released_up_to.is_some() {
         // Drop the last released actions from the outbox.
@@ -267,9 +276,11 @@ pub fn run_durable<S: Store + 'static>(
             }),
             ..Batch::default()
         };
-        lock(&store)?.commit(batch)?;
+        committer.send(batch)?;
+        committer.settle((Vec::new(), Vec::new()), actions, &mut audit)?;
         report.commits += 1;
     }
+    committer.finish()?;
     for (kind, reason, n) in engine.tallies() {
         let bucket = if kind == "suppressed" {
             &mut report.counts.suppressed
@@ -314,8 +325,7 @@ fn step_line(
             batch.audit.push(AuditEntry {
                 at: engine.clock().unwrap_or(0),
                 contact: rejected.contact,
-                kind: "rejected".into(),
-                record: line,
+                records: line,
             });
             return;
         }
@@ -364,19 +374,31 @@ fn step_line(
             line,
         });
     }
+    // One stored entry per contact for the records of this step (runs of the same
+    // contact are joined; a step mostly concerns one contact).
+    let mut current: Option<AuditEntry> = None;
     for a in &o.audit {
         let Ok(line) = serde_json::to_string(a) else {
             continue;
         };
         out_audit.extend_from_slice(line.as_bytes());
         out_audit.push(b'\n');
-        batch.audit.push(AuditEntry {
-            at: a.at,
-            contact: a.contact.clone(),
-            kind: a.kind.to_string(),
-            record: line,
-        });
+        match current.as_mut() {
+            Some(e) if e.contact == a.contact => {
+                e.records.push('\n');
+                e.records.push_str(&line);
+            }
+            _ => {
+                batch.audit.extend(current.take());
+                current = Some(AuditEntry {
+                    at: a.at,
+                    contact: a.contact.clone(),
+                    records: line,
+                });
+            }
+        }
     }
+    batch.audit.extend(current);
 }
 
 fn inbound_text(body: &rapport_engine::Body) -> Option<&str> {
@@ -403,7 +425,68 @@ fn clock_of(global: &str) -> Option<Millis> {
         .as_i64()
 }
 
-fn lock<S>(s: &Mutex<S>) -> Result<std::sync::MutexGuard<'_, S>, DurableError> {
-    s.lock()
-        .map_err(|_| DurableError::State("the store lock was poisoned".into()))
+/// Commits batches on a thread of their own, one at a time and in order, so the next
+/// batch is stepped while the previous one is written and synced.
+struct Committer {
+    batches: Option<mpsc::SyncSender<Batch>>,
+    done: mpsc::Receiver<Result<Option<i64>, StoreError>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Committer {
+    fn start<S: Store + 'static>(mut store: S) -> Self {
+        let (batches, todo) = mpsc::sync_channel::<Batch>(1);
+        let (report, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || {
+                for batch in todo {
+                    if report.send(store.commit(batch)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .ok();
+        Committer {
+            batches: Some(batches),
+            done,
+            thread,
+        }
+    }
+
+    fn send(&mut self, batch: Batch) -> Result<(), DurableError> {
+        let gone = || DurableError::State("the store thread stopped".into());
+        match (&self.thread, &self.batches) {
+            (Some(_), Some(tx)) => tx.send(batch).map_err(|_| gone()),
+            _ => Err(gone()),
+        }
+    }
+
+    /// Waits for the oldest commit in flight, then releases its output.
+    fn settle(
+        &mut self,
+        (out_actions, out_audit): (Vec<u8>, Vec<u8>),
+        actions: &mut dyn Write,
+        audit: &mut Option<&mut dyn Write>,
+    ) -> Result<Option<i64>, DurableError> {
+        let last = self
+            .done
+            .recv()
+            .map_err(|_| DurableError::State("the store thread stopped".into()))??;
+        actions.write_all(&out_actions)?;
+        actions.flush()?;
+        if let Some(a) = audit.as_mut() {
+            a.write_all(&out_audit)?;
+            a.flush()?;
+        }
+        Ok(last)
+    }
+
+    fn finish(mut self) -> Result<(), DurableError> {
+        self.batches = None;
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Err(_)) => Err(DurableError::State("the store thread failed".into())),
+            _ => Ok(()),
+        }
+    }
 }

@@ -70,14 +70,13 @@ pub struct Resume {
     pub outbox: Vec<Pending>,
 }
 
-/// An audit record to keep.
+/// Audit records to keep: those one event (or timer) produced for one contact.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub at: Millis,
     pub contact: Option<String>,
-    pub kind: String,
-    /// The record as a JSON line.
-    pub record: String,
+    /// The records as JSON lines, one per line.
+    pub records: String,
 }
 
 /// A message in or out, for the transcript.
@@ -136,13 +135,20 @@ pub struct Purged {
     pub transcript: usize,
 }
 
+/// Loads contacts from a store.
+pub trait ContactReader: Send {
+    /// A contact's saved state (or that it is an erased contact who opted out).
+    fn load_contact(&mut self, contact: &str) -> Result<Loaded, StoreError>;
+}
+
 /// The store a durable host runs on.
-pub trait Store: Send {
+pub trait Store: ContactReader {
     /// What was committed: engine state, timers, event ids processed since `seen_since`,
     /// the input checkpoint and the outbox.
     fn resume(&mut self, seen_since: Option<Millis>) -> Result<Resume, StoreError>;
-    /// A contact's saved state (or that it is an erased contact who opted out).
-    fn load_contact(&mut self, contact: &str) -> Result<Loaded, StoreError>;
+    /// A second handle that only loads contacts, for loading while a commit runs on
+    /// this one (it sees committed state only).
+    fn reader(&self) -> Result<Box<dyn ContactReader>, StoreError>;
     /// Commits a batch; returns the sequence number of its last outbox entry.
     fn commit(&mut self, batch: Batch) -> Result<Option<i64>, StoreError>;
     /// Everything held about a contact, as JSON; `None` when nothing is held.
@@ -157,17 +163,15 @@ pub trait Store: Send {
 const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-     CREATE TABLE contacts (id TEXT PRIMARY KEY, state TEXT NOT NULL) WITHOUT ROWID;
+     CREATE TABLE contacts (id TEXT PRIMARY KEY, state TEXT NOT NULL);
      CREATE TABLE timers (key INTEGER PRIMARY KEY, due INTEGER NOT NULL, contact TEXT, state TEXT NOT NULL);
      CREATE INDEX timers_contact ON timers (contact);
-     CREATE TABLE seen (k0 INTEGER NOT NULL, k1 INTEGER NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (k0, k1)) WITHOUT ROWID;
-     CREATE TABLE outbox (seq INTEGER PRIMARY KEY, action_id TEXT NOT NULL, contact TEXT, line TEXT NOT NULL);
-     CREATE INDEX outbox_contact ON outbox (contact);
-     CREATE TABLE audit (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, contact TEXT, kind TEXT NOT NULL, record TEXT NOT NULL);
+     CREATE TABLE seen (seq INTEGER PRIMARY KEY, newest INTEGER NOT NULL, keys BLOB NOT NULL);
+     CREATE TABLE outbox (seq INTEGER PRIMARY KEY, lines TEXT NOT NULL);
+     CREATE TABLE audit (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, contact TEXT, records TEXT NOT NULL);
      CREATE INDEX audit_contact ON audit (contact);
-     CREATE TABLE transcript (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, contact TEXT NOT NULL, direction TEXT NOT NULL, channel TEXT, purpose TEXT, text TEXT NOT NULL);
+     CREATE TABLE transcript (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, contact TEXT NOT NULL, transactional INTEGER NOT NULL, n INTEGER NOT NULL, lines TEXT NOT NULL);
      CREATE INDEX transcript_contact ON transcript (contact);
-     CREATE INDEX transcript_at ON transcript (at);
      CREATE TABLE forgotten_opt_outs (hash TEXT PRIMARY KEY) WITHOUT ROWID;
      INSERT INTO meta (key, value) VALUES ('salt', lower(hex(randomblob(16))));",
 ];
@@ -175,7 +179,11 @@ const MIGRATIONS: &[&str] = &[
 /// The store on SQLite.
 pub struct SqliteStore {
     conn: Connection,
+    path: PathBuf,
     salt: String,
+    /// Whether any erased contact is kept on the opt-out list (when none is, a new
+    /// contact needs no hash and no lookup).
+    any_erased: bool,
 }
 
 impl SqliteStore {
@@ -219,12 +227,19 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let mut store = SqliteStore {
             conn,
+            path: path.to_path_buf(),
             salt: String::new(),
+            any_erased: false,
         };
         store.migrate(version)?;
         store.salt = store
             .meta("salt")?
             .ok_or_else(|| StoreError::Damaged("the salt of erased contacts is missing".into()))?;
+        store.any_erased = store
+            .conn
+            .query_row("SELECT 1 FROM forgotten_opt_outs LIMIT 1", [], |_| Ok(()))
+            .optional()?
+            .is_some();
         Ok(store)
     }
 
@@ -297,6 +312,18 @@ impl SqliteStore {
         )
     }
 
+    /// The actions in the outbox, parsed.
+    fn outbox_lines(&self) -> Result<Vec<Value>, StoreError> {
+        let mut q = self.conn.prepare("SELECT lines FROM outbox ORDER BY seq")?;
+        let mut out = Vec::new();
+        for lines in q.query_map([], |r| r.get::<_, String>(0))? {
+            for line in lines?.lines() {
+                out.push(serde_json::from_str(line).map_err(damaged("outbox"))?);
+            }
+        }
+        Ok(out)
+    }
+
     /// How many contacts the store holds.
     pub fn contacts(&self) -> Result<u64, StoreError> {
         Ok(self
@@ -310,50 +337,7 @@ fn damaged(what: &str) -> impl Fn(serde_json::Error) -> StoreError + '_ {
     move |e| StoreError::Damaged(format!("{what}: {e}"))
 }
 
-impl Store for SqliteStore {
-    fn resume(&mut self, seen_since: Option<Millis>) -> Result<Resume, StoreError> {
-        let mut r = Resume {
-            global: self.meta("global")?,
-            ..Resume::default()
-        };
-        let mut q = self.conn.prepare("SELECT state FROM timers ORDER BY key")?;
-        r.timers = q
-            .query_map([], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        let mut q = self
-            .conn
-            .prepare("SELECT k0, k1, at FROM seen WHERE at >= ?1")?;
-        r.seen = q
-            .query_map([seen_since.unwrap_or(i64::MIN)], |row| {
-                Ok((
-                    row.get::<_, i64>(0)? as u64,
-                    row.get::<_, i64>(1)? as u32,
-                    row.get(2)?,
-                ))
-            })?
-            .collect::<Result<_, _>>()?;
-        if let Some(c) = self.meta("checkpoint")? {
-            let v: Value = serde_json::from_str(&c).map_err(damaged("input checkpoint"))?;
-            r.checkpoint = Some(Checkpoint {
-                source: v["source"].as_str().unwrap_or_default().to_string(),
-                offset: v["offset"].as_u64().unwrap_or(0),
-                line: v["line"].as_u64().unwrap_or(0),
-            });
-        }
-        let mut q = self
-            .conn
-            .prepare("SELECT seq, line FROM outbox ORDER BY seq")?;
-        r.outbox = q
-            .query_map([], |row| {
-                Ok(Pending {
-                    seq: row.get(0)?,
-                    line: row.get(1)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(r)
-    }
-
+impl ContactReader for SqliteStore {
     fn load_contact(&mut self, contact: &str) -> Result<Loaded, StoreError> {
         let state: Option<String> = self
             .conn
@@ -362,6 +346,9 @@ impl Store for SqliteStore {
             .optional()?;
         if let Some(s) = state {
             return Ok(Loaded::Saved(s));
+        }
+        if !self.any_erased {
+            return Ok(Loaded::New);
         }
         let erased: Option<i64> = self
             .conn
@@ -373,6 +360,65 @@ impl Store for SqliteStore {
         } else {
             Loaded::New
         })
+    }
+}
+
+impl Store for SqliteStore {
+    fn resume(&mut self, seen_since: Option<Millis>) -> Result<Resume, StoreError> {
+        let mut r = Resume {
+            global: self.meta("global")?,
+            ..Resume::default()
+        };
+        let mut q = self.conn.prepare("SELECT state FROM timers ORDER BY key")?;
+        r.timers = q
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        // Each row holds the ids of one batch, 12 bytes each, and the batch's newest time.
+        let mut q = self
+            .conn
+            .prepare("SELECT newest, keys FROM seen WHERE newest >= ?1 ORDER BY seq")?;
+        let rows = q.query_map([seen_since.unwrap_or(i64::MIN)], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?))
+        })?;
+        for row in rows {
+            let (newest, keys) = row?;
+            for k in keys.chunks_exact(12) {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&k[..8]);
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&k[8..]);
+                r.seen
+                    .push((u64::from_le_bytes(a), u32::from_le_bytes(b), newest));
+            }
+        }
+        drop(q);
+        if let Some(c) = self.meta("checkpoint")? {
+            let v: Value = serde_json::from_str(&c).map_err(damaged("input checkpoint"))?;
+            r.checkpoint = Some(Checkpoint {
+                source: v["source"].as_str().unwrap_or_default().to_string(),
+                offset: v["offset"].as_u64().unwrap_or(0),
+                line: v["line"].as_u64().unwrap_or(0),
+            });
+        }
+        let mut q = self
+            .conn
+            .prepare("SELECT seq, lines FROM outbox ORDER BY seq")?;
+        let rows = q.query_map([], |row| {
+            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+        })?;
+        for row in rows {
+            let (seq, lines) = row?;
+            r.outbox.extend(lines.lines().map(|l| Pending {
+                seq,
+                line: l.to_string(),
+            }));
+        }
+        drop(q);
+        Ok(r)
+    }
+
+    fn reader(&self) -> Result<Box<dyn ContactReader>, StoreError> {
+        Ok(Box::new(SqliteStore::open(&self.path)?))
     }
 
     fn commit(&mut self, batch: Batch) -> Result<Option<i64>, StoreError> {
@@ -396,42 +442,69 @@ impl Store for SqliteStore {
                     None => drop.execute([t.key as i64])?,
                 };
             }
-            let mut put =
-                tx.prepare_cached("INSERT OR REPLACE INTO seen (k0, k1, at) VALUES (?1, ?2, ?3)")?;
-            for (a, b, at) in &batch.changes.seen {
-                put.execute(params![*a as i64, i64::from(*b), at])?;
+            if let Some(newest) = batch.changes.seen.iter().map(|s| s.2).max() {
+                let mut keys = Vec::with_capacity(batch.changes.seen.len() * 12);
+                for (a, b, _) in &batch.changes.seen {
+                    keys.extend_from_slice(&a.to_le_bytes());
+                    keys.extend_from_slice(&b.to_le_bytes());
+                }
+                tx.prepare_cached("INSERT INTO seen (newest, keys) VALUES (?1, ?2)")?
+                    .execute(params![newest, keys])?;
             }
             if let Some(before) = batch.forget_ids_before {
-                tx.execute("DELETE FROM seen WHERE at < ?1", [before])?;
+                tx.execute("DELETE FROM seen WHERE newest < ?1", [before])?;
             }
-            let mut put = tx.prepare_cached(
-                "INSERT INTO audit (at, contact, kind, record) VALUES (?1, ?2, ?3, ?4)",
-            )?;
+            let mut put =
+                tx.prepare_cached("INSERT INTO audit (at, contact, records) VALUES (?1, ?2, ?3)")?;
             for a in &batch.audit {
-                put.execute(params![a.at, a.contact, a.kind, a.record])?;
+                put.execute(params![a.at, a.contact, a.records])?;
             }
+            // Consecutive lines of one contact and one retention go in one row.
             let mut put = tx.prepare_cached(
-                "INSERT INTO transcript (at, contact, direction, channel, purpose, text)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO transcript (at, contact, transactional, n, lines) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for t in &batch.transcript {
-                put.execute(params![
-                    t.at,
-                    t.contact,
-                    t.direction,
-                    t.channel,
-                    t.purpose,
-                    t.text
-                ])?;
+            let mut i = 0;
+            while let Some(first) = batch.transcript.get(i) {
+                let transactional = first.purpose.as_deref() == Some("transactional");
+                let mut lines = String::new();
+                let mut at = first.at;
+                let mut n = 0;
+                while let Some(t) = batch.transcript.get(i) {
+                    if t.contact != first.contact
+                        || (t.purpose.as_deref() == Some("transactional")) != transactional
+                    {
+                        break;
+                    }
+                    let line = json!({
+                        "at": rapport_engine::format_time(t.at),
+                        "direction": t.direction,
+                        "channel": t.channel,
+                        "purpose": t.purpose,
+                        "text": t.text,
+                    });
+                    if n > 0 {
+                        lines.push('\n');
+                    }
+                    lines.push_str(&line.to_string());
+                    at = at.max(t.at);
+                    n += 1;
+                    i += 1;
+                }
+                put.execute(params![at, first.contact, transactional, n, lines])?;
             }
             if let Some(up_to) = batch.released_up_to {
                 tx.execute("DELETE FROM outbox WHERE seq <= ?1", [up_to])?;
             }
-            let mut put = tx.prepare_cached(
-                "INSERT INTO outbox (action_id, contact, line) VALUES (?1, ?2, ?3)",
-            )?;
-            for o in &batch.outbox {
-                put.execute(params![o.action_id, o.contact, o.line])?;
+            if !batch.outbox.is_empty() {
+                let mut lines = String::new();
+                for (k, o) in batch.outbox.iter().enumerate() {
+                    if k > 0 {
+                        lines.push('\n');
+                    }
+                    lines.push_str(&o.line);
+                }
+                tx.prepare_cached("INSERT INTO outbox (lines) VALUES (?1)")?
+                    .execute([lines])?;
                 last = Some(tx.last_insert_rowid());
             }
             let mut meta =
@@ -466,23 +539,31 @@ impl Store for SqliteStore {
                 .map(|s| serde_json::from_str(s).map_err(damaged("stored record")))
                 .collect()
         };
-        let audit = rows("SELECT record FROM audit WHERE contact = ?1 ORDER BY seq")?;
+        let mut audit: Vec<Value> = Vec::new();
+        let mut q = self
+            .conn
+            .prepare("SELECT records FROM audit WHERE contact = ?1 ORDER BY seq")?;
+        for records in q.query_map([contact], |r| r.get::<_, String>(0))? {
+            for line in records?.lines() {
+                audit.push(serde_json::from_str(line).map_err(damaged("audit record"))?);
+            }
+        }
+        drop(q);
         let timers = rows("SELECT state FROM timers WHERE contact = ?1 ORDER BY key")?;
-        let outbox = rows("SELECT line FROM outbox WHERE contact = ?1 ORDER BY seq")?;
-        let mut q = self.conn.prepare(
-            "SELECT at, direction, channel, purpose, text FROM transcript WHERE contact = ?1 ORDER BY seq",
-        )?;
-        let transcript = q
-            .query_map([contact], |r| {
-                Ok(json!({
-                    "at": rapport_engine::format_time(r.get(0)?),
-                    "direction": r.get::<_, String>(1)?,
-                    "channel": r.get::<_, Option<String>>(2)?,
-                    "purpose": r.get::<_, Option<String>>(3)?,
-                    "text": r.get::<_, String>(4)?,
-                }))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
+        let outbox: Vec<Value> = self
+            .outbox_lines()?
+            .into_iter()
+            .filter(|v| v.get("contact").and_then(Value::as_str) == Some(contact))
+            .collect();
+        let mut transcript: Vec<Value> = Vec::new();
+        let mut q = self
+            .conn
+            .prepare("SELECT lines FROM transcript WHERE contact = ?1 ORDER BY seq")?;
+        for lines in q.query_map([contact], |r| r.get::<_, String>(0))? {
+            for line in lines?.lines() {
+                transcript.push(serde_json::from_str(line).map_err(damaged("transcript"))?);
+            }
+        }
         drop(q);
         let erased_opt_out = matches!(self.load_contact(contact)?, Loaded::OptedOut);
         if state.is_none()
@@ -557,9 +638,42 @@ impl Store for SqliteStore {
         };
         tx.execute("DELETE FROM contacts WHERE id = ?1", [contact])?;
         f.timers = tx.execute("DELETE FROM timers WHERE contact = ?1", [contact])?;
-        f.transcript = tx.execute("DELETE FROM transcript WHERE contact = ?1", [contact])?;
+        f.transcript = tx
+            .query_row(
+                "SELECT coalesce(sum(n), 0) FROM transcript WHERE contact = ?1",
+                [contact],
+                |r| r.get::<_, i64>(0),
+            )?
+            .max(0) as usize;
+        tx.execute("DELETE FROM transcript WHERE contact = ?1", [contact])?;
         f.audit = tx.execute("DELETE FROM audit WHERE contact = ?1", [contact])?;
-        f.outbox = tx.execute("DELETE FROM outbox WHERE contact = ?1", [contact])?;
+        // Unreleased actions for the contact: rewrite each outbox row without them.
+        let rows: Vec<(i64, String)> = {
+            let mut q = tx.prepare("SELECT seq, lines FROM outbox")?;
+            let rows = q
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<_, _>>()?;
+            rows
+        };
+        for (seq, lines) in rows {
+            let (theirs, kept): (Vec<&str>, Vec<&str>) = lines.lines().partition(|l| {
+                serde_json::from_str::<Value>(l)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("contact")
+                            .and_then(Value::as_str)
+                            .map(|c| c == contact)
+                    })
+                    .unwrap_or(false)
+            });
+            if !theirs.is_empty() {
+                f.outbox += theirs.len();
+                tx.execute(
+                    "UPDATE outbox SET lines = ?1 WHERE seq = ?2",
+                    params![kept.join("\n"), seq],
+                )?;
+            }
+        }
         f.found |= f.timers + f.transcript + f.audit + f.outbox > 0;
         if opted_out {
             tx.execute(
@@ -578,6 +692,7 @@ impl Store for SqliteStore {
             f.opted_out_kept_as_hash = kept.is_some();
         }
         tx.commit()?;
+        self.any_erased |= opted_out;
         // Older copies of the contact's pages (earlier versions of its rows, the WAL)
         // would still hold its data: rewrite the database without them.
         self.conn
@@ -595,15 +710,21 @@ impl Store for SqliteStore {
         let cutoff = |secs: u64| {
             now.saturating_sub(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000))
         };
-        let removed = self.conn.execute(
-            "DELETE FROM transcript WHERE
-               (purpose = 'transactional' AND at < ?1) OR
-               (coalesce(purpose, '') != 'transactional' AND at < ?2)",
-            params![
-                cutoff(retention.transactional),
-                cutoff(retention.transcripts)
-            ],
+        let which = "FROM transcript WHERE
+               (transactional = 1 AND at < ?1) OR (transactional = 0 AND at < ?2)";
+        let limits = params![
+            cutoff(retention.transactional),
+            cutoff(retention.transcripts)
+        ];
+        let tx = self.conn.transaction()?;
+        let removed: i64 = tx.query_row(
+            &format!("SELECT coalesce(sum(n), 0) {which}"),
+            limits,
+            |r| r.get(0),
         )?;
+        tx.execute(&format!("DELETE {which}"), limits)?;
+        tx.commit()?;
+        let removed = removed.max(0) as usize;
         Ok(Purged {
             now: Some(now),
             transcript: removed,

@@ -2,7 +2,7 @@
 //! commit gave it.
 
 use rapport_engine::{Changes, Loaded, TimerChange};
-use rapport_store::{Batch, OutboxEntry, SqliteStore, Store, StoreError};
+use rapport_store::{Batch, ContactReader, OutboxEntry, SqliteStore, Store, StoreError};
 
 fn dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
