@@ -441,3 +441,47 @@ fn a_file_that_is_not_a_store_is_refused_clearly() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("give `sqlite:PATH`"));
 }
+
+#[test]
+fn rollout_status_reads_the_stage_of_each_flow_from_the_store() {
+    let dir = temp_dir("rollout");
+    let bundle = dir.join("flows.json");
+    ok(&rapport(&["build", "flows", "-o", s(&bundle)]));
+    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    let o = rapport(&[
+        "rollout",
+        "status",
+        "--bundle",
+        s(&bundle),
+        "--store",
+        &store,
+    ]);
+    assert!(ok(&o).contains("processed no events yet"));
+    run_lines(
+        &dir,
+        &bundle,
+        &store,
+        "one",
+        &[message("r1", "2026-11-24T10:00:00Z", "c1", "hi")],
+    );
+    let table = ok(&rapport(&[
+        "rollout",
+        "status",
+        "--bundle",
+        s(&bundle),
+        "--store",
+        &store,
+    ]));
+    let line = |flow: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(flow))
+            .unwrap_or_else(|| panic!("no line for {flow} in:\n{table}"))
+            .to_string()
+    };
+    assert!(line("cart_recovery").contains("5% (1/3)"), "{table}");
+    let welcome = line("welcome");
+    assert!(welcome.contains("100% (no rollout)"), "{table}");
+    // The greeting enrolled one contact in the welcome flow.
+    assert!(welcome.split_whitespace().any(|w| w == "1"), "{table}");
+}

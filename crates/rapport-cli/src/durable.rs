@@ -244,3 +244,84 @@ pub(crate) fn purge(url: &str, bundle: Option<&Path>) -> ExitCode {
         }
     }
 }
+
+pub(crate) fn rollout_status(url: &str, bundle: &Path) -> ExitCode {
+    let result = (|| -> Result<String, String> {
+        let bundle = read_bundle(bundle)?;
+        let store = open(url)?;
+        let Some(global) = store.engine_state().map_err(|e| e.to_string())? else {
+            return Ok(
+                "the store has processed no events yet: every flow is at its first stage\n".into(),
+            );
+        };
+        let g: serde_json::Value = serde_json::from_str(&global)
+            .map_err(|e| format!("the store is damaged: unreadable engine state: {e}"))?;
+        let versions = g["versions"].as_array().cloned().unwrap_or_default();
+        let stats = g["stats"].as_array().cloned().unwrap_or_default();
+        let mut out = format!(
+            "{:<20} {:<14} {:<24} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}\n",
+            "flow",
+            "version",
+            "stage",
+            "enrolled",
+            "finished",
+            "opted out",
+            "handoffs",
+            "errors",
+            "converted"
+        );
+        for (v, st) in versions.iter().zip(&stats) {
+            let name = v[0].as_str().unwrap_or("?");
+            let version = v[1].as_str().unwrap_or("?");
+            let current = bundle
+                .flows
+                .iter()
+                .find(|f| f.name == name && f.version == version);
+            let stage = match current {
+                None => "previous version".to_string(),
+                Some(f) => match f.rollout.as_ref().filter(|r| r.stages.len() > 1) {
+                    None => "100% (no rollout)".to_string(),
+                    Some(r) => {
+                        let i = st["stage"].as_u64().unwrap_or(0) as usize;
+                        let pct = r.stages.get(i).copied().unwrap_or(10_000);
+                        let halted = if st["halted"].as_bool() == Some(true) {
+                            ", halted"
+                        } else {
+                            ""
+                        };
+                        format!(
+                            "{}% ({}/{}){halted}",
+                            f64::from(pct) / 100.0,
+                            i + 1,
+                            r.stages.len()
+                        )
+                    }
+                },
+            };
+            let n = |k: &str| st[k].as_u64().unwrap_or(0);
+            out.push_str(&format!(
+                "{:<20} {:<14} {:<24} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}\n",
+                name,
+                version,
+                stage,
+                n("enrolled"),
+                n("finished"),
+                n("opted_out"),
+                n("handoffs"),
+                n("errors"),
+                n("converted")
+            ));
+        }
+        Ok(out)
+    })();
+    match result {
+        Ok(text) => {
+            out!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -205,6 +205,22 @@ enum RolloutCommand {
         #[arg(long)]
         group: Option<String>,
     },
+
+    /// Show where each flow's staged rollout stands in a store: the stage, whether a
+    /// guard halted it, and each version's runs (enrolled, finished, opted out,
+    /// handoffs, errors, converted).
+    ///
+    /// Examples:
+    ///   rapport rollout status --bundle bundle.json --store sqlite:rapport.db
+    #[command(verbatim_doc_comment)]
+    Status {
+        /// The bundle the store runs.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The store (`sqlite:PATH`).
+        #[arg(long)]
+        store: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -306,6 +322,9 @@ fn main() -> ExitCode {
         }
         Command::Forget(args) => durable::forget(&args.store, &args.contact),
         Command::Purge(args) => durable::purge(&args.store, args.bundle.as_deref()),
+        Command::Rollout(RolloutCommand::Status { bundle, store }) => {
+            durable::rollout_status(&store, &bundle)
+        }
         Command::Rollout(RolloutCommand::Bucket {
             flow,
             contact,

@@ -275,6 +275,12 @@ impl SqliteStore {
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// The engine-wide state as last committed (clock, per-version metrics and rollout
+    /// stages), as JSON.
+    pub fn engine_state(&self) -> Result<Option<String>, StoreError> {
+        self.meta("global")
+    }
+
     /// The engine's clock as last committed.
     pub fn clock(&self) -> Result<Option<Millis>, StoreError> {
         let Some(g) = self.meta("global")? else {

@@ -216,8 +216,10 @@ impl Engine {
             None,
             None,
         );
-        if let Some(g) = goal {
-            let deadline = now + g.within as Millis * 1000;
+        // The first state's timers are set first, then the goal's and the run's expiry
+        // (so a state's `after` timer is `EVENT~0`, as in the design's examples).
+        let deadline = goal.as_ref().map(|g| now + g.within as Millis * 1000);
+        if let (Some(g), Some(deadline)) = (&goal, deadline) {
             if let Some(c) = self.contacts.get_mut(contact) {
                 c.goals.push(GoalWatch {
                     flow: f,
@@ -226,6 +228,9 @@ impl Engine {
                     deadline,
                 });
             }
+        }
+        self.enter(contact, id, 0, 0, cause);
+        if let Some(deadline) = deadline {
             self.set_timer(
                 cause,
                 deadline,
@@ -233,16 +238,18 @@ impl Engine {
                 TimerKind::GoalClosed { flow: f, run: id },
             );
         }
-        let key = self.set_timer(
-            cause,
-            now + expire,
-            Some(contact),
-            TimerKind::Expire { run: id },
-        );
-        if let Some(r) = self.contacts.get_mut(contact).and_then(|c| c.run_mut(id)) {
-            r.expire_timer = Some(key);
+        // A run that ended on entering needs no expiry.
+        if self.contacts.get(contact).and_then(|c| c.run(id)).is_some() {
+            let key = self.set_timer(
+                cause,
+                now + expire,
+                Some(contact),
+                TimerKind::Expire { run: id },
+            );
+            if let Some(r) = self.contacts.get_mut(contact).and_then(|c| c.run_mut(id)) {
+                r.expire_timer = Some(key);
+            }
         }
-        self.enter(contact, id, 0, 0, cause);
     }
 
     // ------------------------------------------------------------------ runs

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# `rapport run --store` on the funnel workload (shared/bench/WORKLOAD.md) next to the
+# in-memory run, then a restart on the full store: how long a host takes to resume.
+#
+#   bash bench/durable_bench.sh                       # 100,000 contacts, 3 runs
+#   CONTACTS=1000000 RUNS=1 bash bench/durable_bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONTACTS=${CONTACTS:-100000}
+RUNS=${RUNS:-3}
+GEN=${GEN:-../shared/bench/gen_events.py}
+dir=${DIR:-$(mktemp -d)}
+trap 'rm -rf "$dir"' EXIT
+cargo build --release --quiet
+bin=target/release/rapport
+$bin build bench/funnel -o "$dir/funnel.json" 2>/dev/null
+python3 "$GEN" --contacts "$CONTACTS" --seed 7 > "$dir/events.jsonl"
+events=$(wc -l < "$dir/events.jsonl")
+echo "funnel: $CONTACTS contacts, $events events, $(du -m "$dir/events.jsonl" | cut -f1) MB"
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+measure() { # label, fresh-store?, extra args...; prints median seconds and peak RSS
+  local label=$1 fresh=$2; shift 2
+  local times=() rss=()
+  for _ in $(seq "$RUNS"); do
+    if [ "$fresh" = yes ]; then rm -f "$dir"/store.db*; fi
+    /usr/bin/time -f "%e %M" -o "$dir/time" "$bin" run --bundle "$dir/funnel.json" \
+      --events "$dir/events.jsonl" --actions /dev/null "$@" 2>"$dir/err" >/dev/null
+    read -r t m < "$dir/time"
+    times+=("$t"); rss+=("$m")
+  done
+  local t m
+  t=$(printf '%s\n' "${times[@]}" | median)
+  m=$(printf '%s\n' "${rss[@]}" | median)
+  printf '%-22s median %7.2f s  %9.0f events/s  peak RSS %7.1f MiB\n' "$label" "$t" \
+    "$(echo "$events / $t" | bc -l)" "$(echo "$m / 1024" | bc -l)"
+}
+
+measure "in memory, 2 workers" no
+measure "in memory, 1 worker" no --shards 1
+measure "durable (sqlite)" yes --store "sqlite:$dir/store.db"
+grep -E "^(store|actions)" "$dir/err"
+echo "store: $(du -m "$dir/store.db" | cut -f1) MB for $CONTACTS contacts"
+# Restart on the full store and the same input: load the engine state, timers and the
+# event ids of the dedupe window, find the input checkpoint, and carry on (nothing left).
+measure "restart on full store" no --store "sqlite:$dir/store.db"
+grep -E "^resumed" "$dir/err"
