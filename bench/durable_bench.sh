@@ -4,6 +4,7 @@
 #
 #   bash bench/durable_bench.sh                       # 100,000 contacts, 3 runs
 #   CONTACTS=1000000 RUNS=1 bash bench/durable_bench.sh
+#   SKIP_MEMORY=1 ...                                 # only the durable run and the restart
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONTACTS=${CONTACTS:-100000}
@@ -37,8 +38,10 @@ measure() { # label, fresh-store?, extra args...; prints median seconds and peak
     "$(echo "$events / $t" | bc -l)" "$(echo "$m / 1024" | bc -l)"
 }
 
-measure "in memory, 2 workers" no
-measure "in memory, 1 worker" no --shards 1
+if [ -z "${SKIP_MEMORY:-}" ]; then
+  measure "in memory, 2 workers" no
+  measure "in memory, 1 worker" no --shards 1
+fi
 measure "durable (sqlite)" yes --store "sqlite:$dir/store.db"
 grep -E "^(store|actions)" "$dir/err"
 echo "store: $(du -m "$dir/store.db" | cut -f1) MB for $CONTACTS contacts"

@@ -268,6 +268,17 @@ impl Engine {
         std::mem::take(&mut self.out)
     }
 
+    /// Fires at most `max` of the timers due up to `until` (a durable host fires a burst
+    /// of due timers in slices, committing between them). The clock moves to `until` once
+    /// none is left. Returns the output and whether more timers are due.
+    pub fn advance_some(&mut self, until: Millis, max: usize) -> (Output, bool) {
+        let more = self.fire_due_some(until, max);
+        if !more && until > self.clock {
+            self.clock = until;
+        }
+        (std::mem::take(&mut self.out), more)
+    }
+
     /// How many contacts are held.
     pub fn contacts(&self) -> usize {
         self.contacts.len()

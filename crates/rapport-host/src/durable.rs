@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use rapport_bundle::{Bundle, Purpose};
-use rapport_engine::{decode, ActionKind, Engine, Millis};
+use rapport_engine::{decode, ActionKind, Engine, Millis, Output};
 use rapport_store::{
     AuditEntry, Batch, Checkpoint, OutboxEntry, Store, StoreError, TranscriptEntry,
 };
@@ -189,97 +189,119 @@ pub fn run_durable<S: Store + 'static>(
             Input::Stream(r) => (BufReader::with_capacity(1 << 16, r), None, 0, 0),
         };
 
-    let live = source.is_none();
-    let mut committer = Committer::start(store);
-    // The output of the batch being committed, released when its commit is done.
-    let mut inflight: Option<(Vec<u8>, Vec<u8>)> = None;
+    let mut run = Pipeline {
+        committer: Committer::start(store),
+        inflight: None,
+        released_up_to,
+        pending: Pending::default(),
+        source,
+        window,
+        cache: options.cache,
+    };
+    let live = run.source.is_none();
     let mut buf = Vec::with_capacity(1024);
-    let mut eof = false;
-    while !eof {
-        let mut batch = Batch::default();
-        let mut out_actions: Vec<u8> = Vec::new();
-        let mut out_audit: Vec<u8> = Vec::new();
-        let mut lines = 0;
-        while lines < options.batch {
-            if stop.load(Ordering::Relaxed) {
-                report.counts.interrupted = true;
-                eof = true;
-                break;
+    let mut lines = 0;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            report.counts.interrupted = true;
+            break;
+        }
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let before = (offset, line_no);
+        offset += n as u64;
+        line_no += 1;
+        lines += 1;
+        let text = String::from_utf8_lossy(&buf);
+        let line = text.trim_end_matches(['\n', '\r']);
+        if !line.trim().is_empty() {
+            report.counts.events += 1;
+            match decode(line, &engine.bundle().settings) {
+                Err(rejected) => {
+                    report.counts.rejected += 1;
+                    eprintln!("line {line_no}: rejected: {}", rejected.reason);
+                    let record = serde_json::json!({
+                        "kind": "rejected", "actor": "system", "line": line_no,
+                        "id": rejected.id, "contact": rejected.contact, "reason": rejected.reason,
+                    })
+                    .to_string();
+                    run.pending
+                        .audit_line(engine.clock().unwrap_or(0), rejected.contact, record);
+                }
+                Ok(event) if engine.is_duplicate(&event.id) => {
+                    // Changes nothing, not even the clock (Appendix A.17).
+                }
+                Ok(event) => {
+                    // Timers due before the event fire first, in slices: when one event
+                    // makes many contacts' timers come due (a tick after a quiet night),
+                    // the contacts loaded for them are committed and leave memory
+                    // between slices instead of all staying until the event is done.
+                    let until = engine.clock().map_or(event.at, |c| c.max(event.at));
+                    loop {
+                        let slice = run.cache.clamp(1, TIMER_SLICE);
+                        let (o, more) = engine.advance_some(until, slice);
+                        run.pending.output(&o, &purpose, &mut report.counts);
+                        if !more {
+                            break;
+                        }
+                        if engine.contacts() > run.cache {
+                            // The input position stays before this line: a restart reads
+                            // it again, and the timers fired so far are committed.
+                            run.commit(&mut engine, before, actions, &mut audit, &mut report)?;
+                        }
+                    }
+                    let o = engine.step(&event);
+                    if let (Some(contact), Some(text)) =
+                        (event.contact.as_ref(), inbound_text(&event.body))
+                    {
+                        run.pending.batch.transcript.push(TranscriptEntry {
+                            at: event.at,
+                            contact: contact.clone(),
+                            direction: "in",
+                            channel: event.channel.clone(),
+                            purpose: None,
+                            text: text.to_string(),
+                        });
+                    }
+                    run.pending.output(&o, &purpose, &mut report.counts);
+                }
             }
-            buf.clear();
-            let n = reader.read_until(b'\n', &mut buf)?;
-            if n == 0 {
-                eof = true;
-                break;
-            }
-            offset += n as u64;
-            line_no += 1;
-            lines += 1;
-            step_line(
+        }
+        // A full batch, or a stream with nothing more ready (never hold a live stream back).
+        if lines >= options.batch || (live && reader.buffer().is_empty()) {
+            run.commit(
                 &mut engine,
-                &buf,
-                line_no,
-                &purpose,
-                &mut batch,
-                &mut out_actions,
-                &mut out_audit,
-                &mut report.counts,
-            );
-            // A stream with nothing more ready: commit now rather than hold it back.
-            if live && reader.buffer().is_empty() {
-                break;
-            }
-        }
-        if let Some(e) = engine.take_load_error() {
-            return Err(DurableError::State(format!(
-                "the store is damaged, stopping without committing this batch: {e}"
-            )));
-        }
-        batch.changes = engine.take_changes().map_err(DurableError::State)?;
-        batch.checkpoint = source.as_ref().map(|s| Checkpoint {
-            source: s.clone(),
-            offset,
-            line: line_no,
-        });
-        batch.released_up_to = None;
-        if report.commits % 256 == 0 {
-            batch.forget_ids_before = engine.clock().map(|c| c.saturating_sub(window));
-        }
-        // The previous batch: once its commit is done, release its actions; the outbox
-        // drops them in this batch's commit.
-        if let Some(out) = inflight.take() {
-            released_up_to = committer.settle(out, actions, &mut audit)?;
-        }
-        batch.released_up_to = released_up_to.take();
-        committer.send(batch)?;
-        report.commits += 1;
-        inflight = Some((out_actions, out_audit));
-        if engine.contacts() > options.cache {
-            if let Some(out) = inflight.take() {
-                released_up_to = committer.settle(out, actions, &mut audit)?;
-            }
-            engine.evict(options.cache / 2);
+                (offset, line_no),
+                actions,
+                &mut audit,
+                &mut report,
+            )?;
+            lines = 0;
         }
     }
-    if let Some(out) = inflight.take() {
-        released_up_to = committer.settle(out, actions, &mut audit)?;
-    }
-    if released_up_to.is_some() {
+    run.commit(
+        &mut engine,
+        (offset, line_no),
+        actions,
+        &mut audit,
+        &mut report,
+    )?;
+    run.settle(actions, &mut audit)?;
+    if run.released_up_to.is_some() {
         // Drop the last released actions from the outbox.
-        let batch = Batch {
-            changes: engine.take_changes().map_err(DurableError::State)?,
-            released_up_to,
-            checkpoint: source.as_ref().map(|s| Checkpoint {
-                source: s.clone(),
-                offset,
-                line: line_no,
-            }),
-            ..Batch::default()
-        };
-        committer.send(batch)?;
-        committer.settle((Vec::new(), Vec::new()), actions, &mut audit)?;
-        report.commits += 1;
+        run.commit(
+            &mut engine,
+            (offset, line_no),
+            actions,
+            &mut audit,
+            &mut report,
+        )?;
+        run.settle(actions, &mut audit)?;
     }
+    let committer = run.committer;
     committer.finish()?;
     for (kind, reason, n) in engine.tallies() {
         let bucket = if kind == "suppressed" {
@@ -292,113 +314,152 @@ pub fn run_durable<S: Store + 'static>(
     Ok(report)
 }
 
-/// Decodes and applies one input line, adding what it produced to the batch.
-#[allow(clippy::too_many_arguments)]
-fn step_line(
-    engine: &mut Engine,
-    raw: &[u8],
-    n: u64,
-    purpose: &HashMap<String, Purpose>,
-    batch: &mut Batch,
-    out_actions: &mut Vec<u8>,
-    out_audit: &mut Vec<u8>,
-    counts: &mut Counts,
-) {
-    let text = String::from_utf8_lossy(raw);
-    let line = text.trim_end_matches(['\n', '\r']);
-    if line.trim().is_empty() {
-        return;
-    }
-    counts.events += 1;
-    let event = match decode(line, &engine.bundle().settings) {
-        Ok(e) => e,
-        Err(rejected) => {
-            counts.rejected += 1;
-            eprintln!("line {n}: rejected: {}", rejected.reason);
-            let record = serde_json::json!({
-                "kind": "rejected", "actor": "system", "line": n,
-                "id": rejected.id, "contact": rejected.contact, "reason": rejected.reason,
-            });
-            let line = record.to_string();
-            out_audit.extend_from_slice(line.as_bytes());
-            out_audit.push(b'\n');
-            batch.audit.push(AuditEntry {
-                at: engine.clock().unwrap_or(0),
-                contact: rejected.contact,
-                records: line,
-            });
-            return;
-        }
-    };
-    let duplicate = engine.is_duplicate(&event.id);
-    let o = engine.step(&event);
-    // The inbound side of the transcript.
-    if let (Some(contact), Some(text)) = (event.contact.as_ref(), inbound_text(&event.body)) {
-        if !duplicate {
-            batch.transcript.push(TranscriptEntry {
-                at: event.at,
-                contact: contact.clone(),
-                direction: "in",
-                channel: event.channel.clone(),
-                purpose: None,
-                text: text.to_string(),
-            });
-        }
-    }
-    for a in &o.actions {
-        counts.action(a);
-        let Ok(line) = serde_json::to_string(a) else {
-            continue;
-        };
-        out_actions.extend_from_slice(line.as_bytes());
-        out_actions.push(b'\n');
-        if let (Some(contact), Some(text), ActionKind::Send | ActionKind::Reply) =
-            (a.contact.as_ref(), a.text.as_ref(), a.kind)
-        {
-            batch.transcript.push(TranscriptEntry {
-                at: a.at,
-                contact: contact.clone(),
-                direction: "out",
-                channel: a.channel.clone(),
-                purpose: a
-                    .flow
-                    .as_ref()
-                    .and_then(|f| purpose.get(f))
-                    .map(|p| purpose_name(*p).to_string()),
-                text: text.clone(),
-            });
-        }
-        batch.outbox.push(OutboxEntry {
-            contact: a.contact.clone(),
-            action_id: a.id.clone(),
-            line,
+/// Timers fired at most per slice before an event (see the loop in `run_durable`); no
+/// more than the contacts the cache holds.
+const TIMER_SLICE: usize = 4096;
+
+/// What the steps since the last commit produced.
+#[derive(Default)]
+struct Pending {
+    batch: Batch,
+    actions: Vec<u8>,
+    audit: Vec<u8>,
+}
+
+impl Pending {
+    fn audit_line(&mut self, at: Millis, contact: Option<String>, line: String) {
+        self.audit.extend_from_slice(line.as_bytes());
+        self.audit.push(b'\n');
+        self.batch.audit.push(AuditEntry {
+            at,
+            contact,
+            records: line,
         });
     }
-    // One stored entry per contact for the records of this step (runs of the same
-    // contact are joined; a step mostly concerns one contact).
-    let mut current: Option<AuditEntry> = None;
-    for a in &o.audit {
-        let Ok(line) = serde_json::to_string(a) else {
-            continue;
-        };
-        out_audit.extend_from_slice(line.as_bytes());
-        out_audit.push(b'\n');
-        match current.as_mut() {
-            Some(e) if e.contact == a.contact => {
-                e.records.push('\n');
-                e.records.push_str(&line);
-            }
-            _ => {
-                batch.audit.extend(current.take());
-                current = Some(AuditEntry {
+
+    /// Adds a step's actions (outbox, transcript, sink) and audit records.
+    fn output(&mut self, o: &Output, purpose: &HashMap<String, Purpose>, counts: &mut Counts) {
+        for a in &o.actions {
+            counts.action(a);
+            let Ok(line) = serde_json::to_string(a) else {
+                continue;
+            };
+            self.actions.extend_from_slice(line.as_bytes());
+            self.actions.push(b'\n');
+            if let (Some(contact), Some(text), ActionKind::Send | ActionKind::Reply) =
+                (a.contact.as_ref(), a.text.as_ref(), a.kind)
+            {
+                self.batch.transcript.push(TranscriptEntry {
                     at: a.at,
-                    contact: a.contact.clone(),
-                    records: line,
+                    contact: contact.clone(),
+                    direction: "out",
+                    channel: a.channel.clone(),
+                    purpose: a
+                        .flow
+                        .as_ref()
+                        .and_then(|f| purpose.get(f))
+                        .map(|p| purpose_name(*p).to_string()),
+                    text: text.clone(),
                 });
             }
+            self.batch.outbox.push(OutboxEntry {
+                contact: a.contact.clone(),
+                action_id: a.id.clone(),
+                line,
+            });
         }
+        // One stored entry per contact for the records of this step (a step mostly
+        // concerns one contact).
+        let mut current: Option<AuditEntry> = None;
+        for a in &o.audit {
+            let Ok(line) = serde_json::to_string(a) else {
+                continue;
+            };
+            self.audit.extend_from_slice(line.as_bytes());
+            self.audit.push(b'\n');
+            match current.as_mut() {
+                Some(e) if e.contact == a.contact => {
+                    e.records.push('\n');
+                    e.records.push_str(&line);
+                }
+                _ => {
+                    self.batch.audit.extend(current.take());
+                    current = Some(AuditEntry {
+                        at: a.at,
+                        contact: a.contact.clone(),
+                        records: line,
+                    });
+                }
+            }
+        }
+        self.batch.audit.extend(current);
     }
-    batch.audit.extend(current);
+}
+
+/// The batches on their way: the one being built, the one being committed.
+struct Pipeline {
+    committer: Committer,
+    /// The output of the batch being committed, released when its commit is done.
+    inflight: Option<(Vec<u8>, Vec<u8>)>,
+    /// Outbox entries released but not yet dropped from the outbox.
+    released_up_to: Option<i64>,
+    pending: Pending,
+    source: Option<String>,
+    window: Millis,
+    cache: usize,
+}
+
+impl Pipeline {
+    /// Sends what is pending to be committed, with the input read up to `at` (byte
+    /// offset, line). The previous batch is released first, once its commit is done.
+    fn commit(
+        &mut self,
+        engine: &mut Engine,
+        (offset, line): (u64, u64),
+        actions: &mut dyn Write,
+        audit: &mut Option<&mut dyn Write>,
+        report: &mut DurableReport,
+    ) -> Result<(), DurableError> {
+        if let Some(e) = engine.take_load_error() {
+            return Err(DurableError::State(format!(
+                "the store is damaged, stopping without committing this batch: {e}"
+            )));
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let mut batch = pending.batch;
+        batch.changes = engine.take_changes().map_err(DurableError::State)?;
+        batch.checkpoint = self.source.as_ref().map(|s| Checkpoint {
+            source: s.clone(),
+            offset,
+            line,
+        });
+        if report.commits.is_multiple_of(256) {
+            batch.forget_ids_before = engine.clock().map(|c| c.saturating_sub(self.window));
+        }
+        self.settle(actions, audit)?;
+        batch.released_up_to = self.released_up_to.take();
+        self.committer.send(batch)?;
+        report.commits += 1;
+        self.inflight = Some((pending.actions, pending.audit));
+        if engine.contacts() > self.cache {
+            // Only committed contacts may leave memory.
+            self.settle(actions, audit)?;
+            engine.evict(self.cache / 2);
+        }
+        Ok(())
+    }
+
+    /// Waits for the batch being committed and releases its output.
+    fn settle(
+        &mut self,
+        actions: &mut dyn Write,
+        audit: &mut Option<&mut dyn Write>,
+    ) -> Result<(), DurableError> {
+        if let Some(out) = self.inflight.take() {
+            self.released_up_to = self.committer.settle(out, actions, audit)?;
+        }
+        Ok(())
+    }
 }
 
 fn inbound_text(body: &rapport_engine::Body) -> Option<&str> {

@@ -30,14 +30,25 @@ impl Engine {
     }
 
     pub(super) fn fire_due(&mut self, until: Millis) {
+        self.fire_due_some(until, usize::MAX);
+    }
+
+    /// Fires at most `max` of the timers due up to `until`, in due order; returns whether
+    /// more are due.
+    pub(super) fn fire_due_some(&mut self, until: Millis, max: usize) -> bool {
+        let mut fired = 0;
         while let Some(&Reverse((due, key))) = self.timers.peek() {
             if due > until {
                 break;
+            }
+            if fired == max {
+                return true;
             }
             self.timers.pop();
             let Some(timer) = self.live_timers.remove(&key) else {
                 continue; // cancelled
             };
+            fired += 1;
             self.clock = self.clock.max(due);
             let mut cause = Cause {
                 id: timer.id.clone(),
@@ -48,6 +59,7 @@ impl Engine {
             };
             self.fire(*timer, &mut cause);
         }
+        false
     }
 
     pub(super) fn fire(&mut self, timer: Timer, cause: &mut Cause) {
