@@ -557,3 +557,172 @@ fn a_burst_of_due_timers_is_committed_in_slices_and_gives_the_same_results() {
     b.sort_unstable();
     assert_eq!(a, b);
 }
+
+#[test]
+fn on_stdin_each_reply_is_released_before_the_next_event_arrives() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = temp_dir("live");
+    let bundle = build_funnel(&dir);
+    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["run", "--bundle", s(&bundle), "--store", &store])
+        .current_dir(repo_root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the host");
+    let mut input = child.stdin.take().expect("stdin");
+    let line = message("live-1", "2026-11-24T10:00:00Z", "c1", "hi").to_string();
+    writeln!(input, "{line}").expect("write an event");
+    input.flush().expect("flush");
+    // The reply comes while stdin stays open (the reader gives up after 20 s).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        let mut first = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut first);
+        let _ = tx.send(first);
+    });
+    let reply = rx.recv_timeout(Duration::from_secs(20));
+    drop(input);
+    let _ = child.wait();
+    let reply = reply.expect("the reply was released while the stream stayed open");
+    assert!(
+        reply.contains("\"id\":\"live-1.0\"") && reply.contains("Welcome"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn a_store_of_another_bundle_is_refused_and_left_as_it_was() {
+    let dir = temp_dir("other-bundle");
+    let funnel = build_funnel(&dir);
+    let flows = dir.join("flows.json");
+    ok(&rapport(&["build", "flows", "-o", s(&flows)]));
+    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    run_lines(
+        &dir,
+        &funnel,
+        &store,
+        "a",
+        &[message("b1", "2026-11-24T10:00:00Z", "c1", "hi")],
+    );
+    let before = std::fs::read(dir.join("store.db")).expect("store");
+    let o = rapport(&[
+        "run",
+        "--bundle",
+        s(&flows),
+        "--events",
+        "bench/funnel/events-200.jsonl",
+        "--actions",
+        "-",
+        "--store",
+        &store,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("another bundle"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.join("store.db")).expect("store"),
+        before,
+        "the store is unchanged"
+    );
+}
+
+#[test]
+fn another_file_at_the_same_path_is_read_from_the_start() {
+    let dir = temp_dir("replaced");
+    let bundle = build_funnel(&dir);
+    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    let events = dir.join("events.jsonl");
+    let actions = dir.join("actions.jsonl");
+    let write = |lines: &[serde_json::Value]| {
+        let text: String = lines.iter().map(|e| format!("{e}\n")).collect();
+        std::fs::write(&events, text).expect("write events");
+    };
+    let run = || {
+        let o = rapport(&[
+            "run",
+            "--bundle",
+            s(&bundle),
+            "--events",
+            s(&events),
+            "--actions",
+            s(&actions),
+            "--store",
+            &store,
+        ]);
+        ok(&o);
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    write(&[
+        message("f1", "2026-11-24T10:00:00Z", "c1", "hi"),
+        message("f2", "2026-11-24T10:00:01Z", "c2", "hi"),
+        message("f3", "2026-11-24T10:00:02Z", "c3", "hi"),
+    ]);
+    run();
+    // Same path, new content, longer than what was read: not resumed in the middle.
+    write(&[
+        message("g1", "2026-11-24T11:00:00Z", "c7", "hi"),
+        message("g2", "2026-11-24T11:00:01Z", "c8", "hi"),
+        message("g3", "2026-11-24T11:00:02Z", "c9", "hi"),
+        message("g4", "2026-11-24T11:00:03Z", "c10", "hi"),
+    ]);
+    let err = run();
+    assert!(err.contains("is not the file an earlier run read"), "{err}");
+    let text = std::fs::read_to_string(&actions).expect("actions");
+    for id in ["g1.0", "g2.0", "g3.0", "g4.0"] {
+        assert!(
+            text.contains(&format!("\"id\":\"{id}\"")),
+            "{id} missing: {text}"
+        );
+    }
+    // The same file again: resumed at its end, nothing new.
+    let err = run();
+    assert!(
+        err.contains("resumed after line 4") && err.contains("processed 0 events"),
+        "{err}"
+    );
+}
+
+#[test]
+fn forget_also_erases_the_rejected_lines_of_a_contact() {
+    let dir = temp_dir("forget-rejected");
+    let bundle = build_funnel(&dir);
+    let db = dir.join("store.db");
+    let store = format!("sqlite:{}", s(&db));
+    run_lines(
+        &dir,
+        &bundle,
+        &store,
+        "a",
+        &[
+            message("h1", "2026-11-24T10:00:00Z", "40712345678", "hi"),
+            // The contact as a number: the line is rejected, the record still names it.
+            serde_json::json!({"id": "h2", "at": "2026-11-24T10:00:01Z", "contact": 40712345678u64,
+            "channel": "whatsapp", "type": "message", "text": "hello"}),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&rapport(&[
+        "audit",
+        "export",
+        "40712345678",
+        "--store",
+        &store,
+    ])))
+    .expect("JSON");
+    assert!(
+        v["audit_trail"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r["kind"] == "rejected")),
+        "{v:#}"
+    );
+    ok(&rapport(&["forget", "40712345678", "--store", &store]));
+    let mut bytes = std::fs::read(&db).expect("store");
+    bytes.extend(std::fs::read(dir.join("store.db-wal")).unwrap_or_default());
+    assert!(
+        !bytes.windows(11).any(|w| w == b"40712345678"),
+        "the number is still in the store"
+    );
+}

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rapport_bundle::Retention;
-use rapport_host::{DurableOptions, Input};
+use rapport_host::{DurableOptions, Input, Sink};
 use rapport_store::{SqliteStore, Store};
 
 use crate::build::read_bundle;
@@ -32,15 +32,49 @@ fn open(url: &str) -> Result<SqliteStore, String> {
     SqliteStore::open(&path).map_err(|e| e.to_string())
 }
 
+/// A file the durable host releases lines to: synced to disk before the store forgets
+/// the lines.
+struct FileSink(BufWriter<std::fs::File>);
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Sink for FileSink {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.0.flush()?;
+        self.0.get_ref().sync_data()
+    }
+}
+
+/// Standard output: what the reading process received is its to keep.
+struct StdoutSink(BufWriter<std::io::Stdout>);
+
+impl Write for StdoutSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Sink for StdoutSink {}
+
 /// Opens an output for appending: a durable run adds to what earlier runs released. A
-/// last line cut short by a crash is removed (its action is still in the outbox and is
-/// released again whole).
-fn append(path: &Path) -> std::io::Result<Box<dyn Write + Send>> {
+/// last line cut short by a crash is removed (it is still in the outbox and is released
+/// again whole).
+fn append(path: &Path) -> std::io::Result<Box<dyn Sink + Send>> {
     if path == Path::new("-") {
-        return Ok(Box::new(BufWriter::with_capacity(
+        return Ok(Box::new(StdoutSink(BufWriter::with_capacity(
             1 << 16,
             std::io::stdout(),
-        )));
+        ))));
     }
     let mut f = OpenOptions::new()
         .create(true)
@@ -68,23 +102,22 @@ fn append(path: &Path) -> std::io::Result<Box<dyn Write + Send>> {
         }
         if keep < len {
             eprintln!(
-                "note: `{}` ended in a line cut short ({} bytes); removed, its action is released again",
+                "note: `{}` ended in a line cut short by a crash ({} bytes); removed, it is released again whole",
                 path.display(),
                 len - keep
             );
             f.set_len(keep)?;
         }
     }
-    Ok(Box::new(BufWriter::with_capacity(1 << 16, f)))
+    Ok(Box::new(FileSink(BufWriter::with_capacity(1 << 16, f))))
 }
 
 pub(crate) fn run(bundle: rapport_bundle::Bundle, url: &str, args: &RunArgs) -> ExitCode {
     let started = Instant::now();
     let result = (|| -> Result<rapport_host::DurableReport, String> {
-        let mut store = open(url)?;
-        store
-            .save_retention(&bundle.settings.retention)
-            .map_err(|e| e.to_string())?;
+        let store = open(url)?;
+        // For a later `rapport purge`; saved once the store has accepted the bundle.
+        let retention = bundle.settings.retention;
         let input = match &args.events {
             Some(p) if p != Path::new("-") => Input::File(p.clone()),
             _ => Input::Stream(Box::new(std::io::stdin())),
@@ -104,16 +137,20 @@ pub(crate) fn run(bundle: rapport_bundle::Bundle, url: &str, args: &RunArgs) -> 
         };
         let stop = Arc::new(AtomicBool::new(false));
         watch_ctrl_c(stop.clone());
-        rapport_host::run_durable(
+        let report = rapport_host::run_durable(
             bundle,
             store,
             input,
-            &mut actions,
-            audit.as_mut().map(|a| a as &mut dyn Write),
+            actions.as_mut(),
+            audit.as_mut().map(|a| a.as_mut() as &mut dyn Sink),
             &options,
             &stop,
         )
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        open(url)?
+            .save_retention(&retention)
+            .map_err(|e| e.to_string())?;
+        Ok(report)
     })();
     match result {
         Ok(report) => {
@@ -142,7 +179,9 @@ pub(crate) fn run(bundle: rapport_bundle::Bundle, url: &str, args: &RunArgs) -> 
     }
 }
 
-/// Sets `stop` on Ctrl-C (the durable loop checks it between lines).
+/// Sets `stop` on Ctrl-C (the durable loop checks it between lines). A run blocked
+/// reading a quiet stdin has nothing uncommitted, so after a grace period the process
+/// exits; even mid-commit that is as safe as a crash.
 fn watch_ctrl_c(stop: Arc<AtomicBool>) {
     let _ = std::thread::Builder::new()
         .name("ctrl-c".into())
@@ -156,6 +195,9 @@ fn watch_ctrl_c(stop: Arc<AtomicBool>) {
             rt.block_on(async {
                 if tokio::signal::ctrl_c().await.is_ok() {
                     stop.store(true, Ordering::Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    eprintln!("interrupted while waiting for input: everything read was committed and released");
+                    std::process::exit(0);
                 }
             });
         });
@@ -198,6 +240,9 @@ pub(crate) fn forget(url: &str, contact: &str) -> ExitCode {
                 );
             } else {
                 outln!("the store held nothing about contact `{contact}`");
+            }
+            if f.wal_busy {
+                eprintln!("warning: another process has the store open; older copies of the erased rows may stay in its write-ahead log until it closes the store");
             }
             if f.opted_out_kept_as_hash {
                 outln!("kept on the opt-out list as a salted hash: this contact is never messaged again");

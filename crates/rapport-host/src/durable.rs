@@ -25,6 +25,38 @@ use rapport_store::{
 
 use crate::Counts;
 
+/// Where released lines go. `sync` makes what was written durable: it is called before
+/// the outbox forgets the lines (a file syncs to disk; a pipe has nothing to do).
+pub trait Sink: Write {
+    fn sync(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Bytes at the start of an events file that identify it (see `fingerprint`).
+const HEAD: u64 = 64 * 1024;
+
+/// A fingerprint of the events file read up to `offset`: a hash of its first bytes (at
+/// most `HEAD`, never past `offset`), so a restart notices another file at the same path.
+fn fingerprint(head: &[u8], offset: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let n = usize::try_from(offset).map_or(head.len(), |o| o.min(head.len()));
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    head[..n].hash(&mut h);
+    h.finish()
+}
+
+/// The `contact` of a line that failed to validate, read leniently (a string, or a
+/// number written as one).
+fn lenient_contact(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    match v.get("contact")? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// Where events come from.
 pub enum Input {
     /// A file: the store remembers how far it was read, and a restart on the same file
@@ -91,8 +123,8 @@ pub fn run_durable<S: Store + 'static>(
     bundle: Bundle,
     store: S,
     input: Input,
-    actions: &mut dyn Write,
-    mut audit: Option<&mut dyn Write>,
+    actions: &mut dyn Sink,
+    mut audit: Option<&mut dyn Sink>,
     options: &DurableOptions,
     stop: &AtomicBool,
 ) -> Result<DurableReport, DurableError> {
@@ -112,18 +144,13 @@ pub fn run_durable<S: Store + 'static>(
     engine.record_audit(true);
     engine.track_changes();
 
-    // Restore what was committed.
-    report.purged = store.purge(&retention)?.transcript;
-    let since = store
-        .resume(Some(i64::MAX))?
-        .global
-        .as_deref()
-        .and_then(clock_of)
-        .map(|clock| clock.saturating_sub(window));
-    let resume = store.resume(since)?;
+    // Restore what was committed; a store of another bundle is refused before
+    // anything in it changes.
+    let resume = store.resume(window)?;
     if let Some(g) = &resume.global {
         engine.restore_global(g).map_err(DurableError::State)?;
     }
+    report.purged = store.purge(&retention)?.transcript;
     for t in &resume.timers {
         engine
             .restore_timer(t)
@@ -155,9 +182,19 @@ pub fn run_durable<S: Store + 'static>(
         released_up_to = Some(p.seq);
     }
     actions.flush()?;
+    actions.sync()?;
+    if let Some(a) = audit.as_mut() {
+        for line in &resume.outbox_audit {
+            a.write_all(line.as_bytes())?;
+            a.write_all(b"\n")?;
+        }
+        a.flush()?;
+        a.sync()?;
+    }
 
     // Open the input, carrying on where the last commit left it.
-    let (mut reader, source, mut offset, mut line_no): (BufReader<Box<dyn Read + Send>>, _, _, _) =
+    let mut head = Vec::new();
+    let (mut reader, source, offset, mut line_no): (BufReader<Box<dyn Read + Send>>, _, _, _) =
         match input {
             Input::File(path) => {
                 let source = std::fs::canonicalize(&path)
@@ -170,15 +207,34 @@ pub fn run_durable<S: Store + 'static>(
                 };
                 let mut file = File::open(&path).map_err(input_err)?;
                 let len = file.metadata().map_err(input_err)?.len();
+                // The first bytes tell this file from another one at the same path.
+                (&mut file)
+                    .take(HEAD)
+                    .read_to_end(&mut head)
+                    .map_err(input_err)?;
                 let (mut offset, mut line) = (0, 0);
                 if let Some(c) = resume.checkpoint.as_ref().filter(|c| c.source == source) {
-                    if c.offset <= len {
-                        file.seek(SeekFrom::Start(c.offset)).map_err(input_err)?;
+                    let mut before = [0u8; 1];
+                    let ends_a_line = c.offset == 0
+                        || (file.seek(SeekFrom::Start(c.offset - 1)).is_ok()
+                            && file.read_exact(&mut before).is_ok()
+                            && before[0] == b'\n');
+                    if c.offset <= len
+                        && ends_a_line
+                        && fingerprint(&head, c.offset) == c.fingerprint
+                    {
                         offset = c.offset;
                         line = c.line;
                         report.resumed_after_line = Some(c.line);
+                    } else {
+                        eprintln!(
+                            "note: `{}` is not the file an earlier run read up to line {} (shorter, or other content); reading it from the start (event ids already processed are skipped)",
+                            path.display(),
+                            c.line
+                        );
                     }
                 }
+                file.seek(SeekFrom::Start(offset)).map_err(input_err)?;
                 (
                     BufReader::with_capacity(1 << 16, Box::new(file) as Box<dyn Read + Send>),
                     Some(source),
@@ -195,10 +251,14 @@ pub fn run_durable<S: Store + 'static>(
         released_up_to,
         pending: Pending::default(),
         source,
+        head,
         window,
         cache: options.cache,
+        audit_in_outbox: audit.is_some(),
     };
     let live = run.source.is_none();
+    // The input read up to the last whole line: (byte offset, line number).
+    let mut pos = (offset, line_no);
     let mut buf = Vec::with_capacity(1024);
     let mut lines = 0;
     loop {
@@ -211,10 +271,16 @@ pub fn run_durable<S: Store + 'static>(
         if n == 0 {
             break;
         }
-        let before = (offset, line_no);
-        offset += n as u64;
+        let before = pos;
         line_no += 1;
         lines += 1;
+        // The input position only moves past whole lines: a last line with no newline
+        // (a writer still appending?) is processed, and read again after a restart.
+        let after = if buf.last() == Some(&b'\n') {
+            (pos.0 + n as u64, line_no)
+        } else {
+            before
+        };
         let text = String::from_utf8_lossy(&buf);
         let line = text.trim_end_matches(['\n', '\r']);
         if !line.trim().is_empty() {
@@ -223,13 +289,16 @@ pub fn run_durable<S: Store + 'static>(
                 Err(rejected) => {
                     report.counts.rejected += 1;
                     eprintln!("line {line_no}: rejected: {}", rejected.reason);
+                    // The contact, even of a line that failed on it (a number for a
+                    // string), so `forget` finds the record.
+                    let contact = rejected.contact.or_else(|| lenient_contact(line));
                     let record = serde_json::json!({
                         "kind": "rejected", "actor": "system", "line": line_no,
-                        "id": rejected.id, "contact": rejected.contact, "reason": rejected.reason,
+                        "id": rejected.id, "contact": contact, "reason": rejected.reason,
                     })
                     .to_string();
                     run.pending
-                        .audit_line(engine.clock().unwrap_or(0), rejected.contact, record);
+                        .audit_line(engine.clock().unwrap_or(0), contact, record);
                 }
                 Ok(event) if engine.is_duplicate(&event.id) => {
                     // Changes nothing, not even the clock (Appendix A.17).
@@ -270,35 +339,24 @@ pub fn run_durable<S: Store + 'static>(
                 }
             }
         }
-        // A full batch, or a stream with nothing more ready (never hold a live stream back).
-        if lines >= options.batch || (live && reader.buffer().is_empty()) {
-            run.commit(
-                &mut engine,
-                (offset, line_no),
-                actions,
-                &mut audit,
-                &mut report,
-            )?;
+        pos = after;
+        // A full batch, or a stream with nothing more ready: commit, and on a stream
+        // release at once too (never hold a live stream's replies back).
+        let idle = live && reader.buffer().is_empty();
+        if lines >= options.batch || idle {
+            run.commit(&mut engine, after, actions, &mut audit, &mut report)?;
             lines = 0;
+            if idle {
+                run.settle(actions, &mut audit)?;
+            }
         }
     }
-    run.commit(
-        &mut engine,
-        (offset, line_no),
-        actions,
-        &mut audit,
-        &mut report,
-    )?;
+    let end = pos;
+    run.commit(&mut engine, end, actions, &mut audit, &mut report)?;
     run.settle(actions, &mut audit)?;
     if run.released_up_to.is_some() {
         // Drop the last released actions from the outbox.
-        run.commit(
-            &mut engine,
-            (offset, line_no),
-            actions,
-            &mut audit,
-            &mut report,
-        )?;
+        run.commit(&mut engine, end, actions, &mut audit, &mut report)?;
         run.settle(actions, &mut audit)?;
     }
     let committer = run.committer;
@@ -405,8 +463,12 @@ struct Pipeline {
     released_up_to: Option<i64>,
     pending: Pending,
     source: Option<String>,
+    /// The first bytes of the events file, for the checkpoint's fingerprint.
+    head: Vec<u8>,
     window: Millis,
     cache: usize,
+    /// An audit file is written: keep its lines in the outbox too.
+    audit_in_outbox: bool,
 }
 
 impl Pipeline {
@@ -416,8 +478,8 @@ impl Pipeline {
         &mut self,
         engine: &mut Engine,
         (offset, line): (u64, u64),
-        actions: &mut dyn Write,
-        audit: &mut Option<&mut dyn Write>,
+        actions: &mut dyn Sink,
+        audit: &mut Option<&mut dyn Sink>,
         report: &mut DurableReport,
     ) -> Result<(), DurableError> {
         if let Some(e) = engine.take_load_error() {
@@ -432,7 +494,9 @@ impl Pipeline {
             source: s.clone(),
             offset,
             line,
+            fingerprint: fingerprint(&self.head, offset),
         });
+        batch.audit_in_outbox = self.audit_in_outbox;
         if report.commits.is_multiple_of(256) {
             batch.forget_ids_before = engine.clock().map(|c| c.saturating_sub(self.window));
         }
@@ -452,8 +516,8 @@ impl Pipeline {
     /// Waits for the batch being committed and releases its output.
     fn settle(
         &mut self,
-        actions: &mut dyn Write,
-        audit: &mut Option<&mut dyn Write>,
+        actions: &mut dyn Sink,
+        audit: &mut Option<&mut dyn Sink>,
     ) -> Result<(), DurableError> {
         if let Some(out) = self.inflight.take() {
             self.released_up_to = self.committer.settle(out, actions, audit)?;
@@ -476,14 +540,6 @@ fn purpose_name(p: Purpose) -> &'static str {
         Purpose::Marketing => "marketing",
         Purpose::Transactional => "transactional",
     }
-}
-
-/// The latest event time committed, from the engine-wide state.
-fn clock_of(global: &str) -> Option<Millis> {
-    serde_json::from_str::<serde_json::Value>(global)
-        .ok()?
-        .get("clock")?
-        .as_i64()
 }
 
 /// Commits batches on a thread of their own, one at a time and in order, so the next
@@ -527,8 +583,8 @@ impl Committer {
     fn settle(
         &mut self,
         (out_actions, out_audit): (Vec<u8>, Vec<u8>),
-        actions: &mut dyn Write,
-        audit: &mut Option<&mut dyn Write>,
+        actions: &mut dyn Sink,
+        audit: &mut Option<&mut dyn Sink>,
     ) -> Result<Option<i64>, DurableError> {
         let last = self
             .done
@@ -536,9 +592,12 @@ impl Committer {
             .map_err(|_| DurableError::State("the store thread stopped".into()))??;
         actions.write_all(&out_actions)?;
         actions.flush()?;
+        // Durable before the next commit drops these lines from the outbox.
+        actions.sync()?;
         if let Some(a) = audit.as_mut() {
             a.write_all(&out_audit)?;
             a.flush()?;
+            a.sync()?;
         }
         Ok(last)
     }

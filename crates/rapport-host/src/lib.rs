@@ -8,7 +8,7 @@
 //! engine, so a bundle with a rollout runs on one worker.
 
 mod durable;
-pub use durable::{run_durable, DurableError, DurableOptions, DurableReport, Input};
+pub use durable::{run_durable, DurableError, DurableOptions, DurableReport, Input, Sink};
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;

@@ -47,6 +47,8 @@ pub struct Checkpoint {
     pub offset: u64,
     /// Lines read and committed.
     pub line: u64,
+    /// A fingerprint of the bytes read, to notice a different file at the same path.
+    pub fingerprint: u64,
 }
 
 /// An action waiting in the outbox.
@@ -68,6 +70,8 @@ pub struct Resume {
     pub checkpoint: Option<Checkpoint>,
     /// Actions committed but not released: the host releases them first.
     pub outbox: Vec<Pending>,
+    /// Audit lines of the same batches, for an audit file (when the host keeps one).
+    pub outbox_audit: Vec<String>,
 }
 
 /// Audit records to keep: those one event (or timer) produced for one contact.
@@ -110,6 +114,9 @@ pub struct Batch {
     pub audit: Vec<AuditEntry>,
     pub transcript: Vec<TranscriptEntry>,
     pub checkpoint: Option<Checkpoint>,
+    /// Keep the batch's audit lines with its actions in the outbox, so an audit file is
+    /// released after a crash as the actions are.
+    pub audit_in_outbox: bool,
     /// Outbox entries up to this sequence number were released: drop them.
     pub released_up_to: Option<i64>,
     /// Forget processed event ids older than this.
@@ -120,6 +127,9 @@ pub struct Batch {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Forgotten {
     pub found: bool,
+    /// Another process had the store open, so older copies may stay in its write-ahead
+    /// log until that process closes it.
+    pub wal_busy: bool,
     pub opted_out_kept_as_hash: bool,
     pub timers: usize,
     pub transcript: usize,
@@ -143,9 +153,10 @@ pub trait ContactReader: Send {
 
 /// The store a durable host runs on.
 pub trait Store: ContactReader {
-    /// What was committed: engine state, timers, event ids processed since `seen_since`,
-    /// the input checkpoint and the outbox.
-    fn resume(&mut self, seen_since: Option<Millis>) -> Result<Resume, StoreError>;
+    /// What was committed: engine state, timers, the event ids processed within
+    /// `dedupe_window` (milliseconds) of the committed clock, the input checkpoint and
+    /// the outbox.
+    fn resume(&mut self, dedupe_window: Millis) -> Result<Resume, StoreError>;
     /// A second handle that only loads contacts, for loading while a commit runs on
     /// this one (it sees committed state only).
     fn reader(&self) -> Result<Box<dyn ContactReader>, StoreError>;
@@ -167,7 +178,7 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE timers (key INTEGER PRIMARY KEY, due INTEGER NOT NULL, contact TEXT, state TEXT NOT NULL);
      CREATE INDEX timers_contact ON timers (contact);
      CREATE TABLE seen (seq INTEGER PRIMARY KEY, newest INTEGER NOT NULL, keys BLOB NOT NULL);
-     CREATE TABLE outbox (seq INTEGER PRIMARY KEY, lines TEXT NOT NULL);
+     CREATE TABLE outbox (seq INTEGER PRIMARY KEY, lines TEXT NOT NULL, audit TEXT NOT NULL);
      CREATE TABLE audit (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, contact TEXT, records TEXT NOT NULL);
      CREATE INDEX audit_contact ON audit (contact);
      CREATE TABLE transcript (seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, contact TEXT NOT NULL, transactional INTEGER NOT NULL, n INTEGER NOT NULL, lines TEXT NOT NULL);
@@ -370,7 +381,8 @@ impl ContactReader for SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn resume(&mut self, seen_since: Option<Millis>) -> Result<Resume, StoreError> {
+    fn resume(&mut self, dedupe_window: Millis) -> Result<Resume, StoreError> {
+        let seen_since = self.clock()?.map(|c| c.saturating_sub(dedupe_window));
         let mut r = Resume {
             global: self.meta("global")?,
             ..Resume::default()
@@ -404,20 +416,26 @@ impl Store for SqliteStore {
                 source: v["source"].as_str().unwrap_or_default().to_string(),
                 offset: v["offset"].as_u64().unwrap_or(0),
                 line: v["line"].as_u64().unwrap_or(0),
+                fingerprint: v["fingerprint"].as_u64().unwrap_or(0),
             });
         }
         let mut q = self
             .conn
-            .prepare("SELECT seq, lines FROM outbox ORDER BY seq")?;
+            .prepare("SELECT seq, lines, audit FROM outbox ORDER BY seq")?;
         let rows = q.query_map([], |row| {
-            Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
         })?;
         for row in rows {
-            let (seq, lines) = row?;
+            let (seq, lines, audit) = row?;
             r.outbox.extend(lines.lines().map(|l| Pending {
                 seq,
                 line: l.to_string(),
             }));
+            r.outbox_audit.extend(audit.lines().map(str::to_string));
         }
         drop(q);
         Ok(r)
@@ -501,7 +519,16 @@ impl Store for SqliteStore {
             if let Some(up_to) = batch.released_up_to {
                 tx.execute("DELETE FROM outbox WHERE seq <= ?1", [up_to])?;
             }
-            if !batch.outbox.is_empty() {
+            let mut audit_lines = String::new();
+            if batch.audit_in_outbox {
+                for a in &batch.audit {
+                    if !audit_lines.is_empty() {
+                        audit_lines.push('\n');
+                    }
+                    audit_lines.push_str(&a.records);
+                }
+            }
+            if !batch.outbox.is_empty() || !audit_lines.is_empty() {
                 let mut lines = String::new();
                 for (k, o) in batch.outbox.iter().enumerate() {
                     if k > 0 {
@@ -509,15 +536,16 @@ impl Store for SqliteStore {
                     }
                     lines.push_str(&o.line);
                 }
-                tx.prepare_cached("INSERT INTO outbox (lines) VALUES (?1)")?
-                    .execute([lines])?;
+                tx.prepare_cached("INSERT INTO outbox (lines, audit) VALUES (?1, ?2)")?
+                    .execute([lines, audit_lines])?;
                 last = Some(tx.last_insert_rowid());
             }
             let mut meta =
                 tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
             meta.execute(params!["global", batch.changes.global])?;
             if let Some(c) = &batch.checkpoint {
-                let v = json!({"source": c.source, "offset": c.offset, "line": c.line});
+                let v = json!({"source": c.source, "offset": c.offset, "line": c.line,
+                    "fingerprint": c.fingerprint});
                 meta.execute(params!["checkpoint", v.to_string()])?;
             }
         }
@@ -653,30 +681,33 @@ impl Store for SqliteStore {
             .max(0) as usize;
         tx.execute("DELETE FROM transcript WHERE contact = ?1", [contact])?;
         f.audit = tx.execute("DELETE FROM audit WHERE contact = ?1", [contact])?;
-        // Unreleased actions for the contact: rewrite each outbox row without them.
-        let rows: Vec<(i64, String)> = {
-            let mut q = tx.prepare("SELECT seq, lines FROM outbox")?;
+        // Unreleased actions (and audit lines) for the contact: rewrite each outbox row
+        // without them.
+        let rows: Vec<(i64, String, String)> = {
+            let mut q = tx.prepare("SELECT seq, lines, audit FROM outbox")?;
             let rows = q
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
             rows
         };
-        for (seq, lines) in rows {
-            let (theirs, kept): (Vec<&str>, Vec<&str>) = lines.lines().partition(|l| {
-                serde_json::from_str::<Value>(l)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("contact")
-                            .and_then(Value::as_str)
-                            .map(|c| c == contact)
-                    })
-                    .unwrap_or(false)
-            });
-            if !theirs.is_empty() {
-                f.outbox += theirs.len();
+        let theirs = |l: &&str| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| {
+                    v.get("contact")
+                        .and_then(Value::as_str)
+                        .map(|c| c == contact)
+                })
+                .unwrap_or(false)
+        };
+        for (seq, lines, audit) in rows {
+            let (gone, kept): (Vec<&str>, Vec<&str>) = lines.lines().partition(theirs);
+            let (gone_audit, kept_audit): (Vec<&str>, Vec<&str>) = audit.lines().partition(theirs);
+            if !gone.is_empty() || !gone_audit.is_empty() {
+                f.outbox += gone.len();
                 tx.execute(
-                    "UPDATE outbox SET lines = ?1 WHERE seq = ?2",
-                    params![kept.join("\n"), seq],
+                    "UPDATE outbox SET lines = ?1, audit = ?2 WHERE seq = ?3",
+                    params![kept.join("\n"), kept_audit.join("\n"), seq],
                 )?;
             }
         }
@@ -687,6 +718,9 @@ impl Store for SqliteStore {
                 [&hash],
             )?;
             f.opted_out_kept_as_hash = true;
+        } else if state.is_some() {
+            // Erased before, came back and is not opted out now: the old hash goes.
+            tx.execute("DELETE FROM forgotten_opt_outs WHERE hash = ?1", [&hash])?;
         } else {
             let kept: Option<i64> = tx
                 .query_row(
@@ -704,8 +738,10 @@ impl Store for SqliteStore {
         self.conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         self.conn.execute_batch("VACUUM")?;
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        f.wal_busy = busy != 0;
         Ok(f)
     }
 

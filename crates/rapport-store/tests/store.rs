@@ -87,7 +87,7 @@ fn a_commit_is_kept_across_reopening_and_released_actions_leave_the_outbox() {
         .expect("commit");
     drop(s);
     let mut s = SqliteStore::open(&path).expect("reopen");
-    let r = s.resume(None).expect("resume");
+    let r = s.resume(i64::MAX).expect("resume");
     assert_eq!(r.global.as_deref(), Some("{\"clock\":1000}"));
     assert_eq!(r.timers, vec!["{\"t\":3}".to_string()]);
     assert_eq!(
@@ -118,6 +118,6 @@ fn a_commit_is_kept_across_reopening_and_released_actions_leave_the_outbox() {
         ..Batch::default()
     })
     .expect("commit");
-    let r = s.resume(None).expect("resume");
+    let r = s.resume(i64::MAX).expect("resume");
     assert!(r.outbox.is_empty() && r.timers.is_empty());
 }

@@ -260,6 +260,11 @@ impl Engine {
         let g: Global =
             serde_json::from_str(json).map_err(|e| format!("unreadable engine state: {e}"))?;
         let ours = self.version_names();
+        if g.stats.len() != g.versions.len() {
+            return Err(
+                "the store is damaged: the engine state's metrics do not match its flows".into(),
+            );
+        }
         if g.versions != ours {
             let list = |v: &[(String, String)]| {
                 v.iter()
