@@ -726,3 +726,23 @@ fn forget_also_erases_the_rejected_lines_of_a_contact() {
         "the number is still in the store"
     );
 }
+
+#[test]
+fn actions_can_go_to_a_device_with_a_store() {
+    let dir = temp_dir("devnull");
+    let bundle = build_funnel(&dir);
+    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    ok(&rapport(&[
+        "run",
+        "--bundle",
+        s(&bundle),
+        "--events",
+        "bench/funnel/events-200.jsonl",
+        "--actions",
+        "/dev/null",
+        "--audit",
+        "/dev/null",
+        "--store",
+        &store,
+    ]));
+}

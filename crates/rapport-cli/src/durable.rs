@@ -34,21 +34,28 @@ fn open(url: &str) -> Result<SqliteStore, String> {
 
 /// A file the durable host releases lines to: synced to disk before the store forgets
 /// the lines.
-struct FileSink(BufWriter<std::fs::File>);
+/// (A device or a pipe, such as `/dev/null`, has nothing to sync.)
+struct FileSink {
+    out: BufWriter<std::fs::File>,
+    regular: bool,
+}
 
 impl Write for FileSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
+        self.out.write(buf)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+        self.out.flush()
     }
 }
 
 impl Sink for FileSink {
     fn sync(&mut self) -> std::io::Result<()> {
-        self.0.flush()?;
-        self.0.get_ref().sync_data()
+        self.out.flush()?;
+        if self.regular {
+            self.out.get_ref().sync_data()?;
+        }
+        Ok(())
     }
 }
 
@@ -81,8 +88,9 @@ fn append(path: &Path) -> std::io::Result<Box<dyn Sink + Send>> {
         .read(true)
         .append(true)
         .open(path)?;
+    let regular = f.metadata()?.is_file();
     let len = f.metadata()?.len();
-    if len > 0 {
+    if regular && len > 0 {
         // Find the end of the last whole line.
         let mut keep = len;
         let mut chunk = vec![0u8; 4096];
@@ -109,7 +117,10 @@ fn append(path: &Path) -> std::io::Result<Box<dyn Sink + Send>> {
             f.set_len(keep)?;
         }
     }
-    Ok(Box::new(FileSink(BufWriter::with_capacity(1 << 16, f))))
+    Ok(Box::new(FileSink {
+        out: BufWriter::with_capacity(1 << 16, f),
+        regular,
+    }))
 }
 
 pub(crate) fn run(bundle: rapport_bundle::Bundle, url: &str, args: &RunArgs) -> ExitCode {
