@@ -94,6 +94,7 @@ enum Command {
     /// Examples:
     ///   rapport run --bundle bundle.json --events events.jsonl --actions actions.jsonl
     ///   python3 gen_events.py --contacts 10000 | rapport run --bundle bundle.json > actions.jsonl
+    ///   rapport run --bundle bundle.json --events events.jsonl --actions actions.jsonl --store sqlite:rapport.db
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
 
@@ -109,7 +110,8 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Test(TestArgs),
 
-    /// Staged rollouts: which bucket (1-100) a contact is in.
+    /// Staged rollouts: where each flow's rollout stands (from a store), and which bucket
+    /// (1-100) a contact is in.
     #[command(subcommand)]
     Rollout(RolloutCommand),
 
