@@ -319,19 +319,6 @@ impl Engine {
         self.seen.contains_key(&IdKey::of(id))
     }
 
-    /// The 96-bit key under which an event id is kept (what [`Changes::seen`] holds).
-    pub fn id_key(id: &str) -> (u64, u32) {
-        let k = IdKey::of(id);
-        (k.0, k.1)
-    }
-
-    /// A contact's state as JSON, if it is in memory.
-    pub fn contact_json(&self, contact: &str) -> Option<String> {
-        self.contacts
-            .get(contact)
-            .and_then(|c| serde_json::to_string(c).ok())
-    }
-
     /// Drops contacts from memory down to `keep` (their state is in the store and is
     /// loaded again when needed). Call it only right after a commit.
     pub fn evict(&mut self, keep: usize) {
