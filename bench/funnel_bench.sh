@@ -6,19 +6,8 @@
 #   CONTACTS=10000 RUNS=3 bash bench/funnel_bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CONTACTS=${CONTACTS:-100000}
 RUNS=${RUNS:-5}
-GEN=${GEN:-../shared/bench/gen_events.py}
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-cargo build --release --quiet
-bin=target/release/rapport
-$bin build bench/funnel -o "$dir/funnel.json" 2>/dev/null
-python3 "$GEN" --contacts "$CONTACTS" --seed 7 > "$dir/events.jsonl"
-events=$(wc -l < "$dir/events.jsonl")
-echo "funnel: $CONTACTS contacts, $events events, $(du -m "$dir/events.jsonl" | cut -f1) MB"
-
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+source bench/funnel_setup.sh
 
 measure() { # label, extra args...; prints median seconds and peak RSS
   local label=$1; shift

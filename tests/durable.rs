@@ -41,6 +41,18 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// The URL of a store in `dir`.
+fn store_in(dir: &Path) -> String {
+    format!("sqlite:{}", s(&dir.join("store.db")))
+}
+
+/// Whether the store's files (database and write-ahead log) hold `needle` anywhere.
+fn store_files_contain(dir: &Path, needle: &str) -> bool {
+    let mut bytes = std::fs::read(dir.join("store.db")).expect("store file");
+    bytes.extend(std::fs::read(dir.join("store.db-wal")).unwrap_or_default());
+    bytes.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
 fn build_funnel(dir: &Path) -> PathBuf {
     let bundle = dir.join("funnel.json");
     ok(&rapport(&["build", "bench/funnel", "-o", s(&bundle)]));
@@ -269,8 +281,7 @@ fn message(id: &str, at: &str, contact: &str, text: &str) -> serde_json::Value {
 fn export_shows_everything_held_and_forget_erases_it_but_keeps_the_opt_out() {
     let dir = temp_dir("privacy");
     let bundle = build_funnel(&dir);
-    let db = dir.join("store.db");
-    let store = format!("sqlite:{}", s(&db));
+    let store = store_in(&dir);
     let stayed = "ana-4471";
     let left = "bob-9310";
     run_lines(
@@ -336,11 +347,9 @@ fn export_shows_everything_held_and_forget_erases_it_but_keeps_the_opt_out() {
     }
     // Nothing in the store files names either contact any more (erased rows are
     // overwritten, not only unlinked).
-    let mut bytes = std::fs::read(&db).expect("store file");
-    bytes.extend(std::fs::read(dir.join("store.db-wal")).unwrap_or_default());
     for who in [stayed, left] {
         assert!(
-            !bytes.windows(who.len()).any(|w| w == who.as_bytes()),
+            !store_files_contain(&dir, who),
             "{who} is still in the store files"
         );
     }
@@ -370,7 +379,7 @@ fn export_shows_everything_held_and_forget_erases_it_but_keeps_the_opt_out() {
 fn purge_removes_transcripts_past_their_retention_and_keeps_the_consent_ledger() {
     let dir = temp_dir("purge");
     let bundle = build_funnel(&dir);
-    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    let store = store_in(&dir);
     run_lines(
         &dir,
         &bundle,
@@ -451,7 +460,7 @@ fn rollout_status_reads_the_stage_of_each_flow_from_the_store() {
     let dir = temp_dir("rollout");
     let bundle = dir.join("flows.json");
     ok(&rapport(&["build", "flows", "-o", s(&bundle)]));
-    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    let store = store_in(&dir);
     let o = rapport(&[
         "rollout",
         "status",
@@ -531,7 +540,7 @@ fn a_burst_of_due_timers_is_committed_in_slices_and_gives_the_same_results() {
         )
     };
     let (mem_actions, mem_audit, _) = run("memory", &["--shards", "1"]);
-    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    let store = store_in(&dir);
     let (actions, audit, err) = run("durable", &["--store", &store, "--cache", "10"]);
     let commits: u64 = err
         .lines()
@@ -563,7 +572,7 @@ fn on_stdin_each_reply_is_released_before_the_next_event_arrives() {
     use std::io::{BufRead, BufReader, Write};
     let dir = temp_dir("live");
     let bundle = build_funnel(&dir);
-    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    let store = store_in(&dir);
     let mut child = Command::new(env!("CARGO_BIN_EXE_rapport"))
         .args(["run", "--bundle", s(&bundle), "--store", &store])
         .current_dir(repo_root())
@@ -600,7 +609,7 @@ fn a_store_of_another_bundle_is_refused_and_left_as_it_was() {
     let funnel = build_funnel(&dir);
     let flows = dir.join("flows.json");
     ok(&rapport(&["build", "flows", "-o", s(&flows)]));
-    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    let store = store_in(&dir);
     run_lines(
         &dir,
         &funnel,
@@ -634,7 +643,7 @@ fn a_store_of_another_bundle_is_refused_and_left_as_it_was() {
 fn another_file_at_the_same_path_is_read_from_the_start() {
     let dir = temp_dir("replaced");
     let bundle = build_funnel(&dir);
-    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    let store = store_in(&dir);
     let events = dir.join("events.jsonl");
     let actions = dir.join("actions.jsonl");
     let write = |lines: &[serde_json::Value]| {
@@ -690,8 +699,7 @@ fn another_file_at_the_same_path_is_read_from_the_start() {
 fn forget_also_erases_the_rejected_lines_of_a_contact() {
     let dir = temp_dir("forget-rejected");
     let bundle = build_funnel(&dir);
-    let db = dir.join("store.db");
-    let store = format!("sqlite:{}", s(&db));
+    let store = store_in(&dir);
     run_lines(
         &dir,
         &bundle,
@@ -719,10 +727,8 @@ fn forget_also_erases_the_rejected_lines_of_a_contact() {
         "{v:#}"
     );
     ok(&rapport(&["forget", "40712345678", "--store", &store]));
-    let mut bytes = std::fs::read(&db).expect("store");
-    bytes.extend(std::fs::read(dir.join("store.db-wal")).unwrap_or_default());
     assert!(
-        !bytes.windows(11).any(|w| w == b"40712345678"),
+        !store_files_contain(&dir, "40712345678"),
         "the number is still in the store"
     );
 }
@@ -731,7 +737,7 @@ fn forget_also_erases_the_rejected_lines_of_a_contact() {
 fn actions_can_go_to_a_device_with_a_store() {
     let dir = temp_dir("devnull");
     let bundle = build_funnel(&dir);
-    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    let store = store_in(&dir);
     ok(&rapport(&[
         "run",
         "--bundle",
