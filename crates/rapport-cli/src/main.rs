@@ -17,6 +17,12 @@ macro_rules! outln {
     }};
 }
 
+/// jemalloc: the runtime allocates and frees many small strings per event, and with the
+/// system allocator that was a third of the run (docs/performance.md).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod build;
 mod check;
 mod durable;
