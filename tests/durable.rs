@@ -41,6 +41,12 @@ fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
+/// `rapport audit export CONTACT` on a store, which must succeed, as JSON.
+fn export(contact: &str, store: &str) -> serde_json::Value {
+    let out = ok(&rapport(&["audit", "export", contact, "--store", store]));
+    serde_json::from_str(&out).expect("the export is JSON")
+}
+
 /// The URL of a store in `dir`.
 fn store_in(dir: &Path) -> String {
     format!("sqlite:{}", s(&dir.join("store.db")))
@@ -299,8 +305,7 @@ fn export_shows_everything_held_and_forget_erases_it_but_keeps_the_opt_out() {
     );
 
     // Access request: everything about the contact.
-    let out = rapport(&["audit", "export", stayed, "--store", &store]);
-    let v: serde_json::Value = serde_json::from_str(&ok(&out)).expect("export is JSON");
+    let v = export(stayed, &store);
     assert_eq!(v["contact"], stayed);
     assert_eq!(v["profile"]["first_name"], "Ana");
     assert_eq!(v["consent_ledger"][0]["purpose"], "marketing");
@@ -317,8 +322,7 @@ fn export_shows_everything_held_and_forget_erases_it_but_keeps_the_opt_out() {
     assert!(v["audit_trail"]
         .as_array()
         .is_some_and(|a| a.iter().any(|r| r["kind"] == "consent")));
-    let out = rapport(&["audit", "export", left, "--store", &store]);
-    let v: serde_json::Value = serde_json::from_str(&ok(&out)).expect("export is JSON");
+    let v = export(left, &store);
     assert_eq!(v["opted_out"], true);
     assert!(v["opt_out_records"]
         .as_array()
@@ -403,10 +407,7 @@ fn purge_removes_transcripts_past_their_retention_and_keeps_the_consent_ledger()
     // The inbound "hi" goes (180 days); the welcome flow's reply is transactional and
     // stays for `retention.transactional` (365 days).
     assert!(said.starts_with("purged 1 transcript lines"), "{said}");
-    let v: serde_json::Value = serde_json::from_str(&ok(&rapport(&[
-        "audit", "export", "old-1", "--store", &store,
-    ])))
-    .expect("JSON");
+    let v = export("old-1", &store);
     let kept = v["transcript"].as_array().cloned().unwrap_or_default();
     assert_eq!(kept.len(), 1, "{v:#}");
     assert_eq!(kept[0]["direction"], "out");
@@ -415,10 +416,7 @@ fn purge_removes_transcripts_past_their_retention_and_keeps_the_consent_ledger()
         v["consent_ledger"][0]["granted"], true,
         "the consent ledger is kept"
     );
-    let v: serde_json::Value = serde_json::from_str(&ok(&rapport(&[
-        "audit", "export", "new-1", "--store", &store,
-    ])))
-    .expect("JSON");
+    let v = export("new-1", &store);
     assert_eq!(
         v["transcript"].as_array().map(Vec::len),
         Some(2),
@@ -712,14 +710,7 @@ fn forget_also_erases_the_rejected_lines_of_a_contact() {
             "channel": "whatsapp", "type": "message", "text": "hello"}),
         ],
     );
-    let v: serde_json::Value = serde_json::from_str(&ok(&rapport(&[
-        "audit",
-        "export",
-        "40712345678",
-        "--store",
-        &store,
-    ])))
-    .expect("JSON");
+    let v = export("40712345678", &store);
     assert!(
         v["audit_trail"]
             .as_array()
