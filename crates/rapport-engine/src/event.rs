@@ -124,10 +124,10 @@ pub fn format_time(at: Millis) -> String {
 
 /// Decodes and validates one line.
 pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
-    let raw: Raw = serde_json::from_str(line)
+    let mut raw: Raw = serde_json::from_str(line)
         .map_err(|e| reject(None, None, format!("not a JSON event: {e}")))?;
-    let id = match &raw.id {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+    let id = match &mut raw.id {
+        Some(Value::String(s)) if !s.is_empty() => std::mem::take(s),
         Some(Value::Number(n)) => n.to_string(),
         _ => return Err(reject(None, raw.contact.as_deref(), "missing `id`")),
     };
@@ -164,17 +164,17 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
             Body::Message {
                 text: raw
                     .text
-                    .clone()
+                    .take()
                     .ok_or_else(|| reject(rid, contact, "a `message` event needs `text`"))?,
-                profile: raw.profile.clone().unwrap_or_default(),
-                intent: raw.intent.clone(),
+                profile: raw.profile.take().unwrap_or_default(),
+                intent: raw.intent.take(),
                 sentiment: raw.sentiment,
             }
         }
         "comment" => {
             need_contact("comment")?;
-            let comment = match &raw.comment {
-                Some(Value::String(s)) => s.clone(),
+            let comment = match &mut raw.comment {
+                Some(Value::String(s)) => std::mem::take(s),
                 Some(Value::Number(n)) => n.to_string(),
                 _ => {
                     return Err(reject(
@@ -188,11 +188,11 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
                 comment,
                 text: raw
                     .text
-                    .clone()
+                    .take()
                     .ok_or_else(|| reject(rid, contact, "a `comment` event needs `text`"))?,
-                post: raw.post.clone(),
-                author: raw.author.clone(),
-                intent: raw.intent.clone(),
+                post: raw.post.take(),
+                author: raw.author.take(),
+                intent: raw.intent.take(),
                 sentiment: raw.sentiment,
             }
         }
@@ -201,22 +201,22 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
             Body::Consent {
                 purpose: raw
                     .purpose
-                    .clone()
+                    .take()
                     .ok_or_else(|| reject(rid, contact, "a `consent` event needs `purpose`"))?,
                 granted: raw
                     .granted
                     .ok_or_else(|| reject(rid, contact, "a `consent` event needs `granted`"))?,
-                source: raw.source.clone(),
-                wording: raw.wording.clone(),
+                source: raw.source.take(),
+                wording: raw.wording.take(),
             }
         }
         "event" => {
             need_contact("event")?;
             let name = raw
                 .name
-                .clone()
+                .take()
                 .ok_or_else(|| reject(rid, contact, "an `event` event needs `name`"))?;
-            let data = raw.data.clone().unwrap_or_default();
+            let data = raw.data.take().unwrap_or_default();
             if let Some(fields) = settings.events.get(&name) {
                 for (field, ty) in fields {
                     let ok = match (data.get(field), ty.as_str()) {
@@ -258,7 +258,7 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
             };
             Body::Agent {
                 released,
-                agent: raw.agent.clone(),
+                agent: raw.agent.take(),
             }
         }
         "tick" => Body::Tick,
@@ -279,9 +279,9 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
                 action,
                 flow: raw
                     .flow
-                    .clone()
+                    .take()
                     .ok_or_else(|| reject(rid, contact, "an `operator` event needs `flow`"))?,
-                actor: raw.actor.clone(),
+                actor: raw.actor.take(),
             }
         }
         other => {

@@ -1,22 +1,20 @@
-//! The runtime host: reads JSONL events, shards contacts over worker tasks by a hash of the
-//! contact (each contact's events stay in order on one worker), runs an engine per worker
-//! and writes actions and audit records as JSONL.
+//! The runtime host: reads and decodes JSONL events (each line once, on the reader), shards
+//! contacts over worker tasks by a hash of the contact (each contact's events stay in order
+//! on one worker), runs an engine per worker and writes actions and audit records as JSONL.
 //!
 //! Every worker sees the clock move: the reader sends each worker the time of the latest
-//! event it read, so timers fire on every worker as they would on one. Ticks and operator
+//! event it decoded (a rejected line does not move the clock), so timers fire on every worker as they would on one. Ticks and operator
 //! events go to every worker. Flows with staged rollouts keep their rollout state in one
 //! engine, so a bundle with a rollout runs on one worker.
 
 mod durable;
 pub use durable::{run_durable, DurableError, DurableOptions, DurableReport, Input, Sink};
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 
 use rapport_bundle::Bundle;
-use rapport_engine::{decode, Action, ActionKind, Engine, Millis};
-use serde::Deserialize;
+use rapport_engine::{decode, Action, ActionKind, Engine, Event, Millis, Rejected};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -70,10 +68,13 @@ pub struct Options {
     pub audit: bool,
 }
 
+/// A decoded line, or why it was rejected, with its line number.
+type Line = (u64, Result<Event, Rejected>);
+
 /// A message to a worker.
 enum Work {
-    /// Numbered lines for this worker, and the latest event time read so far.
-    Lines(Vec<(u64, String)>, Option<Millis>),
+    /// Numbered, decoded lines for this worker, and the latest event time read so far.
+    Lines(Vec<Line>, Option<Millis>),
 }
 
 /// Output of a worker: serialised action lines, audit lines, and stderr lines.
@@ -83,18 +84,8 @@ struct Written {
     errors: Vec<String>,
 }
 
-#[derive(Deserialize)]
-struct Route<'a> {
-    #[serde(borrow)]
-    contact: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow)]
-    at: Option<std::borrow::Cow<'a, str>>,
-}
-
 fn shard_of(contact: &str, shards: usize) -> usize {
-    let mut h = DefaultHasher::new();
-    contact.hash(&mut h);
-    (h.finish() % shards as u64) as usize
+    (foldhash::fast::FixedState::with_seed(0x5250_5254).hash_one(contact) % shards as u64) as usize
 }
 
 /// Runs `bundle` over the events of `input`, writing actions to `actions` and audit
@@ -157,9 +148,11 @@ where
         Ok::<(), std::io::Error>(())
     };
 
+    // The reader decodes each line once; workers receive typed events.
+    let settings = bundle.settings.clone();
     let reader = async move {
         let mut lines = input.lines();
-        let mut batches: Vec<Vec<(u64, String)>> = vec![Vec::with_capacity(BATCH); shards];
+        let mut batches: Vec<Vec<Line>> = (0..shards).map(|_| Vec::with_capacity(BATCH)).collect();
         let mut n: u64 = 0;
         let mut latest: Option<Millis> = None;
         let mut interrupted = false;
@@ -175,17 +168,17 @@ where
             if line.trim().is_empty() {
                 continue;
             }
-            let route: Option<Route<'_>> = serde_json::from_str(&line).ok();
-            if let Some(at) = route
-                .as_ref()
-                .and_then(|r| r.at.as_deref())
-                .and_then(rapport_engine::parse_time)
-            {
-                latest = Some(latest.map_or(at, |l| l.max(at)));
-            }
-            match route.and_then(|r| r.contact.map(|c| shard_of(&c, shards))) {
+            let decoded = decode(&line, &settings);
+            let contact = match &decoded {
+                Ok(event) => {
+                    latest = Some(latest.map_or(event.at, |l| l.max(event.at)));
+                    event.contact.as_deref()
+                }
+                Err(rejected) => rejected.contact.as_deref(),
+            };
+            match contact.map(|c| shard_of(c, shards)) {
                 Some(s) => {
-                    batches[s].push((n, line));
+                    batches[s].push((n, decoded));
                     if batches[s].len() >= BATCH {
                         flush_all(&senders, &mut batches, latest).await;
                     }
@@ -193,7 +186,7 @@ where
                 // No contact (ticks, operator events, broken lines): every worker.
                 None => {
                     for b in batches.iter_mut() {
-                        b.push((n, line.clone()));
+                        b.push((n, decoded.clone()));
                     }
                     flush_all(&senders, &mut batches, latest).await;
                 }
@@ -222,7 +215,7 @@ where
 
 async fn flush_all(
     senders: &[mpsc::Sender<Work>],
-    batches: &mut [Vec<(u64, String)>],
+    batches: &mut [Vec<Line>],
     latest: Option<Millis>,
 ) {
     for (s, batch) in senders.iter().zip(batches.iter_mut()) {
@@ -252,7 +245,7 @@ fn worker(
             errors: Vec::new(),
         };
         for (n, line) in lines {
-            match decode(&line, &engine.bundle().settings) {
+            match line {
                 Ok(event) => {
                     if event.contact.is_some() || primary {
                         counts.events += 1;

@@ -64,14 +64,14 @@ struct Global {
 /// The change log of a durable engine.
 #[derive(Default)]
 pub(crate) struct Journal {
-    contacts: HashSet<String>,
+    contacts: HashSet<String, foldhash::fast::RandomState>,
     seen: Vec<(u64, u32, Millis)>,
 }
 
 /// The live timers by key; with a journal, every key set or removed is noted.
 #[derive(Default)]
 pub(crate) struct TimerTable {
-    map: HashMap<u64, Box<Timer>>,
+    map: super::FastMap<u64, Box<Timer>>,
     log: Option<Vec<u64>>,
 }
 
