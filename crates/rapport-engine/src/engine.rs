@@ -149,17 +149,42 @@ struct Cause {
 }
 
 impl Cause {
+    /// `EVENT.K`: the id of the cause's next action.
     fn next_action_id(&mut self) -> String {
-        let id = format!("{}.{}", self.id, self.actions);
+        let id = numbered(&self.id, '.', self.actions);
         self.actions += 1;
         id
     }
 
+    /// `EVENT~K`: the id of the cause's next timer.
     fn next_timer_id(&mut self) -> String {
-        let id = format!("{}~{}", self.id, self.timers);
+        let id = numbered(&self.id, '~', self.timers);
         self.timers += 1;
         id
     }
+}
+
+/// `base`, `sep` and `n` in decimal, in one allocation (ids are made for every action and
+/// timer, so this skips the formatting machinery).
+fn numbered(base: &str, sep: char, n: u32) -> String {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut rest = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut id = String::with_capacity(base.len() + 1 + digits.len() - i);
+    id.push_str(base);
+    id.push(sep);
+    for &d in &digits[i..] {
+        id.push(char::from(d));
+    }
+    id
 }
 
 impl Engine {

@@ -122,6 +122,48 @@ pub fn format_time(at: Millis) -> String {
     }
 }
 
+/// [`format_time`] into `out`, for every action and audit record: the date part comes from
+/// jiff once per day (kept per thread), the time of day is plain arithmetic.
+pub(crate) fn write_time(at: Millis, out: &mut String) {
+    const DAY: Millis = 86_400_000;
+    if jiff::Timestamp::from_millisecond(at).is_err() {
+        out.push_str(&format_time(at));
+        return;
+    }
+    thread_local! {
+        static DATE: std::cell::RefCell<(Millis, String)> =
+            const { std::cell::RefCell::new((Millis::MIN, String::new())) };
+    }
+    let day = at.div_euclid(DAY);
+    let rem = at.rem_euclid(DAY);
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != day {
+            let full = format_time(day.saturating_mul(DAY));
+            let prefix = full.find('T').map_or(full.as_str(), |t| &full[..=t]);
+            *cached = (day, prefix.to_string());
+        }
+        out.push_str(&cached.1);
+    });
+    let fields = [
+        (rem / 3_600_000, 2),
+        (rem / 60_000 % 60, 2),
+        (rem / 1000 % 60, 2),
+        (rem % 1000, 3),
+    ];
+    for (i, (value, width)) in fields.into_iter().enumerate() {
+        if i > 0 {
+            out.push(if i == 3 { '.' } else { ':' });
+        }
+        let mut div = if width == 3 { 100 } else { 10 };
+        while div > 0 {
+            out.push(char::from(b'0' + (value / div % 10) as u8));
+            div /= 10;
+        }
+    }
+    out.push('Z');
+}
+
 /// Decodes and validates one line.
 pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
     let mut raw: Raw = serde_json::from_str(line)
@@ -299,4 +341,29 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
         channel: raw.channel,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_times_match_the_full_formatter() {
+        let mut samples = vec![0, 1, 999, 86_399_999, 86_400_000, -1, -86_400_001];
+        // Around today, leap days, far past and far future, with odd milliseconds.
+        let mut t: Millis = -62_135_596_800_000; // 0001-01-01
+        while t < 253_402_300_799_000 {
+            samples.push(t);
+            t += 7_777_777_777 + 13;
+        }
+        samples.push(1_764_000_000_123);
+        samples.push(Millis::MAX);
+        samples.push(Millis::MIN);
+        samples.push(951_782_400_000 + 86_399_999); // 2000-02-29T23:59:59.999Z
+        for at in samples {
+            let mut out = String::new();
+            write_time(at, &mut out);
+            assert_eq!(out, format_time(at), "at {at}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::event::{format_time, Millis};
+use crate::event::{write_time, Millis};
 
 /// An action, as in design section 6.1. Fields that do not apply are left out.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -138,5 +138,7 @@ pub struct Audit {
 }
 
 fn ser_time<S: serde::Serializer>(at: &Millis, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_time(*at))
+    let mut text = String::with_capacity(24);
+    write_time(*at, &mut text);
+    s.serialize_str(&text)
 }

@@ -15,31 +15,37 @@ impl Engine {
         reprompt: bool,
         cause: &mut Cause,
     ) {
-        let Some(run) = self.run_copy(contact, run_id) else {
+        let Some((flow, variant)) = self
+            .contacts
+            .get(contact)
+            .and_then(|c| c.run(run_id))
+            .map(|r| (r.flow, r.variant))
+        else {
             return;
         };
-        let flow = &self.versions[run.flow];
-        let (text, template) = match flow.states[state].actions.get(action) {
-            Some(BAction::Send { text, template, .. }) => (text.clone(), template.clone()),
+        // The flow versions are shared: the text is read in place while the contact changes.
+        let versions = Arc::clone(&self.versions);
+        let (text, template) = match versions[flow].states[state].actions.get(action) {
+            Some(BAction::Send { text, template, .. }) => (text, template.as_ref()),
             Some(BAction::SendVariant { texts, .. }) => {
-                let v = run.variant.unwrap_or(0).min(texts.len().saturating_sub(1));
+                let v = variant.unwrap_or(0).min(texts.len().saturating_sub(1));
                 match texts.get(v) {
-                    Some(t) => (t.clone(), None),
+                    Some(t) => (t, None),
                     None => return,
                 }
             }
             Some(BAction::Ask(ask)) if reprompt => match &ask.reprompt {
-                Some(t) => (t.clone(), None),
+                Some(t) => (t, None),
                 None => return,
             },
-            Some(BAction::Ask(ask)) => (ask.question.clone(), None),
+            Some(BAction::Ask(ask)) => (&ask.question, None),
             _ => return,
         };
         self.deliver_text(
             contact,
             run_id,
-            &text,
-            template.as_ref(),
+            text,
+            template,
             Some((state, action, reprompt)),
             cause,
         );
@@ -57,6 +63,8 @@ impl Engine {
     ) {
         // What the checks need, read without copying the contact.
         let rate = self.bundle.settings.rate_limit;
+        // The contact's time zone is read only when quiet hours can defer the send.
+        let quiet = self.bundle.settings.quiet_hours.is_some() && deferrable.is_some();
         let Some((c, run)) = self.contacts.get(contact).and_then(|c| {
             let run = c.run(run_id)?;
             let recent = rate.map_or(0, |l| {
@@ -74,12 +82,15 @@ impl Engine {
                     ambiguous: c.ambiguous_pending,
                     last_inbound: c.last_inbound.get(&run.channel).copied(),
                     recent_sends: recent,
-                    timezone: c
-                        .profile
-                        .get("timezone")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_string(),
+                    timezone: if quiet {
+                        c.profile
+                            .get("timezone")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string()
+                    } else {
+                        String::new()
+                    },
                 },
                 RunView {
                     flow: run.flow,
