@@ -48,13 +48,15 @@ pub struct Engine {
     /// Flow name → (current version index, previous version index).
     by_name: FastMap<String, (usize, Option<usize>)>,
     regexes: Regexes,
+    /// The bundle's names, shared by every contact's state.
+    names: crate::state::Names,
     /// Boxed, so the map's spare buckets cost a pointer, not a whole contact.
     contacts: FastMap<String, Box<Contact>>,
     clock: Millis,
     /// Event ids processed within the dedupe window, by a 96-bit hash of the id (a false
     /// duplicate needs about 2^48 ids within one window), with the clock when each was seen
     /// in seconds after `seen_base`: 16 bytes an id.
-    seen: HashMap<IdKey, u32, BuildIdHasher>,
+    seen: SeenIds,
     seen_base: Option<Millis>,
     /// Due time and key of every timer set; a key no longer in `live_timers` was cancelled.
     timers: BinaryHeap<Reverse<(Millis, u64)>>,
@@ -100,6 +102,57 @@ impl IdKey {
         0xA5u8.hash(&mut b);
         id.hash(&mut b);
         IdKey(a.finish(), b.finish() as u32)
+    }
+}
+
+/// The ids of a dedupe window, spread over many small tables: a table that grows holds its
+/// old and new buckets at once, and with one table of half a million ids that moment was a
+/// tenth of a run's peak memory. A table is chosen by middle bits of the key, which the
+/// table itself uses for neither its bucket nor its tag.
+pub(crate) struct SeenIds {
+    tables: Vec<HashMap<IdKey, u32, BuildIdHasher>>,
+    len: usize,
+}
+
+const SEEN_TABLES: usize = 64;
+
+impl Default for SeenIds {
+    fn default() -> Self {
+        SeenIds {
+            tables: (0..SEEN_TABLES).map(|_| HashMap::default()).collect(),
+            len: 0,
+        }
+    }
+}
+
+impl SeenIds {
+    fn table(key: &IdKey) -> usize {
+        (key.0 >> 32) as usize % SEEN_TABLES
+    }
+
+    pub(crate) fn contains(&self, key: &IdKey) -> bool {
+        self.tables[Self::table(key)].contains_key(key)
+    }
+
+    pub(crate) fn insert(&mut self, key: IdKey, seconds: u32) {
+        if self.tables[Self::table(&key)]
+            .insert(key, seconds)
+            .is_none()
+        {
+            self.len += 1;
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Keeps the ids whose time passes `keep`.
+    pub(crate) fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        for t in &mut self.tables {
+            t.retain(|_, at| keep(*at));
+        }
+        self.len = self.tables.iter().map(HashMap::len).sum();
     }
 }
 
@@ -203,15 +256,17 @@ impl Engine {
             collect_regexes(f, &mut regexes);
         }
         let stats = vec![VersionStats::default(); versions.len()];
+        let names = bundle_names(&bundle, &versions);
         let versions = Arc::new(versions);
         Engine {
             bundle,
             versions,
             by_name,
             regexes,
+            names,
             contacts: FastMap::default(),
             clock: i64::MIN,
-            seen: HashMap::default(),
+            seen: SeenIds::default(),
             seen_base: None,
             timers: BinaryHeap::new(),
             live_timers: durable::TimerTable::default(),
@@ -254,7 +309,7 @@ impl Engine {
     /// Applies one event: fires the timers due before it, then the event itself.
     pub fn step(&mut self, event: &Event) -> Output {
         let key = IdKey::of(&event.id);
-        if self.seen.contains_key(&key) {
+        if self.seen.contains(&key) {
             // Appendix A.17: a duplicate changes nothing, not even the clock.
             return Output::default();
         }
@@ -319,7 +374,7 @@ impl Engine {
             let keep = self.bundle.settings.dedupe_window as Millis * 1000;
             let Some(base) = self.seen_base else { return };
             let oldest = seen_seconds(base, now.saturating_sub(keep));
-            self.seen.retain(|_, at| *at >= oldest);
+            self.seen.retain(|at| at >= oldest);
         }
     }
 
@@ -359,7 +414,7 @@ impl Engine {
                 };
             }
             if token == "channel" {
-                return Some(Value::String(run.channel.clone()));
+                return Some(Value::String(run.channel.to_string()));
             }
             if let Some(v) = run.slots.get(token) {
                 return Some(v.clone());
@@ -439,7 +494,7 @@ struct SendView {
 struct RunView {
     flow: usize,
     state: usize,
-    channel: String,
+    channel: crate::state::Name,
     comment: Option<(String, Millis)>,
     private_reply_used: bool,
     disclosed: bool,
@@ -453,6 +508,50 @@ impl Run {
     fn opened_handoff(&self) -> bool {
         self.reached_handoff
     }
+}
+
+/// Every name a contact's state can hold that the bundle knows in advance.
+fn bundle_names(bundle: &Bundle, versions: &[Flow]) -> crate::state::Names {
+    let mut names = crate::state::Names::default();
+    let settings = &bundle.settings;
+    for n in [
+        "marketing",
+        "transactional",
+        "text",
+        "comment",
+        "post",
+        "author",
+        "timezone",
+    ] {
+        names.add(n);
+    }
+    for n in settings.channels.keys().chain(settings.profile.keys()) {
+        names.add(n);
+    }
+    for fields in settings.events.values() {
+        for n in fields.keys() {
+            names.add(n);
+        }
+    }
+    for f in versions {
+        names.add(&f.name);
+        for c in &f.channels {
+            names.add(c);
+        }
+        if let Some(g) = &f.goal {
+            names.add(&g.event);
+        }
+        for s in &f.states {
+            for a in &s.actions {
+                match a {
+                    BAction::Ask(ask) => names.add(&ask.slot),
+                    BAction::Set { slot, .. } => names.add(slot),
+                    _ => {}
+                }
+            }
+        }
+    }
+    names
 }
 
 fn collect_regexes(flow: &Flow, regexes: &mut Regexes) {

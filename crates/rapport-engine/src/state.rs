@@ -1,17 +1,44 @@
 //! What the engine remembers: per contact (profile, consent ledger, opt-out, handoff,
 //! runs, timers, recent sends) and per flow version (rollout stage and metrics).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use thin_vec::ThinVec;
 
 use crate::event::Millis;
+
+/// A name the bundle knows (channel, flow, slot, field, purpose), shared by every contact
+/// that holds it rather than copied into each (see [`Names`]).
+pub(crate) type Name = Arc<str>;
+
+/// The bundle's names, made once per engine: a contact's state points at these.
+/// Names the bundle does not know (a profile field only the events carry) get an
+/// allocation of their own, so the table never grows with the input.
+#[derive(Debug, Default)]
+pub(crate) struct Names(std::collections::HashSet<Name, foldhash::fast::RandomState>);
+
+impl Names {
+    pub(crate) fn add(&mut self, name: &str) {
+        if !self.0.contains(name) {
+            self.0.insert(Name::from(name));
+        }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Name {
+        match self.0.get(name) {
+            Some(n) => Arc::clone(n),
+            None => Name::from(name),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ConsentRecord {
     pub(crate) at: Millis,
-    pub(crate) purpose: String,
+    pub(crate) purpose: Name,
     pub(crate) granted: bool,
 }
 
@@ -31,7 +58,7 @@ pub(crate) struct Run {
     /// Index into the engine's flow versions.
     pub(crate) flow: usize,
     pub(crate) state: usize,
-    pub(crate) channel: String,
+    pub(crate) channel: Name,
     pub(crate) started: Millis,
     /// The starting event's fields (`event.x`), or the comment's/message's; shared,
     /// never changed after the start.
@@ -43,13 +70,14 @@ pub(crate) struct Run {
     pub(crate) footered: bool,
     pub(crate) retries_left: u32,
     /// The comment that started the run: its first send is a private reply.
-    pub(crate) comment: Option<(String, Millis)>,
+    /// Boxed: few runs start from a comment.
+    pub(crate) comment: Option<Box<(String, Millis)>>,
     pub(crate) private_reply_used: bool,
     pub(crate) variant: Option<usize>,
     pub(crate) reached_handoff: bool,
     pub(crate) error: bool,
     /// Timers owned by the current state (`after`, deferred sends), cancelled on leaving.
-    pub(crate) state_timers: Vec<u64>,
+    pub(crate) state_timers: ThinVec<u64>,
     /// The run's expiry timer, cancelled when the run ends.
     pub(crate) expire_timer: Option<u64>,
 }
@@ -101,37 +129,37 @@ pub(crate) struct Timer {
 pub(crate) struct GoalWatch {
     pub(crate) flow: usize,
     pub(crate) run: u64,
-    pub(crate) event: String,
+    pub(crate) event: Name,
     pub(crate) deadline: Millis,
 }
 
 /// A few named values: a contact has a handful of profile fields and channels, and a
 /// vector of pairs costs far less memory than a tree or hash map for so few.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct SmallMap<V>(Vec<(String, V)>);
+pub(crate) struct SmallMap<V>(ThinVec<(Name, V)>);
 
 impl<V> Default for SmallMap<V> {
     fn default() -> Self {
-        SmallMap(Vec::new())
+        SmallMap(ThinVec::new())
     }
 }
 
-impl<V> FromIterator<(String, V)> for SmallMap<V> {
-    fn from_iter<I: IntoIterator<Item = (String, V)>>(iter: I) -> Self {
+impl<V> FromIterator<(Name, V)> for SmallMap<V> {
+    fn from_iter<I: IntoIterator<Item = (Name, V)>>(iter: I) -> Self {
         SmallMap(iter.into_iter().collect())
     }
 }
 
 impl<V> SmallMap<V> {
     pub(crate) fn get(&self, key: &str) -> Option<&V> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+        self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| v)
     }
 
     pub(crate) fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
     }
 
-    pub(crate) fn insert(&mut self, key: String, value: V) {
+    pub(crate) fn insert(&mut self, key: Name, value: V) {
         match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => *v = value,
             None => push_exact(&mut self.0, (key, value)),
@@ -141,7 +169,7 @@ impl<V> SmallMap<V> {
 
 /// Pushes without the usual doubling: a contact's vectors hold a handful of entries, and
 /// with a hundred thousand contacts the spare capacity would cost more than the entries.
-pub(crate) fn push_exact<T>(v: &mut Vec<T>, item: T) {
+pub(crate) fn push_exact<T>(v: &mut ThinVec<T>, item: T) {
     v.reserve_exact(1);
     v.push(item);
 }
@@ -150,22 +178,22 @@ pub(crate) fn push_exact<T>(v: &mut Vec<T>, item: T) {
 pub(crate) struct Contact {
     pub(crate) profile: SmallMap<Value>,
     pub(crate) last_inbound: SmallMap<Millis>,
-    pub(crate) latest_channel: Option<String>,
+    pub(crate) latest_channel: Option<Name>,
     pub(crate) last_reply: Option<String>,
-    pub(crate) consent: Vec<ConsentRecord>,
+    pub(crate) consent: ThinVec<ConsentRecord>,
     pub(crate) opted_out: bool,
     pub(crate) ambiguous_pending: bool,
     pub(crate) clarify_sent: bool,
     /// Boxed: few contacts are in a handoff, and the contact map stores contacts inline.
     pub(crate) handoff: Option<Box<OpenHandoff>>,
-    pub(crate) runs: Vec<Run>,
+    pub(crate) runs: ThinVec<Run>,
     /// When the contact's last run of each flow (by name) ended, for `reentry`.
     pub(crate) last_end: SmallMap<Millis>,
     /// Whether the contact ever ran each flow, for `reentry never`.
     pub(crate) ever_ran: SmallMap<bool>,
     /// Times of delivered flow sends, for the rate limit.
-    pub(crate) sends: VecDeque<Millis>,
-    pub(crate) goals: Vec<GoalWatch>,
+    pub(crate) sends: ThinVec<Millis>,
+    pub(crate) goals: ThinVec<GoalWatch>,
     /// The run that sent last, for charging an opt-out.
     pub(crate) last_sender: Option<(usize, u64)>,
 }
@@ -175,7 +203,7 @@ impl Contact {
     pub(crate) fn marketing_consent(&self) -> bool {
         self.consent
             .iter()
-            .filter(|c| c.purpose == "marketing")
+            .filter(|c| &*c.purpose == "marketing")
             .max_by_key(|c| c.at)
             .is_some_and(|c| c.granted)
     }

@@ -316,7 +316,7 @@ impl Engine {
     /// Whether an event with this id was processed within the dedupe window (a step
     /// would ignore it).
     pub fn is_duplicate(&self, id: &str) -> bool {
-        self.seen.contains_key(&IdKey::of(id))
+        self.seen.contains(&IdKey::of(id))
     }
 
     /// Drops contacts from memory down to `keep` (their state is in the store and is

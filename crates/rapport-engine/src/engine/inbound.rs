@@ -60,6 +60,7 @@ impl Engine {
                 source,
                 wording,
             } => {
+                let purpose_name = self.names.get(purpose);
                 let c = self.contacts.entry(contact.to_string()).or_default();
                 let pos = c.consent.partition_point(|r| r.at <= event.at);
                 c.consent.reserve_exact(1);
@@ -67,7 +68,7 @@ impl Engine {
                     pos,
                     ConsentRecord {
                         at: event.at,
-                        purpose: purpose.clone(),
+                        purpose: purpose_name,
                         granted: *granted,
                     },
                 );
@@ -107,28 +108,32 @@ impl Engine {
         cause: &mut Cause,
     ) {
         let settings = &self.bundle.settings;
-        let channel = event.channel.clone();
+        let channel = event.channel.as_deref().map(|ch| self.names.get(ch));
         {
+            let names = &self.names;
             let c = self.contacts.entry(contact.to_string()).or_default();
             for (k, v) in profile {
-                c.profile.insert(k.clone(), v.clone());
+                if c.profile.get(k) != Some(v) {
+                    c.profile.insert(names.get(k), v.clone());
+                }
             }
             if let Some(ch) = &channel {
-                c.last_inbound.insert(
-                    ch.clone(),
-                    event
-                        .at
-                        .max(c.last_inbound.get(ch).copied().unwrap_or(i64::MIN)),
-                );
-                c.latest_channel = Some(ch.clone());
+                let last = event
+                    .at
+                    .max(c.last_inbound.get(ch).copied().unwrap_or(i64::MIN));
+                c.last_inbound.insert(Arc::clone(ch), last);
+                c.latest_channel = Some(Arc::clone(ch));
             }
-            c.last_reply = Some(text.to_string());
+            match &mut c.last_reply {
+                Some(last) => text.clone_into(last),
+                None => c.last_reply = Some(text.to_string()),
+            }
         }
         let normal = normalize_keyword(text);
-        let reply_channel = channel.clone().or_else(|| {
+        let reply_channel: Option<String> = channel.as_deref().map(str::to_string).or_else(|| {
             self.contacts
                 .get(contact)
-                .and_then(|c| c.latest_channel.clone())
+                .and_then(|c| c.latest_channel.as_deref().map(str::to_string))
         });
 
         // STOP, START, HELP (section 6.3, Appendix A.13): before anything else.
@@ -443,7 +448,7 @@ impl Engine {
                             .get_mut(contact)
                             .and_then(|c| c.run_mut(run_id))
                         {
-                            r.slots.insert(ask.slot.clone(), value);
+                            r.slots.insert(self.names.get(&ask.slot), value);
                         }
                         self.transition(contact, run_id, ask.then, cause);
                     }
@@ -549,7 +554,7 @@ impl Engine {
             Some(c) => {
                 let mut hits = Vec::new();
                 c.goals.retain(|g| {
-                    if g.event == name && event.at <= g.deadline {
+                    if &*g.event == name && event.at <= g.deadline {
                         hits.push((g.flow, g.run));
                         false
                     } else {

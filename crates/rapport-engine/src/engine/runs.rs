@@ -91,7 +91,7 @@ impl Engine {
         channel: Option<&str>,
         now: Millis,
         cause: &mut Cause,
-    ) -> Result<(usize, String), &'static str> {
+    ) -> Result<(usize, crate::state::Name), &'static str> {
         let empty = Contact::default();
         let versions = Arc::clone(&self.versions);
         let c = self.contacts.get(contact).map_or(&empty, |c| &**c);
@@ -109,10 +109,13 @@ impl Engine {
         if marketing && c.ambiguous_pending {
             return Err("opt_out_pending");
         }
-        let Some(channel) = channel.map(str::to_string).or(c.latest_channel.clone()) else {
+        let Some(channel) = channel
+            .map(|ch| self.names.get(ch))
+            .or(c.latest_channel.clone())
+        else {
             return Err("no_channel");
         };
-        if !flow.channels.contains(&channel) {
+        if !flow.channels.iter().any(|ch| **ch == *channel) {
             return Err("channel_not_in_flow");
         }
         let by_comment = flow.triggers.iter().all(|t| t.on == TriggerKind::Comment);
@@ -165,7 +168,7 @@ impl Engine {
         &mut self,
         contact: &str,
         f: usize,
-        channel: String,
+        channel: crate::state::Name,
         data: Map<String, Value>,
         comment: Option<(String, Millis)>,
         now: Millis,
@@ -182,22 +185,26 @@ impl Engine {
             state: 0,
             channel,
             started: now,
-            event: Arc::new(data.into_iter().collect()),
+            event: Arc::new(
+                data.into_iter()
+                    .map(|(k, v)| (self.names.get(&k), v))
+                    .collect(),
+            ),
             slots: crate::state::SmallMap::default(),
             last_send: None,
             last_activity: now,
             disclosed: false,
             footered: false,
             retries_left: 0,
-            comment,
+            comment: comment.map(Box::new),
             private_reply_used: false,
             variant,
             reached_handoff: false,
             error: false,
-            state_timers: Vec::new(),
+            state_timers: thin_vec::ThinVec::new(),
             expire_timer: None,
         };
-        let name = flow.name.clone();
+        let name = self.names.get(&flow.name);
         let goal = flow.goal.clone();
         let expire = flow.expire_after as Millis * 1000;
         if let Some(c) = self.contacts.get_mut(contact) {
@@ -221,12 +228,15 @@ impl Engine {
         let deadline = goal.as_ref().map(|g| now + g.within as Millis * 1000);
         if let (Some(g), Some(deadline)) = (&goal, deadline) {
             if let Some(c) = self.contacts.get_mut(contact) {
-                c.goals.push(GoalWatch {
-                    flow: f,
-                    run: id,
-                    event: g.event.clone(),
-                    deadline,
-                });
+                crate::state::push_exact(
+                    &mut c.goals,
+                    GoalWatch {
+                        flow: f,
+                        run: id,
+                        event: self.names.get(&g.event),
+                        deadline,
+                    },
+                );
             }
         }
         self.enter(contact, id, 0, 0, cause);
@@ -350,7 +360,7 @@ impl Engine {
                         .get_mut(contact)
                         .and_then(|c| c.run_mut(run_id))
                     {
-                        r.slots.insert(slot.clone(), Value::String(text));
+                        r.slots.insert(self.names.get(slot), Value::String(text));
                     }
                 }
                 BAction::Tag { label } => {
@@ -445,7 +455,7 @@ impl Engine {
                 .get_mut(contact)
                 .and_then(|c| c.run_mut(run_id))
             {
-                r.state_timers.push(id);
+                crate::state::push_exact(&mut r.state_timers, id);
             }
         }
     }
@@ -470,7 +480,7 @@ impl Engine {
             Some(contact),
             ActionKind::Handoff,
         );
-        a.channel = Some(run.channel.clone());
+        a.channel = Some(run.channel.to_string());
         a.queue = Some(queue.to_string());
         a.summary = text;
         self.flow_fields(&mut a, contact, run_id);
@@ -517,7 +527,7 @@ impl Engine {
         let Some(run) = self.run_copy(contact, run_id) else {
             return;
         };
-        let Some((comment, _)) = run.comment.clone() else {
+        let Some(comment) = run.comment.as_ref().map(|c| c.0.clone()) else {
             self.audit(
                 cause,
                 Some(contact),
@@ -531,7 +541,7 @@ impl Engine {
         let (rendered, missing) = self.render_optional(contact, &run, text);
         self.warn_missing(contact, run_id, missing, cause);
         let mut a = Action::new(cause.next_action_id(), cause.at, Some(contact), kind);
-        a.channel = Some(run.channel.clone());
+        a.channel = Some(run.channel.to_string());
         a.comment = Some(comment);
         match kind {
             ActionKind::Review => a.reason = rendered,
@@ -606,7 +616,7 @@ impl Engine {
             return;
         };
         let run = c.runs.remove(pos);
-        let name = self.versions[run.flow].name.clone();
+        let name = self.names.get(&self.versions[run.flow].name);
         c.last_end.insert(name, cause.at);
         let mut closed = None;
         if c.handoff.as_ref().is_some_and(|h| h.run == Some(run_id)) {

@@ -95,8 +95,8 @@ impl Engine {
                 RunView {
                     flow: run.flow,
                     state: run.state,
-                    channel: run.channel.clone(),
-                    comment: run.comment.clone(),
+                    channel: Arc::clone(&run.channel),
+                    comment: run.comment.as_deref().cloned(),
                     private_reply_used: run.private_reply_used,
                     disclosed: run.disclosed,
                     footered: run.footered,
@@ -172,7 +172,7 @@ impl Engine {
             .bundle
             .settings
             .channels
-            .get(&run.channel)
+            .get(&*run.channel)
             .copied()
             .flatten();
         let in_window = match window {
@@ -230,7 +230,7 @@ impl Engine {
                         .get_mut(contact)
                         .and_then(|c| c.run_mut(run_id))
                     {
-                        r.state_timers.push(id);
+                        crate::state::push_exact(&mut r.state_timers, id);
                     }
                     self.audit(
                         cause,
@@ -250,7 +250,7 @@ impl Engine {
         };
         let lookup = self.lookup(contact, full_run, None);
         let mut a = Action::new(cause.next_action_id(), now, Some(contact), ActionKind::Send);
-        a.channel = Some(run.channel.clone());
+        a.channel = Some(run.channel.to_string());
         let mut warnings = Vec::new();
         if use_template {
             let t = template.cloned().unwrap_or(rapport_bundle::TemplateSend {
@@ -321,12 +321,10 @@ impl Engine {
             .rate_limit
             .map(|r| r.per as Millis * 1000);
         if let Some(c) = self.contacts.get_mut(contact) {
-            c.sends.push_back(now);
             if let Some(per) = rate_window {
-                while c.sends.front().is_some_and(|&t| t <= now - per) {
-                    c.sends.pop_front();
-                }
+                c.sends.retain(|&t| t > now - per);
             }
+            crate::state::push_exact(&mut c.sends, now);
             c.last_sender = Some((run.flow, run_id));
             if let Some(r) = c.run_mut(run_id) {
                 r.last_send = Some(now);
