@@ -29,6 +29,22 @@ pub fn contains_phrase(text: &str, phrase: &str) -> bool {
     if phrase.is_empty() {
         return false;
     }
+    if text.is_ascii() && phrase.is_ascii() {
+        // Most messages: compare bytes in place rather than lower-casing a copy.
+        let (t, p) = (text.as_bytes(), phrase.as_bytes());
+        let is_word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+        return (0..(t.len() + 1).saturating_sub(p.len())).any(|start| {
+            let end = start + p.len();
+            t[start..end].eq_ignore_ascii_case(p)
+                && (start == 0 || !is_word(t[start - 1]))
+                && (end == t.len() || !is_word(t[end]))
+        });
+    }
+    contains_phrase_any(text, phrase)
+}
+
+/// [`contains_phrase`] for any text: lower-cases a copy, then searches it.
+fn contains_phrase_any(text: &str, phrase: &str) -> bool {
     let lower = text.to_lowercase();
     let is_word = |c: char| c.is_alphanumeric() || c == '_';
     let mut from = 0;
@@ -51,6 +67,50 @@ pub fn contains_phrase(text: &str, phrase: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_phrase_search_agrees_with_the_general_one() {
+        let texts = [
+            "agent",
+            "Agent please",
+            "I want an AGENT.",
+            "agents",
+            "reagent",
+            "an_agent",
+            "talk to a human",
+            "human-ish",
+            "",
+            "a",
+            "x agent",
+            "agent x",
+            "agent_",
+            "Order 12345 agent",
+            "ag",
+            "agen t",
+            "  agent  ",
+            "AgEnT!",
+        ];
+        let phrases = [
+            "agent",
+            "human",
+            "talk to",
+            "a",
+            "order 12345",
+            "t",
+            "agent x",
+        ];
+        for t in texts {
+            for p in phrases {
+                assert_eq!(
+                    contains_phrase(t, p),
+                    contains_phrase_any(t, p),
+                    "{t:?} / {p:?}"
+                );
+            }
+        }
+        assert!(contains_phrase("I want an AGENT.", "agent"));
+        assert!(!contains_phrase("reagent", "agent"));
+    }
 
     #[test]
     fn keywords_fold_case_spaces_hyphens_and_trailing_punctuation() {

@@ -169,11 +169,31 @@ pub(crate) fn answer(expect: &Expect, text: &str, regexes: &Regexes) -> Option<V
 /// no fallback), for audit warnings.
 pub(crate) fn render(text: &Text, lookup: &dyn Fn(&str) -> Option<Value>) -> (String, Vec<String>) {
     let mut out = String::new();
+    let missing = render_into(&mut out, text, lookup);
+    (out, missing)
+}
+
+/// [`render`], appending to `out`; returns the tokens that had no value and no fallback.
+pub(crate) fn render_into(
+    out: &mut String,
+    text: &Text,
+    lookup: &dyn Fn(&str) -> Option<Value>,
+) -> Vec<String> {
     let mut missing = Vec::new();
+    let literal: usize = text
+        .parts
+        .iter()
+        .map(|p| match p {
+            TextPart::Literal(s) => s.len(),
+            TextPart::Token { .. } => 16,
+        })
+        .sum();
+    out.reserve(literal);
     for part in &text.parts {
         match part {
             TextPart::Literal(s) => out.push_str(s),
             TextPart::Token { token, fallback } => match lookup(token).filter(|v| !is_empty(v)) {
+                Some(Value::String(s)) => out.push_str(&s),
                 Some(v) => out.push_str(&string_of(&v)),
                 None => match fallback {
                     Some(f) => out.push_str(f),
@@ -182,7 +202,7 @@ pub(crate) fn render(text: &Text, lookup: &dyn Fn(&str) -> Option<Value>) -> (St
             },
         }
     }
-    (out, missing)
+    missing
 }
 
 /// Template parameters from the text's tokens, keyed by name without `event.`

@@ -272,13 +272,16 @@ impl Engine {
             a.template = Some(t.name.clone());
             a.params = Some(params);
         } else {
-            let (mut body, missing) = render(text, &lookup);
-            warnings.extend(missing);
+            let settings = &self.bundle.settings;
+            let mut body = String::new();
             if !run.disclosed {
-                body = format!("{} {body}", self.bundle.settings.disclosure);
+                body.push_str(&settings.disclosure);
+                body.push(' ');
             }
+            warnings.extend(crate::matching::render_into(&mut body, text, &lookup));
             if marketing && !run.footered {
-                body = format!("{body} {}", self.bundle.settings.opt_out.footer);
+                body.push(' ');
+                body.push_str(&settings.opt_out.footer);
             }
             a.text = Some(body);
             if let Some(comment) = &private_reply {
