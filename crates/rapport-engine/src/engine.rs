@@ -50,6 +50,8 @@ pub struct Engine {
     regexes: Regexes,
     /// The bundle's names, shared by every contact's state.
     names: crate::state::Names,
+    /// Per flow version: its name, version and state names, shared by the actions.
+    labels: Vec<Labels>,
     /// Boxed, so the map's spare buckets cost a pointer, not a whole contact.
     contacts: FastMap<String, Box<Contact>>,
     clock: Millis,
@@ -193,9 +195,9 @@ impl std::hash::Hasher for IdHasher {
 /// The cause of the actions being produced: an event or a timer.
 struct Cause {
     /// The event id, or the timer id.
-    id: String,
+    id: Arc<str>,
     /// `e1` for an event, `timer` for a timer.
-    field: String,
+    field: Arc<str>,
     at: Millis,
     actions: u32,
     timers: u32,
@@ -257,6 +259,18 @@ impl Engine {
         }
         let stats = vec![VersionStats::default(); versions.len()];
         let names = bundle_names(&bundle, &versions);
+        let labels = versions
+            .iter()
+            .map(|f| Labels {
+                flow: Arc::from(f.name.as_str()),
+                version: Arc::from(f.version.as_str()),
+                states: f
+                    .states
+                    .iter()
+                    .map(|s| Arc::from(s.name.as_str()))
+                    .collect(),
+            })
+            .collect();
         let versions = Arc::new(versions);
         Engine {
             bundle,
@@ -264,6 +278,7 @@ impl Engine {
             by_name,
             regexes,
             names,
+            labels,
             contacts: FastMap::default(),
             clock: i64::MIN,
             seen: SeenIds::default(),
@@ -320,9 +335,10 @@ impl Engine {
         self.seen.insert(key, seen_seconds(base, now));
         self.journal_seen(key, now);
         self.forget_old_ids(now);
+        let id: Arc<str> = Arc::from(event.id.as_str());
         let mut cause = Cause {
-            id: event.id.clone(),
-            field: event.id.clone(),
+            id: Arc::clone(&id),
+            field: id,
             at: event.at,
             actions: 0,
             timers: 0,
@@ -472,9 +488,16 @@ impl Engine {
             state,
             reason: reason.map(str::to_string),
             detail,
-            cause: Some(cause.field.clone()),
+            cause: Some(cause.field.to_string()),
         });
     }
+}
+
+/// A flow version's names as actions carry them.
+struct Labels {
+    flow: Arc<str>,
+    version: Arc<str>,
+    states: Vec<Arc<str>>,
 }
 
 /// What the send checks read of a contact.

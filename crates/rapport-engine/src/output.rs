@@ -1,12 +1,15 @@
 //! What the engine emits: actions for the channel adapters and audit records for the
 //! trail. Both are written as JSON lines by the host.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::event::{write_time, Millis};
 
-/// An action, as in design section 6.1. Fields that do not apply are left out.
+/// An action, as in design section 6.1. Fields that do not apply are left out. Names the
+/// engine repeats on many actions (channel, flow, version, state, cause) are shared.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Action {
     pub id: String,
@@ -15,7 +18,7 @@ pub struct Action {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub channel: Option<String>,
+    pub channel: Option<Arc<str>>,
     #[serde(rename = "type")]
     pub kind: ActionKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -43,15 +46,15 @@ pub struct Action {
     #[serde(rename = "kind", skip_serializing_if = "Option::is_none")]
     pub alert: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub flow: Option<String>,
+    pub flow: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
+    pub version: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cause: Option<String>,
+    pub cause: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

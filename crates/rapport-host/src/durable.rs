@@ -411,10 +411,10 @@ impl Pending {
                     at: a.at,
                     contact: contact.clone(),
                     direction: "out",
-                    channel: a.channel.clone(),
+                    channel: a.channel.as_deref().map(str::to_string),
                     purpose: a
                         .flow
-                        .as_ref()
+                        .as_deref()
                         .and_then(|f| purpose.get(f))
                         .map(|p| purpose_name(*p).to_string()),
                     text: text.clone(),

@@ -72,20 +72,24 @@ impl Engine {
                         granted: *granted,
                     },
                 );
-                let detail = format!(
-                    "{} {}{}{}",
-                    purpose,
-                    if *granted { "granted" } else { "withdrawn" },
-                    source
-                        .as_ref()
-                        .map(|s| format!(" via {s}"))
-                        .unwrap_or_default(),
-                    wording
-                        .as_ref()
-                        .map(|w| format!(": {w:?}"))
-                        .unwrap_or_default()
-                );
-                self.audit(cause, Some(contact), None, "consent", None, Some(detail));
+                // Described only when audit records are built; the record itself always
+                // goes through `audit` (which keeps the tallies).
+                let detail = self.record_audit.then(|| {
+                    format!(
+                        "{} {}{}{}",
+                        purpose,
+                        if *granted { "granted" } else { "withdrawn" },
+                        source
+                            .as_ref()
+                            .map(|s| format!(" via {s}"))
+                            .unwrap_or_default(),
+                        wording
+                            .as_ref()
+                            .map(|w| format!(": {w:?}"))
+                            .unwrap_or_default()
+                    )
+                });
+                self.audit(cause, Some(contact), None, "consent", None, detail);
             }
             Body::External { name, data } => self.external(contact, event, name, data, now, cause),
             Body::Agent { released, agent } => {
@@ -225,7 +229,7 @@ impl Engine {
                     Some(contact),
                     ActionKind::Handoff,
                 );
-                a.channel = reply_channel.clone();
+                a.channel = reply_channel.as_deref().map(Arc::from);
                 a.queue = Some(esc.queue.clone());
                 a.summary = Some(text.to_string());
                 a.cause = Some(cause.field.clone());
@@ -343,7 +347,7 @@ impl Engine {
         );
         a.queue = Some(h.queue.clone());
         a.reason = Some(reason.into());
-        a.flow = h.flow.clone();
+        a.flow = h.flow.as_deref().map(Arc::from);
         a.cause = Some(cause.field.clone());
         self.out.actions.push(a);
         self.audit(
@@ -371,7 +375,7 @@ impl Engine {
             Some(contact),
             ActionKind::Send,
         );
-        a.channel = channel.map(str::to_string);
+        a.channel = channel.map(Arc::from);
         a.text = Some(text);
         a.policy = Some(policy);
         a.cause = Some(cause.field.clone());
@@ -424,12 +428,22 @@ impl Engine {
                             && t.when.as_ref().is_none_or(|w| condition_holds(w, &lookup))
                     })
                     .map(|t| t.target);
-                let ask = state.actions.iter().find_map(|a| match a {
-                    BAction::Ask(ask) => Some(ask.clone()),
-                    _ => None,
-                });
-                (matched, ask, (run.flow, run.state, run.retries_left))
+                let has_ask = state.actions.iter().any(|a| matches!(a, BAction::Ask(_)));
+                (matched, has_ask, (run.flow, run.state, run.retries_left))
             };
+            // Read in place from the shared flow versions while the contact changes.
+            let versions = Arc::clone(&self.versions);
+            let ask = ask
+                .then(|| {
+                    versions[run_flow].states[run_state]
+                        .actions
+                        .iter()
+                        .find_map(|a| match a {
+                            BAction::Ask(ask) => Some(&**ask),
+                            _ => None,
+                        })
+                })
+                .flatten();
             if let Some(target) = matched {
                 self.touch(contact, run_id, cause.at);
                 self.transition(contact, run_id, target, cause);
@@ -570,13 +584,13 @@ impl Engine {
         }
         // Every active run with a matching `on event`, in the order of A.2.
         for run_id in self.run_order(contact) {
-            let Some(run) = self.run_copy(contact, run_id) else {
-                continue;
-            };
             let target = {
+                let Some(run) = self.contacts.get(contact).and_then(|c| c.run(run_id)) else {
+                    continue;
+                };
                 let flow = &self.versions[run.flow];
                 let state = &flow.states[run.state];
-                let lookup = self.lookup(contact, &run, Some(data));
+                let lookup = self.lookup(contact, run, Some(data));
                 flow.transitions
                     .iter()
                     .chain(&state.transitions)

@@ -480,7 +480,7 @@ impl Engine {
             Some(contact),
             ActionKind::Handoff,
         );
-        a.channel = Some(run.channel.to_string());
+        a.channel = Some(Arc::clone(&run.channel));
         a.queue = Some(queue.to_string());
         a.summary = text;
         self.flow_fields(&mut a, contact, run_id);
@@ -541,7 +541,7 @@ impl Engine {
         let (rendered, missing) = self.render_optional(contact, &run, text);
         self.warn_missing(contact, run_id, missing, cause);
         let mut a = Action::new(cause.next_action_id(), cause.at, Some(contact), kind);
-        a.channel = Some(run.channel.to_string());
+        a.channel = Some(Arc::clone(&run.channel));
         a.comment = Some(comment);
         match kind {
             ActionKind::Review => a.reason = rendered,
@@ -601,10 +601,10 @@ impl Engine {
 
     pub(super) fn flow_fields(&self, a: &mut Action, contact: &str, run_id: u64) {
         if let Some(run) = self.contacts.get(contact).and_then(|c| c.run(run_id)) {
-            let flow = &self.versions[run.flow];
-            a.flow = Some(flow.name.clone());
-            a.version = Some(flow.version.clone());
-            a.state = Some(flow.states[run.state].name.clone());
+            let labels = &self.labels[run.flow];
+            a.flow = Some(Arc::clone(&labels.flow));
+            a.version = Some(Arc::clone(&labels.version));
+            a.state = labels.states.get(run.state).cloned();
         }
     }
 

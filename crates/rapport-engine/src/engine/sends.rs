@@ -250,7 +250,7 @@ impl Engine {
         };
         let lookup = self.lookup(contact, full_run, None);
         let mut a = Action::new(cause.next_action_id(), now, Some(contact), ActionKind::Send);
-        a.channel = Some(run.channel.to_string());
+        a.channel = Some(Arc::clone(&run.channel));
         let mut warnings = Vec::new();
         if use_template {
             let t = template.cloned().unwrap_or(rapport_bundle::TemplateSend {

@@ -51,8 +51,8 @@ impl Engine {
             fired += 1;
             self.clock = self.clock.max(due);
             let mut cause = Cause {
-                id: timer.id.clone(),
-                field: "timer".into(),
+                id: Arc::from(timer.id.as_str()),
+                field: Arc::from("timer"),
                 at: due,
                 actions: 0,
                 timers: 0,
@@ -143,7 +143,7 @@ impl Engine {
                 );
                 a.alert = Some("sla_breach");
                 a.queue = Some(h.queue.clone());
-                a.flow = h.flow.clone();
+                a.flow = h.flow.as_deref().map(Arc::from);
                 a.cause = Some(cause.field.clone());
                 self.out.actions.push(a);
             }
@@ -188,8 +188,8 @@ impl Engine {
     pub(super) fn rollout_alert(&mut self, flow: usize, kind: &'static str, cause: &mut Cause) {
         let mut a = Action::new(cause.next_action_id(), cause.at, None, ActionKind::Alert);
         a.alert = Some(kind);
-        a.flow = Some(self.versions[flow].name.clone());
-        a.version = Some(self.versions[flow].version.clone());
+        a.flow = Some(Arc::clone(&self.labels[flow].flow));
+        a.version = Some(Arc::clone(&self.labels[flow].version));
         a.cause = Some(cause.field.clone());
         self.out.actions.push(a);
         let (name, version) = (
@@ -206,7 +206,7 @@ impl Engine {
             state: None,
             reason: Some(kind.into()),
             detail: None,
-            cause: Some(cause.field.clone()),
+            cause: Some(cause.field.to_string()),
         });
     }
 
@@ -269,7 +269,7 @@ impl Engine {
                 state: None,
                 reason: Some("unknown_flow".into()),
                 detail: None,
-                cause: Some(cause.field.clone()),
+                cause: Some(cause.field.to_string()),
             });
             return;
         };
@@ -306,7 +306,7 @@ impl Engine {
                     state: None,
                     reason: Some("resumed".into()),
                     detail: None,
-                    cause: Some(cause.field.clone()),
+                    cause: Some(cause.field.to_string()),
                 });
             }
         }
