@@ -136,6 +136,18 @@ impl SeenIds {
         self.tables[Self::table(key)].contains_key(key)
     }
 
+    /// Adds `key` unless it is there; false when it was (one probe for both).
+    pub(crate) fn insert_new(&mut self, key: IdKey, seconds: u32) -> bool {
+        match self.tables[Self::table(&key)].entry(key) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(seconds);
+                self.len += 1;
+                true
+            }
+        }
+    }
+
     pub(crate) fn insert(&mut self, key: IdKey, seconds: u32) {
         if self.tables[Self::table(&key)]
             .insert(key, seconds)
@@ -324,16 +336,16 @@ impl Engine {
     /// Applies one event: fires the timers due before it, then the event itself.
     pub fn step(&mut self, event: &Event) -> Output {
         let key = IdKey::of(&event.id);
-        if self.seen.contains(&key) {
+        let now = event.at.max(self.clock);
+        let base = self.seen_base.unwrap_or(now);
+        if !self.seen.insert_new(key, seen_seconds(base, now)) {
             // Appendix A.17: a duplicate changes nothing, not even the clock.
             return Output::default();
         }
-        let now = event.at.max(self.clock);
+        self.seen_base = Some(base);
+        self.journal_seen(key, now);
         self.fire_due(now);
         self.clock = now;
-        let base = *self.seen_base.get_or_insert(now);
-        self.seen.insert(key, seen_seconds(base, now));
-        self.journal_seen(key, now);
         self.forget_old_ids(now);
         let id: Arc<str> = Arc::from(event.id.as_str());
         let mut cause = Cause {

@@ -61,17 +61,19 @@ impl Engine {
                 wording,
             } => {
                 let purpose_name = self.names.get(purpose);
-                let c = self.contacts.entry(contact.to_string()).or_default();
-                let pos = c.consent.partition_point(|r| r.at <= event.at);
-                c.consent.reserve_exact(1);
-                c.consent.insert(
-                    pos,
-                    ConsentRecord {
-                        at: event.at,
-                        purpose: purpose_name,
-                        granted: *granted,
-                    },
-                );
+                // `ensure_contact` above made sure the contact is held.
+                if let Some(c) = self.contacts.get_mut(contact) {
+                    let pos = c.consent.partition_point(|r| r.at <= event.at);
+                    c.consent.reserve_exact(1);
+                    c.consent.insert(
+                        pos,
+                        ConsentRecord {
+                            at: event.at,
+                            purpose: purpose_name,
+                            granted: *granted,
+                        },
+                    );
+                }
                 // Described only when audit records are built; the record itself always
                 // goes through `audit` (which keeps the tallies).
                 let detail = self.record_audit.then(|| {
@@ -113,9 +115,9 @@ impl Engine {
     ) {
         let settings = &self.bundle.settings;
         let channel = event.channel.as_deref().map(|ch| self.names.get(ch));
-        {
-            let names = &self.names;
-            let c = self.contacts.entry(contact.to_string()).or_default();
+        let names = &self.names;
+        // `ensure_contact` made sure the contact is held.
+        if let Some(c) = self.contacts.get_mut(contact) {
             for (k, v) in profile {
                 if c.profile.get(k) != Some(v) {
                     c.profile.insert(names.get(k), v.clone());
