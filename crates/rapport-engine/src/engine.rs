@@ -371,6 +371,16 @@ impl Engine {
         std::mem::take(&mut self.out)
     }
 
+    /// Hands back a step's output once it has been written, so the next step reuses its
+    /// memory instead of allocating afresh.
+    pub fn recycle(&mut self, mut used: Output) {
+        if self.out.actions.capacity() == 0 && self.out.audit.capacity() == 0 {
+            used.actions.clear();
+            used.audit.clear();
+            self.out = used;
+        }
+    }
+
     /// Fires every timer due up to `until` (a live host's wall-clock tick).
     pub fn advance(&mut self, until: Millis) -> Output {
         if until > self.clock {

@@ -77,6 +77,35 @@ enum Work {
     Lines(Vec<Line>, Option<Millis>),
 }
 
+/// Action buffers written out, for the workers to fill again: a buffer that stays warm in
+/// the cache is cheaper than a fresh one for every batch.
+#[derive(Clone, Default)]
+struct Spare(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl Spare {
+    /// An empty buffer of at least `capacity` bytes.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut buf = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_default();
+        buf.clear();
+        buf.reserve(capacity);
+        buf
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        if let Ok(mut pool) = self.0.lock() {
+            // A few per worker are enough; the rest are freed.
+            if pool.len() < 16 {
+                pool.push(buf);
+            }
+        }
+    }
+}
+
 /// Output of a worker: serialised action lines, audit lines, and stderr lines.
 struct Written {
     actions: Vec<u8>,
@@ -116,6 +145,7 @@ where
         n => n,
     };
     let (out_tx, mut out_rx) = mpsc::channel::<Written>(shards * 4);
+    let spare = Spare::default();
     let mut senders = Vec::with_capacity(shards);
     let mut workers = Vec::with_capacity(shards);
     for index in 0..shards {
@@ -124,8 +154,9 @@ where
         let bundle = bundle.clone();
         let out = out_tx.clone();
         let audit_on = options.audit;
+        let spare = spare.clone();
         workers.push(tokio::task::spawn_blocking(move || {
-            worker(index == 0, bundle, rx, out, audit_on)
+            worker(index == 0, bundle, rx, out, audit_on, spare)
         }));
     }
     drop(out_tx);
@@ -134,6 +165,7 @@ where
     let writer = async {
         while let Some(w) = out_rx.recv().await {
             actions.write_all(&w.actions).await?;
+            spare.give(w.actions);
             if let Some(a) = audit.as_mut() {
                 a.write_all(&w.audit).await?;
             }
@@ -234,24 +266,29 @@ fn worker(
     mut rx: mpsc::Receiver<Work>,
     out: mpsc::Sender<Written>,
     audit_on: bool,
+    spare: Spare,
 ) -> Counts {
     let mut engine = Engine::new(bundle);
     engine.record_audit(audit_on);
     let mut counts = Counts::default();
     while let Some(Work::Lines(lines, latest)) = rx.blocking_recv() {
         let mut w = Written {
-            actions: Vec::with_capacity(lines.len() * 200),
+            actions: spare.take(lines.len() * 200),
             audit: Vec::new(),
             errors: Vec::new(),
         };
-        for (n, line) in lines {
+        // Read in place: the decoded events are large, and moving each out costs more
+        // than the step's own reads.
+        for (n, line) in &lines {
+            let n = *n;
             match line {
                 Ok(event) => {
                     if event.contact.is_some() || primary {
                         counts.events += 1;
                     }
-                    let o = engine.step(&event);
+                    let o = engine.step(event);
                     write_output(&o, &mut w, &mut counts, audit_on);
+                    engine.recycle(o);
                 }
                 Err(rejected) => {
                     // A line with no contact reached every worker: report it once.
@@ -277,6 +314,7 @@ fn worker(
         if let Some(t) = latest {
             let o = engine.advance(t);
             write_output(&o, &mut w, &mut counts, audit_on);
+            engine.recycle(o);
         }
         if out.blocking_send(w).is_err() {
             break;
