@@ -199,6 +199,39 @@ fn bad_lines_are_reported_with_their_number_and_skipped() {
     assert!(out.contains("Which category"), "{out}");
 }
 
+#[test]
+fn a_line_that_is_not_utf8_is_rejected_and_the_run_goes_on() {
+    let bundle = funnel_bundle();
+    let events = temp("not-utf8.jsonl");
+    let mut bytes = br#"{"id":"e1","at":"2026-11-24T10:00:00Z","contact":"c1","channel":"instagram","type":"message","text":"hi"}"#.to_vec();
+    bytes.extend_from_slice(b"\n\xff\xfe{\"id\":\"e2\"}\n");
+    bytes.extend_from_slice(br#"{"id":"e3","at":"2026-11-24T10:01:00Z","contact":"c1","channel":"instagram","type":"message","text":"1"}"#);
+    bytes.push(b'\n');
+    std::fs::write(&events, bytes).expect("write events");
+    let args = [
+        "run",
+        "--bundle",
+        path_str(&bundle),
+        "--events",
+        path_str(&events),
+    ];
+    for extra in [&[][..], &["--shards", "1"][..]] {
+        let o = rapport(&[&args[..], extra].concat(), None);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert!(err.contains("line 2: rejected: not a JSON event"), "{err}");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("Which category"),
+            "the line after it was processed: {out}"
+        );
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("temporary paths are UTF-8")
+}
+
 /// The scenario suites: the example project (every state and transition covered), the
 /// rule-by-rule project of the runtime's rules, and the funnel workload.
 #[test]

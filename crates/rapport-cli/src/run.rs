@@ -73,11 +73,18 @@ fn io_floor(bundle: &rapport_bundle::Bundle, args: &RunArgs) -> ExitCode {
                 File::create(&args.actions)?,
             ))
         };
+        let mut input = input;
         let mut events = 0;
         let mut buf = Vec::with_capacity(512);
-        for line in input.lines() {
-            let line = line?;
-            if let Ok(event) = decode(&line, &bundle.settings) {
+        let mut raw = Vec::with_capacity(1024);
+        loop {
+            raw.clear();
+            if input.read_until(b'\n', &mut raw)? == 0 {
+                break;
+            }
+            let text = String::from_utf8_lossy(&raw);
+            let line = text.trim_end_matches(['\n', '\r']);
+            if let Ok(event) = decode(line, &bundle.settings) {
                 events += 1;
                 buf.clear();
                 serde_json::to_writer(

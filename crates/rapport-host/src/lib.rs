@@ -183,24 +183,32 @@ where
     // The reader decodes each line once; workers receive typed events.
     let settings = bundle.settings.clone();
     let reader = async move {
-        let mut lines = input.lines();
+        let mut input = input;
+        // One buffer for every line; bytes that are not UTF-8 are replaced (U+FFFD) as
+        // the durable host does, so such a line is judged like any other, not fatal.
+        let mut buf: Vec<u8> = Vec::with_capacity(1024);
         let mut batches: Vec<Vec<Line>> = (0..shards).map(|_| Vec::with_capacity(BATCH)).collect();
         let mut n: u64 = 0;
         let mut latest: Option<Millis> = None;
         let mut interrupted = false;
         tokio::pin!(stop);
         loop {
-            let line = tokio::select! {
+            buf.clear();
+            let read = tokio::select! {
                 biased;
                 _ = &mut stop => { interrupted = true; break; }
-                line = lines.next_line() => line?,
+                read = input.read_until(b'\n', &mut buf) => read?,
             };
-            let Some(line) = line else { break };
+            if read == 0 {
+                break;
+            }
             n += 1;
+            let text = String::from_utf8_lossy(&buf);
+            let line = text.trim_end_matches(['\n', '\r']);
             if line.trim().is_empty() {
                 continue;
             }
-            let decoded = decode(&line, &settings);
+            let decoded = decode(line, &settings);
             let contact = match &decoded {
                 Ok(event) => {
                     latest = Some(latest.map_or(event.at, |l| l.max(event.at)));
