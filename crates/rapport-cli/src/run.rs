@@ -82,8 +82,8 @@ fn io_floor(bundle: &rapport_bundle::Bundle, args: &RunArgs) -> ExitCode {
             if input.read_until(b'\n', &mut raw)? == 0 {
                 break;
             }
-            let text = String::from_utf8_lossy(&raw);
-            let line = text.trim_end_matches(['\n', '\r']);
+            let text = rapport_engine::line_text(&raw);
+            let line: &str = &text;
             if let Ok(event) = decode(line, &bundle.settings) {
                 events += 1;
                 buf.clear();

@@ -164,6 +164,24 @@ pub(crate) fn write_time(at: Millis, out: &mut String) {
     out.push('Z');
 }
 
+/// The text of one input line as read (with or without its line break): as it is when it
+/// is UTF-8 (checked with the fast validator), else with U+FFFD for the bytes that are not,
+/// so a damaged line is judged, and rejected, like any other.
+pub fn line_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    };
+    match text {
+        std::borrow::Cow::Borrowed(s) => {
+            std::borrow::Cow::Borrowed(s.trim_end_matches(['\n', '\r']))
+        }
+        std::borrow::Cow::Owned(s) => {
+            std::borrow::Cow::Owned(s.trim_end_matches(['\n', '\r']).to_string())
+        }
+    }
+}
+
 /// Decodes and validates one line.
 pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
     let mut raw: Raw = serde_json::from_str(line)

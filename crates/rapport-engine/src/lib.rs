@@ -13,6 +13,6 @@ pub mod rollout;
 mod state;
 
 pub use engine::{Changes, Engine, Loaded, Loader, Output, TimerChange};
-pub use event::{decode, format_time, parse_time, Body, Event, Millis, Rejected};
+pub use event::{decode, format_time, line_text, parse_time, Body, Event, Millis, Rejected};
 pub use output::{Action, ActionKind, Audit};
 pub use state::VersionStats;

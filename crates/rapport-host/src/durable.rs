@@ -281,8 +281,8 @@ pub fn run_durable<S: Store + 'static>(
         } else {
             before
         };
-        let text = String::from_utf8_lossy(&buf);
-        let line = text.trim_end_matches(['\n', '\r']);
+        let text = rapport_engine::line_text(&buf);
+        let line: &str = &text;
         if !line.trim().is_empty() {
             report.counts.events += 1;
             match decode(line, &engine.bundle().settings) {

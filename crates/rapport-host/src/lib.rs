@@ -203,8 +203,8 @@ where
                 break;
             }
             n += 1;
-            let text = String::from_utf8_lossy(&buf);
-            let line = text.trim_end_matches(['\n', '\r']);
+            let text = rapport_engine::line_text(&buf);
+            let line: &str = &text;
             if line.trim().is_empty() {
                 continue;
             }
@@ -348,9 +348,8 @@ fn worker(
 fn write_output(o: &rapport_engine::Output, w: &mut Written, counts: &mut Counts, audit_on: bool) {
     for a in &o.actions {
         counts.action(a);
-        if serde_json::to_writer(&mut w.actions, a).is_ok() {
-            w.actions.push(b'\n');
-        }
+        a.write_json(&mut w.actions);
+        w.actions.push(b'\n');
     }
     if audit_on {
         for a in &o.audit {
