@@ -233,7 +233,9 @@ fn run_case(
             if let Body::Message { profile, .. } = &mut event.body {
                 if first_message {
                     for (k, v) in &s.profile {
-                        profile.entry(k.clone()).or_insert(v.clone());
+                        if !profile.iter().any(|(field, _)| field == k) {
+                            profile.push((k.clone(), v.clone()));
+                        }
                     }
                     first_message = false;
                 }
@@ -281,7 +283,7 @@ fn step_body(step: &Yaml, s: &Scenario) -> Result<Body, String> {
     if let Some(text) = step.get("message") {
         return Ok(Body::Message {
             text: yaml_str(text).ok_or("`message` needs text")?,
-            profile: json(step.get("profile")),
+            profile: json(step.get("profile")).into_iter().collect(),
             intent: step.get("intent").and_then(yaml_str),
             sentiment: step.get("sentiment").and_then(Yaml::as_f64),
         });

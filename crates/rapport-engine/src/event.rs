@@ -22,7 +22,8 @@ pub struct Event {
 pub enum Body {
     Message {
         text: String,
-        profile: Map<String, Value>,
+        /// The profile fields sent with the message, in the order written.
+        profile: Vec<(String, Value)>,
         intent: Option<String>,
         sentiment: Option<f64>,
     },
@@ -63,6 +64,33 @@ pub enum OperatorAction {
     Resume,
 }
 
+/// A JSON object's fields as pairs, in order: a message carries a profile field or two, and
+/// a tree map would cost an allocation of several hundred bytes for each message.
+struct Pairs(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Pairs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Pairs, A::Error> {
+                let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(0).min(16));
+                while let Some(field) = map.next_entry()? {
+                    fields.push(field);
+                }
+                Ok(Pairs(fields))
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
 /// The line as written, before validation.
 #[derive(Deserialize)]
 struct Raw {
@@ -73,7 +101,7 @@ struct Raw {
     #[serde(rename = "type")]
     kind: Option<String>,
     text: Option<String>,
-    profile: Option<Map<String, Value>>,
+    profile: Option<Pairs>,
     intent: Option<String>,
     sentiment: Option<f64>,
     comment: Option<Value>,
@@ -226,7 +254,7 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
                     .text
                     .take()
                     .ok_or_else(|| reject(rid, contact, "a `message` event needs `text`"))?,
-                profile: raw.profile.take().unwrap_or_default(),
+                profile: raw.profile.take().map(|p| p.0).unwrap_or_default(),
                 intent: raw.intent.take(),
                 sentiment: raw.sentiment,
             }

@@ -163,10 +163,10 @@ fn events(steps: &[Step]) -> Vec<Event> {
                 *c,
                 Body::Message {
                     text: t.to_string(),
-                    profile: json!({"first_name": "Ana", "timezone": "Europe/Bucharest"})
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default(),
+                    profile: vec![
+                        ("first_name".into(), json!("Ana")),
+                        ("timezone".into(), json!("Europe/Bucharest")),
+                    ],
                     intent: None,
                     sentiment: None,
                 },

@@ -107,7 +107,7 @@ impl Engine {
         contact: &str,
         event: &Event,
         text: &str,
-        profile: &Map<String, Value>,
+        profile: &[(String, Value)],
         intent: Option<&str>,
         sentiment: Option<f64>,
         now: Millis,
