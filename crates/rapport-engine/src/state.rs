@@ -118,9 +118,9 @@ pub(crate) struct Timer {
     /// The engine's key for the timer.
     pub(crate) key: u64,
     /// The timer's id for the actions it causes (`EVENT~K`).
-    pub(crate) id: String,
+    pub(crate) id: Box<str>,
     pub(crate) due: Millis,
-    pub(crate) contact: Option<String>,
+    pub(crate) contact: Option<Box<str>>,
     pub(crate) kind: TimerKind,
 }
 

@@ -91,6 +91,14 @@ impl TimerTable {
         t
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Timer> {
+        self.map.values().map(|t| &**t)
+    }
+
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Timer) -> bool) {
         let log = &mut self.log;
         self.map.retain(|k, t| {
@@ -220,7 +228,7 @@ impl Engine {
                 Some(t) => TimerChange {
                     key,
                     due: t.due,
-                    contact: t.contact.clone(),
+                    contact: t.contact.as_deref().map(str::to_string),
                     state: Some(serde_json::to_string(t).map_err(|e| e.to_string())?),
                 },
                 None => TimerChange {

@@ -12,7 +12,7 @@ impl Engine {
         contact: Option<&str>,
         kind: TimerKind,
     ) -> u64 {
-        let id = cause.next_timer_id();
+        let id = cause.next_timer_id().into_boxed_str();
         self.timer_seq += 1;
         let key = self.timer_seq;
         self.timers.push(Reverse((due, key)));
@@ -22,11 +22,27 @@ impl Engine {
                 key,
                 id,
                 due,
-                contact: contact.map(str::to_string),
+                contact: contact.map(Box::from),
                 kind,
             }),
         );
+        self.compact_timers();
         key
+    }
+
+    /// A cancelled timer's entry stays in the due-order heap until it comes due (removing
+    /// it there would cost a search); when such entries outnumber the live timers, the heap
+    /// is rebuilt from the live ones. It grows by as many entries as it holds live timers
+    /// between two rebuilds, so the cost per timer set stays constant.
+    fn compact_timers(&mut self) {
+        let live = self.live_timers.len();
+        if self.timers.len() > 2 * live + 4096 {
+            self.timers = self
+                .live_timers
+                .iter()
+                .map(|t| Reverse((t.due, t.key)))
+                .collect();
+        }
     }
 
     pub(super) fn fire_due(&mut self, until: Millis) {
@@ -51,7 +67,7 @@ impl Engine {
             fired += 1;
             self.clock = self.clock.max(due);
             let mut cause = Cause {
-                id: Arc::from(timer.id.as_str()),
+                id: Arc::from(&*timer.id),
                 field: Arc::from("timer"),
                 at: due,
                 actions: 0,
@@ -63,7 +79,7 @@ impl Engine {
     }
 
     pub(super) fn fire(&mut self, timer: Timer, cause: &mut Cause) {
-        let contact_id = timer.contact.clone().unwrap_or_default();
+        let contact_id = timer.contact.as_deref().unwrap_or_default().to_string();
         if timer.contact.is_some() {
             self.ensure_contact(&contact_id);
         }
