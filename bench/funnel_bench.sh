@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The funnel workload (shared/bench/WORKLOAD.md) through `rapport run`, against the I/O
-# floor (decode every line, write one line per event, nothing else), RUNS times each.
+# floor (decode every line, write one line per event, nothing else), RUNS rounds of one
+# floor run and one `rapport run` each.
 #
 #   bash bench/funnel_bench.sh                  # 100,000 contacts, 5 runs
 #   CONTACTS=10000 RUNS=3 bash bench/funnel_bench.sh
@@ -9,24 +10,27 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 source bench/funnel_setup.sh
 
-measure() { # label, extra args...; prints median seconds and peak RSS
+# One round runs the floor and then the run, so both see the same moment of a noisy
+# machine; the medians are taken over RUNS rounds.
+once() { # label, extra args...; appends seconds and peak RSS (KB) to $dir/label.{t,m}
   local label=$1; shift
-  local times=() rss=()
-  for _ in $(seq "$RUNS"); do
-    /usr/bin/time -f "%e %M" -o "$dir/time" "$bin" run --bundle "$dir/funnel.json" --events "$dir/events.jsonl" --actions "$dir/out.jsonl" "$@" 2>"$dir/err" >/dev/null
-    read -r t m < "$dir/time"
-    times+=("$t"); rss+=("$m")
-  done
-  local t m
-  t=$(printf '%s\n' "${times[@]}" | median)
-  m=$(printf '%s\n' "${rss[@]}" | median)
-  printf '%-8s median %6.2f s  %9.0f events/s  peak RSS %6.1f MiB\n' "$label" "$t" "$(echo "$events / $t" | bc -l)" "$(echo "$m / 1024" | bc -l)"
-  echo "$t" > "$dir/$label.t"
-  echo "$m" > "$dir/$label.m"
+  /usr/bin/time -f "%e %M" -o "$dir/time" "$bin" run --bundle "$dir/funnel.json" --events "$dir/events.jsonl" --actions "$dir/out.jsonl" "$@" 2>"$dir/err" >/dev/null
+  read -r t m < "$dir/time"
+  echo "$t" >> "$dir/$label.ts"; echo "$m" >> "$dir/$label.ms"
 }
-
-measure floor --io-floor
-measure run
+report() { # label
+  local t m
+  t=$(median < "$dir/$1.ts"); m=$(median < "$dir/$1.ms")
+  printf '%-8s median %6.2f s  %9.0f events/s  peak RSS %6.1f MiB   (runs: %s)\n' "$1" "$t" "$(echo "$events / $t" | bc -l)" "$(echo "$m / 1024" | bc -l)" "$(tr '\n' ' ' < "$dir/$1.ts")"
+  echo "$t" > "$dir/$1.t"; echo "$m" > "$dir/$1.m"
+}
+rm -f "$dir"/floor.ts "$dir"/floor.ms "$dir"/run.ts "$dir"/run.ms
+for _ in $(seq "$RUNS"); do
+  once floor --io-floor
+  once run
+done
+report floor
+report run
 grep -E "^(actions|suppressed|not enrolled)" "$dir/err"
 ratio=$(echo "$(cat "$dir/run.t") / $(cat "$dir/floor.t")" | bc -l)
 per_contact=$(echo "($(cat "$dir/run.m") - $(cat "$dir/floor.m")) * 1024 / $CONTACTS" | bc -l)
