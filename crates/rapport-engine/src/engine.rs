@@ -53,7 +53,7 @@ pub struct Engine {
     /// Per flow version: its name, version and state names, shared by the actions.
     labels: Vec<Labels>,
     /// Boxed, so the map's spare buckets cost a pointer, not a whole contact.
-    contacts: FastMap<String, Box<Contact>>,
+    contacts: FastMap<compact_str::CompactString, Box<Contact>>,
     clock: Millis,
     /// Event ids processed within the dedupe window, by a 96-bit hash of the id (a false
     /// duplicate needs about 2^48 ids within one window), with the clock when each was seen

@@ -163,7 +163,8 @@ impl Engine {
                 Contact::default()
             }
         };
-        self.contacts.insert(contact.to_string(), Box::new(state));
+        self.contacts
+            .insert(compact_str::CompactString::from(contact), Box::new(state));
     }
 
     fn note_load_error(&mut self, e: String) {
@@ -216,7 +217,7 @@ impl Engine {
         timer_keys.dedup();
         let mut contacts: Vec<(String, String)> = Vec::with_capacity(touched.len());
         for id in touched {
-            if let Some(c) = self.contacts.get(&id) {
+            if let Some(c) = self.contacts.get(id.as_str()) {
                 let json = serde_json::to_string(c).map_err(|e| e.to_string())?;
                 contacts.push((id, json));
             }

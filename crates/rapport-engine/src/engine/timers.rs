@@ -124,7 +124,7 @@ impl Engine {
                         self.set_timer(cause, due, Some(&contact_id), TimerKind::Expire { run });
                     if let Some(r) = self
                         .contacts
-                        .get_mut(&contact_id)
+                        .get_mut(contact_id.as_str())
                         .and_then(|c| c.run_mut(run))
                     {
                         r.expire_timer = Some(key);
@@ -164,7 +164,7 @@ impl Engine {
                 self.out.actions.push(a);
             }
             TimerKind::GoalClosed { flow, run } => {
-                if let Some(c) = self.contacts.get_mut(&contact_id) {
+                if let Some(c) = self.contacts.get_mut(contact_id.as_str()) {
                     let before = c.goals.len();
                     c.goals.retain(|g| !(g.flow == flow && g.run == run));
                     if c.goals.len() < before {
