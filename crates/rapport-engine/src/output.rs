@@ -150,9 +150,7 @@ impl Action {
         out.extend_from_slice(b"{\"id\":");
         json_str(out, id);
         out.extend_from_slice(b",\"at\":\"");
-        let mut time = String::with_capacity(24);
-        write_time(*at, &mut time);
-        out.extend_from_slice(time.as_bytes());
+        write_time(*at, out);
         out.push(b'"');
         opt_str(out, "contact", contact.as_deref());
         opt_str(out, "channel", channel.as_deref());
@@ -264,9 +262,10 @@ pub struct Audit {
 }
 
 fn ser_time<S: serde::Serializer>(at: &Millis, s: S) -> Result<S::Ok, S::Error> {
-    let mut text = String::with_capacity(24);
+    let mut text = Vec::with_capacity(24);
     write_time(*at, &mut text);
-    s.serialize_str(&text)
+    // The time is ASCII: digits, signs and separators.
+    s.serialize_str(std::str::from_utf8(&text).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -41,7 +41,12 @@ impl Counts {
             ActionKind::Send if a.policy.is_some() => "policy",
             k => k.as_str(),
         };
-        *self.actions.entry(kind.to_string()).or_default() += 1;
+        match self.actions.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                self.actions.insert(kind.to_string(), 1);
+            }
+        }
     }
 
     fn merge(&mut self, other: Counts) {

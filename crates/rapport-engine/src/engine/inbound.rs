@@ -386,18 +386,19 @@ impl Engine {
 
     /// Runs in the order of Appendix A.2: most recent send first, then runs that never
     /// sent, newest first.
-    pub(super) fn run_order(&self, contact: &str) -> Vec<u64> {
+    pub(super) fn run_order(&self, contact: &str) -> smallvec::SmallVec<[u64; 4]> {
         let Some(c) = self.contacts.get(contact) else {
-            return Vec::new();
+            return smallvec::SmallVec::new();
         };
-        let mut runs: Vec<&Run> = c.runs.iter().collect();
-        runs.sort_by(|a, b| match (a.last_send, b.last_send) {
-            (Some(x), Some(y)) => y.cmp(&x).then(b.id.cmp(&a.id)),
+        let mut runs: smallvec::SmallVec<[(Option<Millis>, u64); 4]> =
+            c.runs.iter().map(|r| (r.last_send, r.id)).collect();
+        runs.sort_by(|(a_send, a_id), (b_send, b_id)| match (a_send, b_send) {
+            (Some(x), Some(y)) => y.cmp(x).then(b_id.cmp(a_id)),
             (Some(_), None) => std::cmp::Ordering::Less,
             (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => b.id.cmp(&a.id),
+            (None, None) => b_id.cmp(a_id),
         });
-        runs.iter().map(|r| r.id).collect()
+        runs.iter().map(|(_, id)| *id).collect()
     }
 
     /// Offers a message (or comment) to the active runs; true when one took it.
