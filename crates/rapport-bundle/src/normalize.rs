@@ -24,7 +24,8 @@ pub fn normalize_keyword(text: &str) -> String {
     out
 }
 
-/// Whether `phrase` (already lower-case) occurs in `text` as whole words, ignoring case.
+/// Whether `phrase` (already lower-case, as the compiler makes every phrase) occurs in
+/// `text` as whole words, ignoring case.
 pub fn contains_phrase(text: &str, phrase: &str) -> bool {
     if phrase.is_empty() {
         return false;

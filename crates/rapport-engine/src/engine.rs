@@ -79,8 +79,9 @@ pub struct Engine {
     load_error: Option<String>,
 }
 
-/// The engine's maps keyed by contact id, flow name or timer key: foldhash, seeded per
-/// process, is several times faster than SipHash on these short keys.
+/// The engine's maps keyed by contact id, flow name or timer key, hashed with foldhash
+/// seeded per process: fast on short keys. It is not meant to resist keys crafted to
+/// collide; contact ids come from the messaging platforms, not from the contacts.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A 96-bit hash of an event id: two SipHash passes with fixed, different keys, so the
@@ -108,9 +109,9 @@ impl IdKey {
 }
 
 /// The ids of a dedupe window, spread over many small tables: a table that grows holds its
-/// old and new buckets at once, and with one table of half a million ids that moment was a
-/// tenth of a run's peak memory. A table is chosen by middle bits of the key, which the
-/// table itself uses for neither its bucket nor its tag.
+/// old and new buckets at once, so small tables keep that moment small. A table is chosen
+/// by middle bits of the key, which the table itself uses for neither its bucket nor its
+/// tag.
 pub(crate) struct SeenIds {
     tables: Vec<HashMap<IdKey, u32, BuildIdHasher>>,
     len: usize,
@@ -374,7 +375,9 @@ impl Engine {
     /// Hands back a step's output once it has been written, so the next step reuses its
     /// memory instead of allocating afresh.
     pub fn recycle(&mut self, mut used: Output) {
-        if self.out.actions.capacity() == 0 && self.out.audit.capacity() == 0 {
+        // A burst (a tick firing thousands of timers) is not worth keeping memory for.
+        let small = used.actions.capacity() <= 256 && used.audit.capacity() <= 256;
+        if small && self.out.actions.capacity() == 0 && self.out.audit.capacity() == 0 {
             used.actions.clear();
             used.audit.clear();
             self.out = used;

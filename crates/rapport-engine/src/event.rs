@@ -74,7 +74,7 @@ impl<'de> Deserialize<'de> for Pairs {
         impl<'de> serde::de::Visitor<'de> for Fields {
             type Value = Pairs;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object")
+                f.write_str("a map")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
@@ -167,7 +167,9 @@ pub(crate) fn write_time(at: Millis, out: &mut Vec<u8>) {
     DATE.with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != day {
-            let full = format_time(day.saturating_mul(DAY));
+            // The day's date as `at` itself prints it (the day's midnight can be out of
+            // range on the first day there is).
+            let full = format_time(at);
             let prefix = full.find('T').map_or(full.as_str(), |t| &full[..=t]);
             *cached = (day, prefix.to_string());
         }
@@ -405,6 +407,10 @@ mod tests {
         samples.push(1_764_000_000_123);
         samples.push(Millis::MAX);
         samples.push(Millis::MIN);
+        // The first and last days jiff has, whose midnights are out of range.
+        let first = jiff::Timestamp::MIN.as_millisecond();
+        let last = jiff::Timestamp::MAX.as_millisecond();
+        samples.extend([first, first + 1, first + 3_600_000, last, last - 1]);
         samples.push(951_782_400_000 + 86_399_999); // 2000-02-29T23:59:59.999Z
         for at in samples {
             let mut out = Vec::new();

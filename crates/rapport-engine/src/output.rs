@@ -359,7 +359,12 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_text_is_written_as_serde_writes_it(text in any::<String>(), at in any::<i64>()) {
+        fn any_text_is_written_as_serde_writes_it(
+            // Any characters, control characters included (`any::<String>()` leaves them out).
+            chars in prop::collection::vec(any::<char>(), 0..48),
+            at in jiff::Timestamp::MIN.as_millisecond()..=jiff::Timestamp::MAX.as_millisecond(),
+        ) {
+            let text: String = chars.into_iter().collect();
             let mut a = Action::new(format!("{text}.0"), at, Some(&text), ActionKind::Send);
             a.text = Some(text.clone());
             a.cause = Some(Arc::from(text.as_str()));

@@ -3,8 +3,8 @@
 //! on one worker), runs an engine per worker and writes actions and audit records as JSONL.
 //!
 //! Every worker sees the clock move: the reader sends each worker the time of the latest
-//! event it decoded (a rejected line does not move the clock), so timers fire on every worker as they would on one. Ticks and operator
-//! events go to every worker. Flows with staged rollouts keep their rollout state in one
+//! event it decoded (a rejected line does not move the clock), so timers fire on every
+//! worker as they would on one. Ticks and operator events go to every worker. Flows with staged rollouts keep their rollout state in one
 //! engine, so a bundle with a rollout runs on one worker.
 
 mod durable;
@@ -102,6 +102,10 @@ impl Spare {
     }
 
     fn give(&self, buf: Vec<u8>) {
+        // A buffer a burst made large is freed rather than kept.
+        if buf.capacity() > 1 << 20 {
+            return;
+        }
         if let Ok(mut pool) = self.0.lock() {
             // A few per worker are enough; the rest are freed.
             if pool.len() < 16 {

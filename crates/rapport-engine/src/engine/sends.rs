@@ -324,10 +324,12 @@ impl Engine {
             .rate_limit
             .map(|r| r.per as Millis * 1000);
         if let Some(c) = self.contacts.get_mut(contact) {
-            if let Some(per) = rate_window {
-                c.sends.retain(|&t| t > now - per);
-            }
             crate::state::push_exact(&mut c.sends, now);
+            if let Some(per) = rate_window {
+                // Only the oldest entries leave (events may come out of order).
+                let stale = c.sends.iter().take_while(|&&t| t <= now - per).count();
+                c.sends.drain(..stale);
+            }
             c.last_sender = Some((run.flow, run_id));
             if let Some(r) = c.run_mut(run_id) {
                 r.last_send = Some(now);

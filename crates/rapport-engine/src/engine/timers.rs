@@ -32,8 +32,8 @@ impl Engine {
 
     /// A cancelled timer's entry stays in the due-order heap until it comes due (removing
     /// it there would cost a search); when such entries outnumber the live timers, the heap
-    /// is rebuilt from the live ones. It grows by as many entries as it holds live timers
-    /// between two rebuilds, so the cost per timer set stays constant.
+    /// is rebuilt from the live ones. Between two rebuilds it grows by at least as many
+    /// entries as it holds live timers, so the cost per timer set stays constant.
     fn compact_timers(&mut self) {
         let live = self.live_timers.len();
         if self.timers.len() > 2 * live + 4096 {
