@@ -4,8 +4,9 @@
 //!
 //! Every worker sees the clock move: the reader sends each worker the time of the latest
 //! event it decoded (a rejected line does not move the clock), so timers fire on every
-//! worker as they would on one. Ticks and operator events go to every worker. Flows with staged rollouts keep their rollout state in one
-//! engine, so a bundle with a rollout runs on one worker.
+//! worker as they would on one. Ticks and operator events go to every worker. Flows with
+//! staged rollouts keep their rollout state in one engine, so a bundle with a rollout runs
+//! on one worker.
 
 mod durable;
 pub use durable::{run_durable, DurableError, DurableOptions, DurableReport, Input, Sink};
