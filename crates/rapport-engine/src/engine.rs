@@ -52,6 +52,12 @@ pub struct Engine {
     names: crate::state::Names,
     /// Per flow version: its name, version and state names, shared by the actions.
     labels: Vec<Labels>,
+    /// The fields `X` of every `{event.X}` token in the bundle: a run keeps only these of
+    /// its starting event (`lookup` is the only reader of a run's event data). `None`:
+    /// keep every field.
+    event_fields: Option<std::collections::HashSet<String, foldhash::fast::RandomState>>,
+    /// The event data of a run that keeps none, shared.
+    no_event_data: Arc<crate::state::SmallMap<Value>>,
     /// Boxed, so the map's spare buckets cost a pointer, not a whole contact.
     contacts: FastMap<compact_str::CompactString, Box<Contact>>,
     clock: Millis,
@@ -272,6 +278,7 @@ impl Engine {
         }
         let stats = vec![VersionStats::default(); versions.len()];
         let names = bundle_names(&bundle, &versions);
+        let event_fields = event_fields(&bundle);
         let labels = versions
             .iter()
             .map(|f| Labels {
@@ -292,6 +299,8 @@ impl Engine {
             regexes,
             names,
             labels,
+            event_fields,
+            no_event_data: Arc::default(),
             contacts: FastMap::default(),
             clock: i64::MIN,
             seen: SeenIds::default(),
@@ -556,6 +565,30 @@ impl Run {
     fn opened_handoff(&self) -> bool {
         self.reached_handoff
     }
+}
+
+/// The `X` of every `event.X` the bundle holds, wherever it is (texts, conditions, template
+/// parameters, summaries): found in the bundle's JSON form, so no place that can hold a
+/// token is missed. A literal text that reads like a token only keeps a field more.
+fn event_fields(
+    bundle: &Bundle,
+) -> Option<std::collections::HashSet<String, foldhash::fast::RandomState>> {
+    fn walk(v: &Value, out: &mut std::collections::HashSet<String, foldhash::fast::RandomState>) {
+        match v {
+            Value::String(s) => {
+                if let Some(field) = s.strip_prefix("event.") {
+                    out.insert(field.to_string());
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Object(map) => map.values().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let json = serde_json::to_value(bundle).ok()?;
+    let mut out = std::collections::HashSet::default();
+    walk(&json, &mut out);
+    Some(out)
 }
 
 /// Every name a contact's state can hold that the bundle knows in advance.

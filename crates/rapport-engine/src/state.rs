@@ -155,6 +155,10 @@ impl<V> SmallMap<V> {
         self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| v)
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub(crate) fn contains_key(&self, key: &str) -> bool {
         self.get(key).is_some()
     }

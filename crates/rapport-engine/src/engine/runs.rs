@@ -185,11 +185,22 @@ impl Engine {
             state: 0,
             channel,
             started: now,
-            event: Arc::new(
-                data.into_iter()
+            event: {
+                let kept: crate::state::SmallMap<Value> = data
+                    .into_iter()
+                    .filter(|(k, _)| {
+                        self.event_fields
+                            .as_ref()
+                            .is_none_or(|fields| fields.contains(k.as_str()))
+                    })
                     .map(|(k, v)| (self.names.get(&k), v))
-                    .collect(),
-            ),
+                    .collect();
+                if kept.is_empty() {
+                    Arc::clone(&self.no_event_data)
+                } else {
+                    Arc::new(kept)
+                }
+            },
             slots: crate::state::SmallMap::default(),
             last_send: None,
             last_activity: now,
