@@ -198,17 +198,14 @@ pub(crate) fn write_time(at: Millis, out: &mut Vec<u8>) {
 /// is UTF-8 (checked with the fast validator), else with U+FFFD for the bytes that are not,
 /// so a damaged line is judged, and rejected, like any other.
 pub fn line_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
-    let text = match std::str::from_utf8(bytes) {
-        Ok(s) => std::borrow::Cow::Borrowed(s),
-        Err(_) => String::from_utf8_lossy(bytes),
-    };
-    match text {
-        std::borrow::Cow::Borrowed(s) => {
-            std::borrow::Cow::Borrowed(s.trim_end_matches(['\n', '\r']))
-        }
-        std::borrow::Cow::Owned(s) => {
-            std::borrow::Cow::Owned(s.trim_end_matches(['\n', '\r']).to_string())
-        }
+    const BREAK: [char; 2] = ['\n', '\r'];
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text.trim_end_matches(BREAK)),
+        Err(_) => std::borrow::Cow::Owned(
+            String::from_utf8_lossy(bytes)
+                .trim_end_matches(BREAK)
+                .into(),
+        ),
     }
 }
 

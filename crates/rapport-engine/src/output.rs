@@ -207,21 +207,24 @@ fn may_need_escaping(bytes: &[u8]) -> bool {
 /// `,"key":"value"` when there is a value (`key` needs no escaping).
 fn opt_str(out: &mut Vec<u8>, key: &str, value: Option<&str>) {
     if let Some(v) = value {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
+        field(out, key);
         json_str(out, v);
     }
 }
 
 fn opt_map(out: &mut Vec<u8>, key: &str, value: Option<&Map<String, Value>>) {
     if let Some(v) = value {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(key.as_bytes());
-        out.extend_from_slice(b"\":");
+        field(out, key);
         // Writing into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, v);
     }
+}
+
+/// `,"key":`.
+fn field(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
 /// A JSON string: copied as it is when nothing in it needs escaping (what `serde_json`
