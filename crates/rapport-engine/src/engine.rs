@@ -63,7 +63,7 @@ pub struct Engine {
     clock: Millis,
     /// Event ids processed within the dedupe window, by a 96-bit hash of the id (a false
     /// duplicate needs about 2^48 ids within one window), with the clock when each was seen
-    /// in seconds after `seen_base`: 16 bytes an id.
+    /// in seconds after `seen_base`: 16 bytes an id, plus the table's spare buckets.
     seen: SeenIds,
     seen_base: Option<Millis>,
     /// Due time and key of every timer set; a key no longer in `live_timers` was cancelled.
@@ -91,14 +91,15 @@ pub struct Engine {
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A 96-bit hash of an event id: two SipHash passes with fixed, different keys, so the
-/// same id always gives the same key.
+/// same id always gives the same key. Held as three 32-bit words, so a key and the time
+/// beside it take 16 bytes (a `u64` field would align the pair to 24).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct IdKey(u64, u32);
+pub(crate) struct IdKey([u32; 3]);
 
 impl std::hash::Hash for IdKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        // The first half is the bucket hash; the second only tells keys apart on equality.
-        state.write_u64(self.0);
+        // The first 64 bits are the bucket hash; the rest only tell keys apart on equality.
+        state.write_u64(self.first());
     }
 }
 
@@ -110,7 +111,21 @@ impl IdKey {
         let mut b = std::collections::hash_map::DefaultHasher::new();
         0xA5u8.hash(&mut b);
         id.hash(&mut b);
-        IdKey(a.finish(), b.finish() as u32)
+        IdKey::from_parts(a.finish(), b.finish() as u32)
+    }
+
+    pub(crate) fn from_parts(first: u64, second: u32) -> Self {
+        IdKey([first as u32, (first >> 32) as u32, second])
+    }
+
+    /// The first pass's 64 bits.
+    pub(crate) fn first(&self) -> u64 {
+        u64::from(self.0[0]) | u64::from(self.0[1]) << 32
+    }
+
+    /// 32 bits of the second pass.
+    pub(crate) fn second(&self) -> u32 {
+        self.0[2]
     }
 }
 
@@ -136,7 +151,7 @@ impl Default for SeenIds {
 
 impl SeenIds {
     fn table(key: &IdKey) -> usize {
-        (key.0 >> 32) as usize % SEEN_TABLES
+        (key.first() >> 32) as usize % SEEN_TABLES
     }
 
     pub(crate) fn contains(&self, key: &IdKey) -> bool {
@@ -663,5 +678,25 @@ fn collect_regexes(flow: &Flow, regexes: &mut Regexes) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remembered_event_id_takes_16_bytes() {
+        // The dedupe window holds every id it saw; padding here multiplies by all of them.
+        assert_eq!(std::mem::size_of::<(IdKey, u32)>(), 16);
+    }
+
+    #[test]
+    fn an_id_key_keeps_both_hashes() {
+        let key = IdKey::from_parts(0x0123_4567_89ab_cdef, 0xfeed_beef);
+        assert_eq!(key.first(), 0x0123_4567_89ab_cdef);
+        assert_eq!(key.second(), 0xfeed_beef);
+        assert_eq!(IdKey::of("e1"), IdKey::of("e1"));
+        assert_ne!(IdKey::of("e1"), IdKey::of("e2"));
     }
 }

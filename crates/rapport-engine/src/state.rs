@@ -145,8 +145,12 @@ impl<V> Default for SmallMap<V> {
 }
 
 impl<V> FromIterator<(Name, V)> for SmallMap<V> {
+    /// Holds exactly the pairs given: a filtered iterator does not know its length, and
+    /// collecting it leaves spare room that every run would keep.
     fn from_iter<I: IntoIterator<Item = (Name, V)>>(iter: I) -> Self {
-        SmallMap(iter.into_iter().collect())
+        let mut pairs: ThinVec<(Name, V)> = iter.into_iter().collect();
+        pairs.shrink_to_fit();
+        SmallMap(pairs)
     }
 }
 
@@ -237,4 +241,23 @@ pub struct VersionStats {
     pub stage: usize,
     pub halted: bool,
     pub first_attempt: Option<Millis>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_collected_small_map_keeps_no_spare_room() {
+        let names: Vec<Name> = ["a", "b", "c", "d", "e"].into_iter().map(Name::from).collect();
+        let kept: SmallMap<u32> = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 0)
+            .map(|(i, n)| (Arc::clone(n), i as u32))
+            .collect();
+        assert_eq!(kept.0.len(), 3);
+        assert_eq!(kept.0.capacity(), 3);
+        assert_eq!(kept.get("c"), Some(&2));
+    }
 }

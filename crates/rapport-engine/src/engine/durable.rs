@@ -200,7 +200,7 @@ impl Engine {
     /// Notes an event id as processed (the journal's part of [`Engine::step`]).
     pub(crate) fn journal_seen(&mut self, key: IdKey, at: Millis) {
         if let Some(j) = self.journal.as_mut() {
-            j.seen.push((key.0, key.1, at));
+            j.seen.push((key.first(), key.second(), at));
         }
     }
 
@@ -319,7 +319,7 @@ impl Engine {
     /// Restores a processed event id (its key and the clock then).
     pub fn restore_seen(&mut self, k0: u64, k1: u32, at: Millis) {
         let base = *self.seen_base.get_or_insert(at);
-        self.seen.insert(IdKey(k0, k1), seen_seconds(base, at));
+        self.seen.insert(IdKey::from_parts(k0, k1), seen_seconds(base, at));
     }
 
     /// Whether an event with this id was processed within the dedupe window (a step
