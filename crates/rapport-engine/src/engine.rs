@@ -3,6 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use rapport_bundle::{
@@ -456,7 +457,7 @@ impl Engine {
 
     fn run_state(&self, contact: &str, run: u64, state: usize) -> Option<(usize, usize)> {
         let r = self.contacts.get(contact)?.run(run)?;
-        (r.state == state).then_some((r.flow, r.state))
+        (r.state as usize == state).then_some((r.flow as usize, r.state as usize))
     }
 
     // ------------------------------------------------------------------ tokens and audit
@@ -491,7 +492,9 @@ impl Engine {
                 return Some(Value::String(v.clone()));
             }
             if token == "last_reply" {
-                return c.and_then(|c| c.last_reply.clone()).map(Value::String);
+                return c
+                    .and_then(|c| c.last_reply.as_deref())
+                    .map(|r| Value::String(r.to_string()));
             }
             None
         }
@@ -689,6 +692,14 @@ mod tests {
     fn a_remembered_event_id_takes_16_bytes() {
         // The dedupe window holds every id it saw; padding here multiplies by all of them.
         assert_eq!(std::mem::size_of::<(IdKey, u32)>(), 16);
+    }
+
+    #[test]
+    fn a_contact_and_a_run_fit_their_allocation_classes() {
+        // Every contact is one allocation and its runs another: at 128 bytes each they
+        // fill an allocator class exactly (144 would take 160, wasting a tenth).
+        assert_eq!(std::mem::size_of::<Contact>(), 128);
+        assert_eq!(std::mem::size_of::<Run>(), 128);
     }
 
     #[test]

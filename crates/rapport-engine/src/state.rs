@@ -2,6 +2,7 @@
 //! runs, timers, recent sends) and per flow version (rollout stage and metrics).
 
 use std::collections::BTreeMap;
+use std::num::NonZeroU64;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -55,9 +56,10 @@ pub(crate) struct OpenHandoff {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Run {
     pub(crate) id: u64,
-    /// Index into the engine's flow versions.
-    pub(crate) flow: usize,
-    pub(crate) state: usize,
+    /// Index into the engine's flow versions (32 bits, like the state and variant: a run
+    /// is kept for every contact, so its size counts).
+    pub(crate) flow: u32,
+    pub(crate) state: u32,
     pub(crate) channel: Name,
     pub(crate) started: Millis,
     /// The starting event's fields (`event.x`), or the comment's/message's; shared,
@@ -73,13 +75,13 @@ pub(crate) struct Run {
     /// Boxed: few runs start from a comment.
     pub(crate) comment: Option<Box<(String, Millis)>>,
     pub(crate) private_reply_used: bool,
-    pub(crate) variant: Option<usize>,
+    pub(crate) variant: Option<u32>,
     pub(crate) reached_handoff: bool,
     pub(crate) error: bool,
     /// Timers owned by the current state (`after`, deferred sends), cancelled on leaving.
     pub(crate) state_timers: ThinVec<u64>,
-    /// The run's expiry timer, cancelled when the run ends.
-    pub(crate) expire_timer: Option<u64>,
+    /// The run's expiry timer, cancelled when the run ends (timer keys start at 1).
+    pub(crate) expire_timer: Option<NonZeroU64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,7 +189,7 @@ pub(crate) struct Contact {
     pub(crate) profile: SmallMap<Value>,
     pub(crate) last_inbound: SmallMap<Millis>,
     pub(crate) latest_channel: Option<Name>,
-    pub(crate) last_reply: Option<String>,
+    pub(crate) last_reply: Option<Box<str>>,
     pub(crate) consent: ThinVec<ConsentRecord>,
     pub(crate) opted_out: bool,
     pub(crate) ambiguous_pending: bool,
@@ -202,8 +204,8 @@ pub(crate) struct Contact {
     /// Times of delivered flow sends, for the rate limit.
     pub(crate) sends: ThinVec<Millis>,
     pub(crate) goals: ThinVec<GoalWatch>,
-    /// The run that sent last, for charging an opt-out.
-    pub(crate) last_sender: Option<(usize, u64)>,
+    /// The run that sent last (flow version, run id), for charging an opt-out.
+    pub(crate) last_sender: Option<(u32, NonZeroU64)>,
 }
 
 impl Contact {
@@ -249,7 +251,10 @@ mod tests {
 
     #[test]
     fn a_collected_small_map_keeps_no_spare_room() {
-        let names: Vec<Name> = ["a", "b", "c", "d", "e"].into_iter().map(Name::from).collect();
+        let names: Vec<Name> = ["a", "b", "c", "d", "e"]
+            .into_iter()
+            .map(Name::from)
+            .collect();
         let kept: SmallMap<u32> = names
             .iter()
             .enumerate()

@@ -180,17 +180,18 @@ impl Engine {
         for r in &c.runs {
             let ok = self
                 .versions
-                .get(r.flow)
-                .is_some_and(|f| r.state < f.states.len());
+                .get(r.flow as usize)
+                .is_some_and(|f| (r.state as usize) < f.states.len());
             if !ok {
                 return Err(format!(
                     "run {} is in flow #{} state #{}, which this bundle does not have",
-                    r.id, r.flow, r.state
+                    r.id, r.flow as usize, r.state as usize
                 ));
             }
         }
         if c.goals.iter().any(|g| g.flow >= self.versions.len())
-            || c.last_sender.is_some_and(|(f, _)| f >= self.versions.len())
+            || c.last_sender
+                .is_some_and(|(f, _)| f as usize >= self.versions.len())
         {
             return Err("it names a flow this bundle does not have".into());
         }
@@ -319,7 +320,8 @@ impl Engine {
     /// Restores a processed event id (its key and the clock then).
     pub fn restore_seen(&mut self, k0: u64, k1: u32, at: Millis) {
         let base = *self.seen_base.get_or_insert(at);
-        self.seen.insert(IdKey::from_parts(k0, k1), seen_seconds(base, at));
+        self.seen
+            .insert(IdKey::from_parts(k0, k1), seen_seconds(base, at));
     }
 
     /// Whether an event with this id was processed within the dedupe window (a step

@@ -130,10 +130,7 @@ impl Engine {
                 c.last_inbound.insert(Arc::clone(ch), last);
                 c.latest_channel = Some(Arc::clone(ch));
             }
-            match &mut c.last_reply {
-                Some(last) => text.clone_into(last),
-                None => c.last_reply = Some(text.to_string()),
-            }
+            c.last_reply = Some(Box::from(text));
         }
         let normal = normalize_keyword(text);
         let reply_channel: Option<String> = channel.as_deref().map(str::to_string).or_else(|| {
@@ -311,8 +308,8 @@ impl Engine {
             .unwrap_or_default();
         // The opt-out is charged to the run that sent last (section 6.6).
         if let Some((flow, run)) = self.contacts.get(contact).and_then(|c| c.last_sender) {
-            if runs.contains(&run) {
-                self.stats[flow].opted_out += 1;
+            if runs.contains(&run.get()) {
+                self.stats[flow as usize].opted_out += 1;
             }
         }
         let handoff = self.contacts.get_mut(contact).and_then(|c| {
@@ -414,8 +411,8 @@ impl Engine {
                 let Some(run) = self.contacts.get(contact).and_then(|c| c.run(run_id)) else {
                     continue;
                 };
-                let flow = &self.versions[run.flow];
-                let state = &flow.states[run.state];
+                let flow = &self.versions[run.flow as usize];
+                let state = &flow.states[run.state as usize];
                 let lookup = self.lookup(contact, run, None);
                 let matched = flow
                     .transitions
@@ -432,7 +429,11 @@ impl Engine {
                     })
                     .map(|t| t.target);
                 let has_ask = state.actions.iter().any(|a| matches!(a, BAction::Ask(_)));
-                (matched, has_ask, (run.flow, run.state, run.retries_left))
+                (
+                    matched,
+                    has_ask,
+                    (run.flow as usize, run.state as usize, run.retries_left),
+                )
             };
             // Read in place from the shared flow versions while the contact changes.
             let versions = Arc::clone(&self.versions);
@@ -591,8 +592,8 @@ impl Engine {
                 let Some(run) = self.contacts.get(contact).and_then(|c| c.run(run_id)) else {
                     continue;
                 };
-                let flow = &self.versions[run.flow];
-                let state = &flow.states[run.state];
+                let flow = &self.versions[run.flow as usize];
+                let state = &flow.states[run.state as usize];
                 let lookup = self.lookup(contact, run, Some(data));
                 flow.transitions
                     .iter()
@@ -678,8 +679,8 @@ impl Engine {
             }
             return;
         };
-        let flow = &self.versions[run.flow];
-        let state = &flow.states[run.state];
+        let flow = &self.versions[run.flow as usize];
+        let state = &flow.states[run.state as usize];
         let wanted = |on: &On| {
             if released {
                 matches!(on, On::AgentReleased)
@@ -700,7 +701,7 @@ impl Engine {
             self.audit(
                 cause,
                 Some(contact),
-                Some((run.flow, Some(run.state))),
+                Some((run.flow as usize, Some(run.state as usize))),
                 "handoff",
                 Some("released"),
                 agent.map(str::to_string),

@@ -119,7 +119,11 @@ impl Engine {
             return Err("channel_not_in_flow");
         }
         let by_comment = flow.triggers.iter().all(|t| t.on == TriggerKind::Comment);
-        if !by_comment && c.runs.iter().any(|r| versions[r.flow].name == flow.name) {
+        if !by_comment
+            && c.runs
+                .iter()
+                .any(|r| versions[r.flow as usize].name == flow.name)
+        {
             return Err("already_active");
         }
         match flow.reentry {
@@ -181,7 +185,7 @@ impl Engine {
             .then(|| crate::rollout::variant(&flow.name, contact, flow.variants.len()));
         let run = Run {
             id,
-            flow: f,
+            flow: f as u32,
             state: 0,
             channel,
             started: now,
@@ -209,7 +213,7 @@ impl Engine {
             retries_left: 0,
             comment: comment.map(Box::new),
             private_reply_used: false,
-            variant,
+            variant: variant.map(|v| v as u32),
             reached_handoff: false,
             error: false,
             state_timers: thin_vec::ThinVec::new(),
@@ -268,7 +272,7 @@ impl Engine {
                 TimerKind::Expire { run: id },
             );
             if let Some(r) = self.contacts.get_mut(contact).and_then(|c| c.run_mut(id)) {
-                r.expire_timer = Some(key);
+                r.expire_timer = NonZeroU64::new(key);
             }
         }
     }
@@ -302,9 +306,9 @@ impl Engine {
         for t in std::mem::take(&mut run.state_timers) {
             self.live_timers.remove(&t);
         }
-        let from = run.state;
-        run.state = target;
-        let flow_idx = run.flow;
+        let from = run.state as usize;
+        run.state = target as u32;
+        let flow_idx = run.flow as usize;
         // A run leaving its handoff state lifts the pause (Appendix A.15).
         if leaving_handoff && from != target {
             let h = self.contacts.get_mut(contact).and_then(|c| {
@@ -505,7 +509,7 @@ impl Engine {
                 TimerKind::Sla,
             )
         });
-        let flow_name = self.versions[run.flow].name.clone();
+        let flow_name = self.versions[run.flow as usize].name.clone();
         if let Some(c) = self.contacts.get_mut(contact) {
             c.handoff = Some(Box::new(OpenHandoff {
                 queue: queue.to_string(),
@@ -520,7 +524,7 @@ impl Engine {
         self.audit(
             cause,
             Some(contact),
-            Some((run.flow, Some(run.state))),
+            Some((run.flow as usize, Some(run.state as usize))),
             "handoff",
             None,
             Some(queue.to_string()),
@@ -542,7 +546,7 @@ impl Engine {
             self.audit(
                 cause,
                 Some(contact),
-                Some((run.flow, Some(run.state))),
+                Some((run.flow as usize, Some(run.state as usize))),
                 "warning",
                 Some("no_comment"),
                 Some(kind.as_str().into()),
@@ -598,7 +602,7 @@ impl Engine {
             .and_then(|c| c.run_mut(run_id))
             .map(|r| {
                 r.error = true;
-                (r.flow, Some(r.state))
+                (r.flow as usize, Some(r.state as usize))
             });
         self.audit(
             cause,
@@ -612,10 +616,10 @@ impl Engine {
 
     pub(super) fn flow_fields(&self, a: &mut Action, contact: &str, run_id: u64) {
         if let Some(run) = self.contacts.get(contact).and_then(|c| c.run(run_id)) {
-            let labels = &self.labels[run.flow];
+            let labels = &self.labels[run.flow as usize];
             a.flow = Some(Arc::clone(&labels.flow));
             a.version = Some(Arc::clone(&labels.version));
-            a.state = labels.states.get(run.state).cloned();
+            a.state = labels.states.get(run.state as usize).cloned();
         }
     }
 
@@ -627,7 +631,7 @@ impl Engine {
             return;
         };
         let run = c.runs.remove(pos);
-        let name = self.names.get(&self.versions[run.flow].name);
+        let name = self.names.get(&self.versions[run.flow as usize].name);
         c.last_end.insert(name, cause.at);
         let mut closed = None;
         if c.handoff.as_ref().is_some_and(|h| h.run == Some(run_id)) {
@@ -637,7 +641,7 @@ impl Engine {
             self.live_timers.remove(t);
         }
         if let Some(key) = run.expire_timer {
-            self.live_timers.remove(&key);
+            self.live_timers.remove(&key.get());
         }
         if let Some(h) = closed {
             // Released by an agent: no `handoff_closed` (Appendix A.15).
@@ -647,7 +651,7 @@ impl Engine {
                 self.live_timers.remove(t);
             }
         }
-        let st = &mut self.stats[run.flow];
+        let st = &mut self.stats[run.flow as usize];
         st.finished += 1;
         if run.reached_handoff {
             st.handoffs += 1;
@@ -658,7 +662,7 @@ impl Engine {
         self.audit(
             cause,
             Some(contact),
-            Some((run.flow, Some(run.state))),
+            Some((run.flow as usize, Some(run.state as usize))),
             "run_ended",
             Some(reason),
             None,

@@ -19,7 +19,7 @@ impl Engine {
             .contacts
             .get(contact)
             .and_then(|c| c.run(run_id))
-            .map(|r| (r.flow, r.variant))
+            .map(|r| (r.flow as usize, r.variant.map(|v| v as usize)))
         else {
             return;
         };
@@ -93,14 +93,14 @@ impl Engine {
                     },
                 },
                 RunView {
-                    flow: run.flow,
-                    state: run.state,
+                    flow: (run.flow as usize),
+                    state: (run.state as usize),
                     channel: Arc::clone(&run.channel),
                     comment: run.comment.as_deref().cloned(),
                     private_reply_used: run.private_reply_used,
                     disclosed: run.disclosed,
                     footered: run.footered,
-                    variant: run.variant,
+                    variant: run.variant.map(|v| v as usize),
                 },
             ))
         }) else {
@@ -330,7 +330,7 @@ impl Engine {
                 let stale = c.sends.iter().take_while(|&&t| t <= now - per).count();
                 c.sends.drain(..stale);
             }
-            c.last_sender = Some((run.flow, run_id));
+            c.last_sender = std::num::NonZeroU64::new(run_id).map(|id| (run.flow as u32, id));
             if let Some(r) = c.run_mut(run_id) {
                 r.last_send = Some(now);
                 r.last_activity = now;

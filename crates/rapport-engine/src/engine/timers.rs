@@ -113,7 +113,7 @@ impl Engine {
                 let Some((flow, last)) = self
                     .contact_ref(&contact_id)
                     .and_then(|c| c.run(run))
-                    .map(|r| (r.flow, r.last_activity))
+                    .map(|r| (r.flow as usize, r.last_activity))
                 else {
                     return;
                 };
@@ -127,7 +127,7 @@ impl Engine {
                         .get_mut(contact_id.as_str())
                         .and_then(|c| c.run_mut(run))
                     {
-                        r.expire_timer = Some(key);
+                        r.expire_timer = std::num::NonZeroU64::new(key);
                     }
                     return;
                 }
