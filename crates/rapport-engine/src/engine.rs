@@ -131,11 +131,19 @@ impl IdKey {
 }
 
 /// The ids of a dedupe window, spread over many small tables: a table that grows holds its
-/// old and new buckets at once, so small tables keep that moment small. A table is chosen
-/// by middle bits of the key, which the table itself uses for neither its bucket nor its
-/// tag.
+/// old and new buckets at once, so small tables keep that moment small.
+///
+/// A table doubles when it is seven-eighths full, so one table is between 44% and 88%
+/// full. Tables given equal shares of the ids would all double together, and the memory
+/// per id would swing by two with the number of ids. Instead table `i` gets a share
+/// proportional to 2^(i/64): their fill levels spread evenly over one doubling, and the
+/// memory per id stays near its average (about 63% full) whatever the number of ids.
+/// The share is chosen by middle bits of the key, which the tables use for neither their
+/// bucket nor their tag.
 pub(crate) struct SeenIds {
     tables: Vec<HashMap<IdKey, u32, BuildIdHasher>>,
+    /// `bounds[i]`: the lowest 32-bit draw that goes to table `i + 1`.
+    bounds: [u32; SEEN_TABLES - 1],
     len: usize,
 }
 
@@ -143,25 +151,34 @@ const SEEN_TABLES: usize = 64;
 
 impl Default for SeenIds {
     fn default() -> Self {
+        // Table i takes the draws u with 64 * log2(1 + u / 2^32) in [i, i + 1).
+        let bounds = std::array::from_fn(|i| {
+            let share = 2f64.powf((i + 1) as f64 / SEEN_TABLES as f64) - 1.0;
+            (share * 4_294_967_296.0) as u32
+        });
         SeenIds {
             tables: (0..SEEN_TABLES).map(|_| HashMap::default()).collect(),
+            bounds,
             len: 0,
         }
     }
 }
 
 impl SeenIds {
-    fn table(key: &IdKey) -> usize {
-        (key.first() >> 32) as usize % SEEN_TABLES
+    fn table(&self, key: &IdKey) -> usize {
+        // Bits 24 to 55: below the tag's top 7 bits, above any bucket index in use.
+        let draw = (key.first() >> 24) as u32;
+        self.bounds.partition_point(|&b| b <= draw)
     }
 
     pub(crate) fn contains(&self, key: &IdKey) -> bool {
-        self.tables[Self::table(key)].contains_key(key)
+        self.tables[self.table(key)].contains_key(key)
     }
 
     /// Adds `key` unless it is there; false when it was (one probe for both).
     pub(crate) fn insert_new(&mut self, key: IdKey, seconds: u32) -> bool {
-        match self.tables[Self::table(&key)].entry(key) {
+        let t = self.table(&key);
+        match self.tables[t].entry(key) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(seconds);
@@ -172,10 +189,8 @@ impl SeenIds {
     }
 
     pub(crate) fn insert(&mut self, key: IdKey, seconds: u32) {
-        if self.tables[Self::table(&key)]
-            .insert(key, seconds)
-            .is_none()
-        {
+        let t = self.table(&key);
+        if self.tables[t].insert(key, seconds).is_none() {
             self.len += 1;
         }
     }
@@ -699,7 +714,34 @@ mod tests {
         // Every contact is one allocation and its runs another: at 128 bytes each they
         // fill an allocator class exactly (144 would take 160, wasting a tenth).
         assert_eq!(std::mem::size_of::<Contact>(), 128);
-        assert_eq!(std::mem::size_of::<Run>(), 128);
+        // A run is 112 so that a contact's list of one run (16 bytes of header) is 128.
+        assert_eq!(std::mem::size_of::<Run>(), 112);
+    }
+
+    #[test]
+    fn the_dedupe_window_memory_per_id_stays_steady() {
+        // With equal shares every table doubles at once and the fill swings between 44%
+        // and 88%; with spread shares it stays near 63% at any number of ids.
+        let mut seen = SeenIds::default();
+        let mut n = 0u32;
+        let mut checkpoint = 3_000f64;
+        while n < 48_000 {
+            assert!(seen.insert_new(IdKey::of(&format!("e{n}")), 0));
+            n += 1;
+            if f64::from(n) >= checkpoint {
+                checkpoint *= 1.07;
+                let buckets: usize = seen.tables.iter().map(|t| t.capacity() * 8 / 7).sum();
+                let fill = f64::from(n) / buckets as f64;
+                assert!(
+                    (0.52..0.78).contains(&fill),
+                    "{n} ids fill {fill:.2} of the buckets"
+                );
+            }
+        }
+        assert_eq!(seen.len(), n as usize);
+        assert!(!seen.insert_new(IdKey::of("e0"), 0));
+        assert!(seen.contains(&IdKey::of("e47999")));
+        assert!(!seen.contains(&IdKey::of("e48000")));
     }
 
     #[test]

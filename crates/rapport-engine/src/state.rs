@@ -66,11 +66,12 @@ pub(crate) struct Run {
     /// never changed after the start.
     pub(crate) event: std::sync::Arc<SmallMap<Value>>,
     pub(crate) slots: SmallMap<Value>,
-    pub(crate) last_send: Option<Millis>,
+    pub(crate) last_send: Since,
     pub(crate) last_activity: Millis,
     pub(crate) disclosed: bool,
     pub(crate) footered: bool,
-    pub(crate) retries_left: u32,
+    /// Retries of the current `ask` left (a count above 65,535 is kept as 65,535).
+    pub(crate) retries_left: u16,
     /// The comment that started the run: its first send is a private reply.
     /// Boxed: few runs start from a comment.
     pub(crate) comment: Option<Box<(String, Millis)>>,
@@ -124,6 +125,36 @@ pub(crate) struct Timer {
     pub(crate) due: Millis,
     pub(crate) contact: Option<Box<str>>,
     pub(crate) kind: TimerKind,
+}
+
+/// A time that may not have happened yet, in 8 bytes rather than an `Option`'s 16: the
+/// earliest `Millis` stands for "never" (event times cannot be that early). Written as an
+/// `Option`, so the state's JSON form is that of `Option<Millis>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Since(Millis);
+
+impl Since {
+    pub(crate) const NEVER: Since = Since(Millis::MIN);
+
+    pub(crate) fn at(at: Millis) -> Self {
+        Since(at)
+    }
+
+    pub(crate) fn get(self) -> Option<Millis> {
+        (self.0 != Millis::MIN).then_some(self.0)
+    }
+}
+
+impl Serialize for Since {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.get().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Since {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Option::<Millis>::deserialize(d)?.map_or(Since::NEVER, Since))
+    }
 }
 
 /// A goal being watched for a run (it converts when the event comes in time).
@@ -264,5 +295,29 @@ mod tests {
         assert_eq!(kept.0.len(), 3);
         assert_eq!(kept.0.capacity(), 3);
         assert_eq!(kept.get("c"), Some(&2));
+    }
+
+    #[test]
+    fn a_time_not_yet_reached_is_written_as_null() {
+        assert_eq!(
+            serde_json::to_string(&Since::NEVER).ok().as_deref(),
+            Some("null")
+        );
+        assert_eq!(
+            serde_json::to_string(&Since::at(1_700_000_000_000))
+                .ok()
+                .as_deref(),
+            Some("1700000000000")
+        );
+        assert_eq!(
+            serde_json::from_str::<Since>("null").ok(),
+            Some(Since::NEVER)
+        );
+        assert_eq!(
+            serde_json::from_str::<Since>("42").ok(),
+            Some(Since::at(42))
+        );
+        assert_eq!(Since::NEVER.get(), None);
+        assert_eq!(Since::at(-5).get(), Some(-5));
     }
 }

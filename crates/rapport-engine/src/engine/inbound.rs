@@ -388,7 +388,7 @@ impl Engine {
             return smallvec::SmallVec::new();
         };
         let mut runs: smallvec::SmallVec<[(Option<Millis>, u64); 4]> =
-            c.runs.iter().map(|r| (r.last_send, r.id)).collect();
+            c.runs.iter().map(|r| (r.last_send.get(), r.id)).collect();
         runs.sort_by(|(a_send, a_id), (b_send, b_id)| match (a_send, b_send) {
             (Some(x), Some(y)) => y.cmp(x).then(b_id.cmp(a_id)),
             (Some(_), None) => std::cmp::Ordering::Less,

@@ -206,7 +206,7 @@ impl Engine {
                 }
             },
             slots: crate::state::SmallMap::default(),
-            last_send: None,
+            last_send: crate::state::Since::NEVER,
             last_activity: now,
             disclosed: false,
             footered: false,
@@ -352,7 +352,7 @@ impl Engine {
                         .get_mut(contact)
                         .and_then(|c| c.run_mut(run_id))
                     {
-                        r.retries_left = ask.retries;
+                        r.retries_left = u16::try_from(ask.retries).unwrap_or(u16::MAX);
                     }
                     self.deliver_text(
                         contact,

@@ -332,7 +332,7 @@ impl Engine {
             }
             c.last_sender = std::num::NonZeroU64::new(run_id).map(|id| (run.flow as u32, id));
             if let Some(r) = c.run_mut(run_id) {
-                r.last_send = Some(now);
+                r.last_send = crate::state::Since::at(now);
                 r.last_activity = now;
                 if !use_template {
                     r.disclosed = true;
