@@ -157,6 +157,89 @@ impl<'de> Deserialize<'de> for Since {
     }
 }
 
+/// The flows (by name) a contact ever ran, each with when its last run ended: one list
+/// serves both `reentry never` and `reentry after`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct FlowsRan(SmallMap<Since>);
+
+impl FlowsRan {
+    pub(crate) fn ever_ran(&self, flow: &str) -> bool {
+        self.0.contains_key(flow)
+    }
+
+    pub(crate) fn last_end(&self, flow: &str) -> Option<Millis> {
+        self.0.get(flow).and_then(|s| s.get())
+    }
+
+    /// A run of `flow` started (a flow that ran before keeps its last end).
+    pub(crate) fn started(&mut self, flow: Name) {
+        if !self.0.contains_key(&flow) {
+            push_exact(&mut self.0 .0, (flow, Since::NEVER));
+        }
+    }
+
+    pub(crate) fn ended(&mut self, flow: Name, at: Millis) {
+        self.0.insert(flow, Since::at(at));
+    }
+}
+
+/// Written as the contact's `last_end` (`[[flow, time], ...]`) and `ever_ran`
+/// (`[[flow, true], ...]`) fields, as before the two were one list.
+impl Serialize for FlowsRan {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let pairs = &self.0 .0;
+        let last_end: Vec<(&str, Millis)> = pairs
+            .iter()
+            .filter_map(|(k, v)| v.get().map(|t| (&**k, t)))
+            .collect();
+        let ever_ran: Vec<(&str, bool)> = pairs.iter().map(|(k, _)| (&**k, true)).collect();
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("last_end", &last_end)?;
+        m.serialize_entry("ever_ran", &ever_ran)?;
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for FlowsRan {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = FlowsRan;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("the fields last_end and ever_ran")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<FlowsRan, A::Error> {
+                let mut last_end: Vec<(String, Millis)> = Vec::new();
+                let mut ever_ran: Vec<(String, bool)> = Vec::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "last_end" => last_end = map.next_value()?,
+                        "ever_ran" => ever_ran = map.next_value()?,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let mut flows = FlowsRan::default();
+                for (flow, ran) in ever_ran {
+                    if ran {
+                        flows.started(Name::from(flow));
+                    }
+                }
+                for (flow, at) in last_end {
+                    flows.ended(Name::from(flow), at);
+                }
+                Ok(flows)
+            }
+        }
+        d.deserialize_map(Fields)
+    }
+}
+
 /// A goal being watched for a run (it converts when the event comes in time).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct GoalWatch {
@@ -228,10 +311,10 @@ pub(crate) struct Contact {
     /// Boxed: few contacts are in a handoff, and the contact map stores contacts inline.
     pub(crate) handoff: Option<Box<OpenHandoff>>,
     pub(crate) runs: ThinVec<Run>,
-    /// When the contact's last run of each flow (by name) ended, for `reentry`.
-    pub(crate) last_end: SmallMap<Millis>,
-    /// Whether the contact ever ran each flow, for `reentry never`.
-    pub(crate) ever_ran: SmallMap<bool>,
+    /// The flows the contact ever ran and when its last run of each ended, for
+    /// `reentry`; written as the two fields `last_end` and `ever_ran`.
+    #[serde(flatten)]
+    pub(crate) reentry: FlowsRan,
     /// Times of delivered flow sends, for the rate limit.
     pub(crate) sends: ThinVec<Millis>,
     pub(crate) goals: ThinVec<GoalWatch>,
@@ -319,5 +402,34 @@ mod tests {
         );
         assert_eq!(Since::NEVER.get(), None);
         assert_eq!(Since::at(-5).get(), Some(-5));
+    }
+
+    #[test]
+    fn a_contact_is_written_as_before_the_reentry_lists_were_one() {
+        // A stored contact of the earlier form reads back and writes out unchanged.
+        let stored = r#"{"profile":[["first_name","Ana"]],"last_inbound":[["whatsapp",5000]],"latest_channel":"whatsapp","last_reply":"1","consent":[],"opted_out":false,"ambiguous_pending":false,"clarify_sent":false,"handoff":null,"runs":[],"last_end":[["welcome",4000]],"ever_ran":[["welcome",true],["cart_recovery",true]],"sends":[3000],"goals":[],"last_sender":[0,7]}"#;
+        let contact: Contact = serde_json::from_str(stored).expect("a stored contact reads");
+        assert!(contact.reentry.ever_ran("cart_recovery"));
+        assert_eq!(contact.reentry.last_end("welcome"), Some(4000));
+        assert_eq!(contact.reentry.last_end("cart_recovery"), None);
+        assert!(!contact.reentry.ever_ran("other"));
+        assert_eq!(
+            serde_json::to_string(&contact).ok().as_deref(),
+            Some(stored)
+        );
+    }
+
+    #[test]
+    fn a_flow_that_ran_again_keeps_its_last_end_until_the_next() {
+        let mut flows = FlowsRan::default();
+        flows.started(Name::from("welcome"));
+        assert!(flows.ever_ran("welcome"));
+        assert_eq!(flows.last_end("welcome"), None);
+        flows.ended(Name::from("welcome"), 10);
+        flows.started(Name::from("welcome"));
+        assert_eq!(flows.last_end("welcome"), Some(10));
+        flows.ended(Name::from("welcome"), 20);
+        assert_eq!(flows.last_end("welcome"), Some(20));
+        assert_eq!(flows.0 .0.len(), 1);
     }
 }

@@ -129,13 +129,13 @@ impl Engine {
         match flow.reentry {
             Reentry::Always => {}
             Reentry::Never => {
-                if c.ever_ran.contains_key(&flow.name) {
+                if c.reentry.ever_ran(&flow.name) {
                     return Err("reentry");
                 }
             }
             Reentry::After(secs) => {
-                if c.last_end
-                    .get(&flow.name)
+                if c.reentry
+                    .last_end(&flow.name)
                     .is_some_and(|end| now - end < secs as Millis * 1000)
                 {
                     return Err("reentry");
@@ -224,7 +224,7 @@ impl Engine {
         let expire = flow.expire_after as Millis * 1000;
         if let Some(c) = self.contacts.get_mut(contact) {
             crate::state::push_exact(&mut c.runs, run);
-            c.ever_ran.insert(name, true);
+            c.reentry.started(name);
         }
         self.stats[f].enrolled += 1;
         if let Some(v) = variant {
@@ -632,7 +632,7 @@ impl Engine {
         };
         let run = c.runs.remove(pos);
         let name = self.names.get(&self.versions[run.flow as usize].name);
-        c.last_end.insert(name, cause.at);
+        c.reentry.ended(name, cause.at);
         let mut closed = None;
         if c.handoff.as_ref().is_some_and(|h| h.run == Some(run_id)) {
             closed = c.handoff.take();
