@@ -15,4 +15,4 @@ mod state;
 pub use engine::{Changes, Engine, Loaded, Loader, Output, TimerChange};
 pub use event::{decode, format_time, line_text, parse_time, Body, Event, Millis, Rejected};
 pub use output::{Action, ActionKind, Audit};
-pub use state::VersionStats;
+pub use state::{Name, VersionStats};

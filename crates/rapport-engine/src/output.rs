@@ -18,7 +18,7 @@ pub struct Action {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub contact: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub channel: Option<Arc<str>>,
+    pub channel: Option<crate::state::Name>,
     #[serde(rename = "type")]
     pub kind: ActionKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -284,7 +284,7 @@ mod tests {
             id: format!("e1.{text}"),
             at: 1_764_000_000_123,
             contact: Some(text.into()),
-            channel: Some(Arc::from(text)),
+            channel: Some(crate::state::Name::from(text)),
             kind: ActionKind::HandoffClosed,
             text: Some(text.into()),
             template: Some(text.into()),

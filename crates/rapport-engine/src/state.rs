@@ -12,8 +12,59 @@ use thin_vec::ThinVec;
 use crate::event::Millis;
 
 /// A name the bundle knows (channel, flow, slot, field, purpose), shared by every contact
-/// that holds it rather than copied into each (see [`Names`]).
-pub(crate) type Name = Arc<str>;
+/// that holds it rather than copied into each (see [`Names`]). One pointer wide (an
+/// `Arc<str>` is two): a contact's lists hold a name in every entry.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Name(Arc<String>);
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Name(Arc::new(s.to_string()))
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Name(Arc::new(s))
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Name::from)
+    }
+}
 
 /// The bundle's names, made once per engine: a contact's state points at these.
 /// Names the bundle does not know (a profile field only the events carry) get an
@@ -30,7 +81,7 @@ impl Names {
 
     pub(crate) fn get(&self, name: &str) -> Name {
         match self.0.get(name) {
-            Some(n) => Arc::clone(n),
+            Some(n) => n.clone(),
             None => Name::from(name),
         }
     }
@@ -373,7 +424,7 @@ mod tests {
             .iter()
             .enumerate()
             .filter(|(i, _)| i % 2 == 0)
-            .map(|(i, n)| (Arc::clone(n), i as u32))
+            .map(|(i, n)| (n.clone(), i as u32))
             .collect();
         assert_eq!(kept.0.len(), 3);
         assert_eq!(kept.0.capacity(), 3);

@@ -127,8 +127,8 @@ impl Engine {
                 let last = event
                     .at
                     .max(c.last_inbound.get(ch).copied().unwrap_or(i64::MIN));
-                c.last_inbound.insert(Arc::clone(ch), last);
-                c.latest_channel = Some(Arc::clone(ch));
+                c.last_inbound.insert(ch.clone(), last);
+                c.latest_channel = Some(ch.clone());
             }
             c.last_reply = Some(Box::from(text));
         }
@@ -228,7 +228,7 @@ impl Engine {
                     Some(contact),
                     ActionKind::Handoff,
                 );
-                a.channel = reply_channel.as_deref().map(Arc::from);
+                a.channel = reply_channel.as_deref().map(crate::state::Name::from);
                 a.queue = Some(esc.queue.clone());
                 a.summary = Some(text.to_string());
                 a.cause = Some(cause.field.clone());
@@ -374,7 +374,7 @@ impl Engine {
             Some(contact),
             ActionKind::Send,
         );
-        a.channel = channel.map(Arc::from);
+        a.channel = channel.map(crate::state::Name::from);
         a.text = Some(text);
         a.policy = Some(policy);
         a.cause = Some(cause.field.clone());

@@ -495,7 +495,7 @@ impl Engine {
             Some(contact),
             ActionKind::Handoff,
         );
-        a.channel = Some(Arc::clone(&run.channel));
+        a.channel = Some(run.channel.clone());
         a.queue = Some(queue.to_string());
         a.summary = text;
         self.flow_fields(&mut a, contact, run_id);
@@ -556,7 +556,7 @@ impl Engine {
         let (rendered, missing) = self.render_optional(contact, &run, text);
         self.warn_missing(contact, run_id, missing, cause);
         let mut a = Action::new(cause.next_action_id(), cause.at, Some(contact), kind);
-        a.channel = Some(Arc::clone(&run.channel));
+        a.channel = Some(run.channel.clone());
         a.comment = Some(comment);
         match kind {
             ActionKind::Review => a.reason = rendered,

@@ -95,7 +95,7 @@ impl Engine {
                 RunView {
                     flow: (run.flow as usize),
                     state: (run.state as usize),
-                    channel: Arc::clone(&run.channel),
+                    channel: run.channel.clone(),
                     comment: run.comment.as_deref().cloned(),
                     private_reply_used: run.private_reply_used,
                     disclosed: run.disclosed,
@@ -250,7 +250,7 @@ impl Engine {
         };
         let lookup = self.lookup(contact, full_run, None);
         let mut a = Action::new(cause.next_action_id(), now, Some(contact), ActionKind::Send);
-        a.channel = Some(Arc::clone(&run.channel));
+        a.channel = Some(run.channel.clone());
         let mut warnings = Vec::new();
         if use_template {
             let t = template.cloned().unwrap_or(rapport_bundle::TemplateSend {
