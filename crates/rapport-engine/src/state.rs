@@ -136,20 +136,21 @@ pub(crate) struct Run {
     pub(crate) expire_timer: Option<NonZeroU64>,
 }
 
+/// What a timer does (indexes in 32 bits: a timer is kept for every run).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) enum TimerKind {
     /// An `after` transition of the state: the index of the transition in the state.
     After {
         run: u64,
-        state: usize,
-        transition: usize,
+        state: u32,
+        transition: u32,
     },
     /// A send deferred by quiet hours: the action's index in the state.
     /// (`reprompt`: the `ask`'s reprompt rather than its question.)
     Deferred {
         run: u64,
-        state: usize,
-        action: usize,
+        state: u32,
+        action: u32,
         reprompt: bool,
     },
     Expire {
@@ -158,24 +159,68 @@ pub(crate) enum TimerKind {
     Sla,
     /// A goal window closes: count the run as not converted.
     GoalClosed {
-        flow: usize,
+        flow: u32,
         run: u64,
     },
     /// A rollout stage advance of a flow version.
     RolloutAdvance {
-        flow: usize,
+        flow: u32,
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A pending timer; its key is the engine's table key, so it is not repeated here (see
+/// [`StoredTimer`] for the form a store keeps, which has it).
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Timer {
-    /// The engine's key for the timer.
-    pub(crate) key: u64,
     /// The timer's id for the actions it causes (`EVENT~K`).
     pub(crate) id: Box<str>,
     pub(crate) due: Millis,
     pub(crate) contact: Option<Box<str>>,
     pub(crate) kind: TimerKind,
+}
+
+/// A timer as a store keeps it: `{"key", "id", "due", "contact", "kind"}`.
+#[derive(Serialize)]
+pub(crate) struct StoredTimer<'a> {
+    pub(crate) key: u64,
+    pub(crate) id: &'a str,
+    pub(crate) due: Millis,
+    pub(crate) contact: Option<&'a str>,
+    pub(crate) kind: &'a TimerKind,
+}
+
+impl<'a> StoredTimer<'a> {
+    pub(crate) fn of(key: u64, t: &'a Timer) -> Self {
+        StoredTimer {
+            key,
+            id: &t.id,
+            due: t.due,
+            contact: t.contact.as_deref(),
+            kind: &t.kind,
+        }
+    }
+}
+
+/// A stored timer read back: its key and the timer.
+#[derive(Deserialize)]
+pub(crate) struct StoredTimerOwned {
+    pub(crate) key: u64,
+    pub(crate) id: Box<str>,
+    pub(crate) due: Millis,
+    pub(crate) contact: Option<Box<str>>,
+    pub(crate) kind: TimerKind,
+}
+
+impl StoredTimerOwned {
+    pub(crate) fn into_parts(self) -> (u64, Timer) {
+        let timer = Timer {
+            id: self.id,
+            due: self.due,
+            contact: self.contact,
+            kind: self.kind,
+        };
+        (self.key, timer)
+    }
 }
 
 /// A time that may not have happened yet, in 8 bytes rather than an `Option`'s 16: the
@@ -482,5 +527,20 @@ mod tests {
         flows.ended(Name::from("welcome"), 20);
         assert_eq!(flows.last_end("welcome"), Some(20));
         assert_eq!(flows.0 .0.len(), 1);
+    }
+
+    #[test]
+    fn a_stored_timer_reads_back_and_writes_out_unchanged() {
+        for stored in [
+            r#"{"key":7,"id":"e804~0","due":3600000,"contact":"c1","kind":{"After":{"run":3,"state":0,"transition":1}}}"#,
+            r#"{"key":9,"id":"e9~1","due":5,"contact":null,"kind":{"RolloutAdvance":{"flow":2}}}"#,
+            r#"{"key":12,"id":"e12~0","due":8,"contact":"c2","kind":"Sla"}"#,
+        ] {
+            let read: StoredTimerOwned =
+                serde_json::from_str(stored).expect("a stored timer reads");
+            let (key, timer) = read.into_parts();
+            let written = serde_json::to_string(&StoredTimer::of(key, &timer)).ok();
+            assert_eq!(written.as_deref(), Some(stored));
+        }
     }
 }

@@ -95,8 +95,8 @@ impl TimerTable {
         self.map.len()
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Timer> {
-        self.map.values().map(|t| &**t)
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &Timer)> {
+        self.map.iter().map(|(k, t)| (*k, &**t))
     }
 
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Timer) -> bool) {
@@ -231,7 +231,10 @@ impl Engine {
                     key,
                     due: t.due,
                     contact: t.contact.as_deref().map(str::to_string),
-                    state: Some(serde_json::to_string(t).map_err(|e| e.to_string())?),
+                    state: Some(
+                        serde_json::to_string(&crate::state::StoredTimer::of(key, t))
+                            .map_err(|e| e.to_string())?,
+                    ),
                 },
                 None => TimerChange {
                     key,
@@ -298,8 +301,10 @@ impl Engine {
 
     /// Restores a pending timer saved by [`Engine::take_changes`].
     pub fn restore_timer(&mut self, json: &str) -> Result<(), String> {
-        let t: Timer = serde_json::from_str(json).map_err(|e| format!("unreadable timer: {e}"))?;
-        let flow_ok = |f: usize| f < self.versions.len();
+        let stored: crate::state::StoredTimerOwned =
+            serde_json::from_str(json).map_err(|e| format!("unreadable timer: {e}"))?;
+        let (key, t) = stored.into_parts();
+        let flow_ok = |f: u32| (f as usize) < self.versions.len();
         let ok = match &t.kind {
             TimerKind::GoalClosed { flow, .. } | TimerKind::RolloutAdvance { flow } => {
                 flow_ok(*flow)
@@ -312,8 +317,8 @@ impl Engine {
                 t.id
             ));
         }
-        self.timers.push(Reverse((t.due, t.key)));
-        self.live_timers.map.insert(t.key, Box::new(t));
+        self.timers.push(Reverse((t.due, key)));
+        self.live_timers.map.insert(key, Box::new(t));
         Ok(())
     }
 

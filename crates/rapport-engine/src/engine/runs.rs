@@ -260,7 +260,10 @@ impl Engine {
                 cause,
                 deadline,
                 Some(contact),
-                TimerKind::GoalClosed { flow: f, run: id },
+                TimerKind::GoalClosed {
+                    flow: f as u32,
+                    run: id,
+                },
             );
         }
         // A run that ended on entering needs no expiry.
@@ -461,8 +464,8 @@ impl Engine {
                 Some(contact),
                 TimerKind::After {
                     run: run_id,
-                    state: target,
-                    transition: i,
+                    state: target as u32,
+                    transition: i as u32,
                 },
             );
             if let Some(r) = self

@@ -220,8 +220,8 @@ impl Engine {
                         Some(contact),
                         TimerKind::Deferred {
                             run: run_id,
-                            state,
-                            action,
+                            state: state as u32,
+                            action: action as u32,
                             reprompt,
                         },
                     );

@@ -19,7 +19,6 @@ impl Engine {
         self.live_timers.insert(
             key,
             Box::new(Timer {
-                key,
                 id,
                 due,
                 contact: contact.map(Box::from),
@@ -40,7 +39,7 @@ impl Engine {
             self.timers = self
                 .live_timers
                 .iter()
-                .map(|t| Reverse((t.due, t.key)))
+                .map(|(key, t)| Reverse((t.due, key)))
                 .collect();
         }
     }
@@ -73,12 +72,12 @@ impl Engine {
                 actions: 0,
                 timers: 0,
             };
-            self.fire(*timer, &mut cause);
+            self.fire(key, *timer, &mut cause);
         }
         false
     }
 
-    pub(super) fn fire(&mut self, timer: Timer, cause: &mut Cause) {
+    pub(super) fn fire(&mut self, key: u64, timer: Timer, cause: &mut Cause) {
         let contact_id = timer.contact.as_deref().unwrap_or_default().to_string();
         if timer.contact.is_some() {
             self.ensure_contact(&contact_id);
@@ -89,6 +88,7 @@ impl Engine {
                 state,
                 transition,
             } => {
+                let (state, transition) = (state as usize, transition as usize);
                 let Some(target) = self.run_state(&contact_id, run, state).and_then(|(f, s)| {
                     self.versions[f].states[s]
                         .transitions
@@ -105,6 +105,7 @@ impl Engine {
                 action,
                 reprompt,
             } => {
+                let (state, action) = (state as usize, action as usize);
                 if self.run_state(&contact_id, run, state).is_some() {
                     self.run_send(&contact_id, run, state, action, reprompt, cause);
                 }
@@ -148,7 +149,7 @@ impl Engine {
                 else {
                     return;
                 };
-                if h.sla_timer != Some(timer.key) {
+                if h.sla_timer != Some(key) {
                     return;
                 }
                 let mut a = Action::new(
@@ -164,6 +165,7 @@ impl Engine {
                 self.out.actions.push(a);
             }
             TimerKind::GoalClosed { flow, run } => {
+                let flow = flow as usize;
                 if let Some(c) = self.contacts.get_mut(contact_id.as_str()) {
                     let before = c.goals.len();
                     c.goals.retain(|g| !(g.flow == flow && g.run == run));
@@ -173,6 +175,7 @@ impl Engine {
                 }
             }
             TimerKind::RolloutAdvance { flow } => {
+                let flow = flow as usize;
                 let stages = self.versions[flow]
                     .rollout
                     .as_ref()
@@ -198,7 +201,12 @@ impl Engine {
             return;
         }
         let due = cause.at.max(self.clock) + every as Millis * 1000;
-        self.set_timer(cause, due, None, TimerKind::RolloutAdvance { flow });
+        self.set_timer(
+            cause,
+            due,
+            None,
+            TimerKind::RolloutAdvance { flow: flow as u32 },
+        );
     }
 
     pub(super) fn rollout_alert(&mut self, flow: usize, kind: &'static str, cause: &mut Cause) {
@@ -329,7 +337,8 @@ impl Engine {
     }
 
     pub(super) fn cancel_rollout_timers(&mut self, flow: usize) {
-        self.live_timers
-            .retain(|t| !matches!(t.kind, TimerKind::RolloutAdvance { flow: f } if f == flow));
+        self.live_timers.retain(
+            |t| !matches!(t.kind, TimerKind::RolloutAdvance { flow: f } if f as usize == flow),
+        );
     }
 }
