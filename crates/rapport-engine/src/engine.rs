@@ -714,8 +714,9 @@ mod tests {
         // Every contact is one allocation and its runs another: at 128 bytes each they
         // fill an allocator class exactly (144 would take 160, wasting a tenth).
         assert!(std::mem::size_of::<Contact>() <= 128);
-        // A pending timer fills a 64-byte class (its key is the table's, not repeated).
-        assert_eq!(std::mem::size_of::<crate::state::Timer>(), 64);
+        // A pending timer fills a 48-byte class (its key is the table's, not repeated;
+        // its id and contact share one allocation).
+        assert_eq!(std::mem::size_of::<crate::state::Timer>(), 48);
         // A name in a contact's lists is one pointer.
         assert_eq!(std::mem::size_of::<crate::state::Name>(), 8);
         // A run fits 112 so that a contact's list of one run (16 bytes of header) is 128.

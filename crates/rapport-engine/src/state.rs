@@ -172,11 +172,51 @@ pub(crate) enum TimerKind {
 /// [`StoredTimer`] for the form a store keeps, which has it).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Timer {
-    /// The timer's id for the actions it causes (`EVENT~K`).
-    pub(crate) id: Box<str>,
+    /// The timer's id (`EVENT~K`, for the actions it causes), then, when the timer is a
+    /// contact's, the byte 0xFF and the contact id: one allocation for both, and 0xFF
+    /// never occurs in UTF-8, so the split is unambiguous.
+    text: Box<[u8]>,
     pub(crate) due: Millis,
-    pub(crate) contact: Option<Box<str>>,
     pub(crate) kind: TimerKind,
+}
+
+/// Separates a timer's id from its contact in [`Timer::text`].
+const TIMER_SPLIT: u8 = 0xFF;
+
+impl Timer {
+    pub(crate) fn new(id: &str, due: Millis, contact: Option<&str>, kind: TimerKind) -> Self {
+        let mut text = Vec::with_capacity(id.len() + contact.map_or(0, |c| c.len() + 1));
+        text.extend_from_slice(id.as_bytes());
+        if let Some(c) = contact {
+            text.push(TIMER_SPLIT);
+            text.extend_from_slice(c.as_bytes());
+        }
+        Timer {
+            text: text.into_boxed_slice(),
+            due,
+            kind,
+        }
+    }
+
+    fn parts(&self) -> (&[u8], Option<&[u8]>) {
+        match self.text.iter().position(|&b| b == TIMER_SPLIT) {
+            Some(i) => (&self.text[..i], Some(&self.text[i + 1..])),
+            None => (&self.text, None),
+        }
+    }
+
+    /// The timer's id for the actions it causes (`EVENT~K`).
+    pub(crate) fn id(&self) -> &str {
+        // Both parts were whole strings when the timer was made.
+        std::str::from_utf8(self.parts().0).unwrap_or_default()
+    }
+
+    /// The contact whose timer it is (none for a flow's rollout timers).
+    pub(crate) fn contact(&self) -> Option<&str> {
+        self.parts()
+            .1
+            .map(|c| std::str::from_utf8(c).unwrap_or_default())
+    }
 }
 
 /// A timer as a store keeps it: `{"key", "id", "due", "contact", "kind"}`.
@@ -193,9 +233,9 @@ impl<'a> StoredTimer<'a> {
     pub(crate) fn of(key: u64, t: &'a Timer) -> Self {
         StoredTimer {
             key,
-            id: &t.id,
+            id: t.id(),
             due: t.due,
-            contact: t.contact.as_deref(),
+            contact: t.contact(),
             kind: &t.kind,
         }
     }
@@ -213,12 +253,7 @@ pub(crate) struct StoredTimerOwned {
 
 impl StoredTimerOwned {
     pub(crate) fn into_parts(self) -> (u64, Timer) {
-        let timer = Timer {
-            id: self.id,
-            due: self.due,
-            contact: self.contact,
-            kind: self.kind,
-        };
+        let timer = Timer::new(&self.id, self.due, self.contact.as_deref(), self.kind);
         (self.key, timer)
     }
 }
@@ -535,6 +570,8 @@ mod tests {
             r#"{"key":7,"id":"e804~0","due":3600000,"contact":"c1","kind":{"After":{"run":3,"state":0,"transition":1}}}"#,
             r#"{"key":9,"id":"e9~1","due":5,"contact":null,"kind":{"RolloutAdvance":{"flow":2}}}"#,
             r#"{"key":12,"id":"e12~0","due":8,"contact":"c2","kind":"Sla"}"#,
+            r#"{"key":13,"id":"ü~0","due":8,"contact":"","kind":"Sla"}"#,
+            r#"{"key":14,"id":"","due":8,"contact":"ünï ~ c","kind":"Sla"}"#,
         ] {
             let read: StoredTimerOwned =
                 serde_json::from_str(stored).expect("a stored timer reads");

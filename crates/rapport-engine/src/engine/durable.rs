@@ -230,7 +230,7 @@ impl Engine {
                 Some(t) => TimerChange {
                     key,
                     due: t.due,
-                    contact: t.contact.as_deref().map(str::to_string),
+                    contact: t.contact().map(str::to_string),
                     state: Some(
                         serde_json::to_string(&crate::state::StoredTimer::of(key, t))
                             .map_err(|e| e.to_string())?,
@@ -314,7 +314,7 @@ impl Engine {
         if !ok {
             return Err(format!(
                 "timer {} names a flow this bundle does not have",
-                t.id
+                t.id()
             ));
         }
         self.timers.push(Reverse((t.due, key)));

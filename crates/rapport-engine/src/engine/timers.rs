@@ -12,19 +12,12 @@ impl Engine {
         contact: Option<&str>,
         kind: TimerKind,
     ) -> u64 {
-        let id = cause.next_timer_id().into_boxed_str();
+        let id = cause.next_timer_id();
         self.timer_seq += 1;
         let key = self.timer_seq;
         self.timers.push(Reverse((due, key)));
-        self.live_timers.insert(
-            key,
-            Box::new(Timer {
-                id,
-                due,
-                contact: contact.map(Box::from),
-                kind,
-            }),
-        );
+        self.live_timers
+            .insert(key, Box::new(Timer::new(&id, due, contact, kind)));
         self.compact_timers();
         key
     }
@@ -66,7 +59,7 @@ impl Engine {
             fired += 1;
             self.clock = self.clock.max(due);
             let mut cause = Cause {
-                id: Arc::from(&*timer.id),
+                id: Arc::from(timer.id()),
                 field: Arc::from("timer"),
                 at: due,
                 actions: 0,
@@ -78,8 +71,8 @@ impl Engine {
     }
 
     pub(super) fn fire(&mut self, key: u64, timer: Timer, cause: &mut Cause) {
-        let contact_id = timer.contact.as_deref().unwrap_or_default().to_string();
-        if timer.contact.is_some() {
+        let contact_id = timer.contact().unwrap_or_default().to_string();
+        if timer.contact().is_some() {
             self.ensure_contact(&contact_id);
         }
         match timer.kind {
