@@ -57,8 +57,6 @@ pub struct Engine {
     /// its starting event (`lookup` is the only reader of a run's event data). `None`:
     /// keep every field.
     event_fields: Option<std::collections::HashSet<String, foldhash::fast::RandomState>>,
-    /// The event data of a run that keeps none, shared.
-    no_event_data: Arc<crate::state::SmallMap<Value>>,
     /// Boxed, so the map's spare buckets cost a pointer, not a whole contact.
     contacts: FastMap<compact_str::CompactString, Box<Contact>>,
     clock: Millis,
@@ -331,7 +329,6 @@ impl Engine {
             names,
             labels,
             event_fields,
-            no_event_data: Arc::default(),
             contacts: FastMap::default(),
             clock: i64::MIN,
             seen: SeenIds::default(),

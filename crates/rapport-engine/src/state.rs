@@ -113,9 +113,9 @@ pub(crate) struct Run {
     pub(crate) state: u32,
     pub(crate) channel: Name,
     pub(crate) started: Millis,
-    /// The starting event's fields (`event.x`), or the comment's/message's; shared,
-    /// never changed after the start.
-    pub(crate) event: std::sync::Arc<SmallMap<Value>>,
+    /// The starting event's fields (`event.x`) that the bundle reads, or the
+    /// comment's/message's; never changed after the start. Empty costs no allocation.
+    pub(crate) event: SmallMap<Value>,
     pub(crate) slots: SmallMap<Value>,
     pub(crate) last_send: Since,
     pub(crate) last_activity: Millis,
@@ -404,10 +404,6 @@ impl<V> FromIterator<(Name, V)> for SmallMap<V> {
 impl<V> SmallMap<V> {
     pub(crate) fn get(&self, key: &str) -> Option<&V> {
         self.0.iter().find(|(k, _)| &**k == key).map(|(_, v)| v)
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     pub(crate) fn contains_key(&self, key: &str) -> bool {

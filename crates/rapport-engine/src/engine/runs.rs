@@ -199,11 +199,7 @@ impl Engine {
                     })
                     .map(|(k, v)| (self.names.get(&k), v))
                     .collect();
-                if kept.is_empty() {
-                    Arc::clone(&self.no_event_data)
-                } else {
-                    Arc::new(kept)
-                }
+                kept
             },
             slots: crate::state::SmallMap::default(),
             last_send: crate::state::Since::NEVER,
