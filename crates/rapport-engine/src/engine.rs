@@ -311,6 +311,7 @@ impl Engine {
         let labels = versions
             .iter()
             .map(|f| Labels {
+                name: names.get(&f.name),
                 flow: Arc::from(f.name.as_str()),
                 version: Arc::from(f.version.as_str()),
                 states: f
@@ -557,8 +558,9 @@ impl Engine {
     }
 }
 
-/// A flow version's names as actions carry them.
+/// A flow version's names as actions carry them, and its name as contacts' state holds it.
 struct Labels {
+    name: crate::state::Name,
     flow: Arc<str>,
     version: Arc<str>,
     states: Vec<Arc<str>>,

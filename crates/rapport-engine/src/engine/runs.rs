@@ -215,7 +215,7 @@ impl Engine {
             state_timers: thin_vec::ThinVec::new(),
             expire_timer: None,
         };
-        let name = self.names.get(&flow.name);
+        let name = self.labels[f].name.clone();
         let goal = flow.goal.clone();
         let expire = flow.expire_after as Millis * 1000;
         if let Some(c) = self.contacts.get_mut(contact) {
@@ -630,7 +630,7 @@ impl Engine {
             return;
         };
         let run = c.runs.remove(pos);
-        let name = self.names.get(&self.versions[run.flow as usize].name);
+        let name = self.labels[run.flow as usize].name.clone();
         c.reentry.ended(name, cause.at);
         let mut closed = None;
         if c.handoff.as_ref().is_some_and(|h| h.run == Some(run_id)) {
