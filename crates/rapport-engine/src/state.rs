@@ -67,8 +67,8 @@ impl<'de> Deserialize<'de> for Name {
 }
 
 /// The bundle's names, made once per engine: a contact's state points at these.
-/// Names the bundle does not know (a profile field only the events carry) get an
-/// allocation of their own, so the table never grows with the input.
+/// Names the bundle does not know (a profile field only the events carry) get a copy of
+/// their own, so the table never grows with the input.
 #[derive(Debug, Default)]
 pub(crate) struct Names(std::collections::HashSet<Name, foldhash::fast::RandomState>);
 
@@ -121,7 +121,9 @@ pub(crate) struct Run {
     pub(crate) last_activity: Millis,
     pub(crate) disclosed: bool,
     pub(crate) footered: bool,
-    /// Retries of the current `ask` left (a count above 65,535 is kept as 65,535).
+    /// Retries of the current `ask` left (a count above 65,535 is kept as 65,535, also
+    /// when read from a store).
+    #[serde(deserialize_with = "saturating_u16")]
     pub(crate) retries_left: u16,
     /// The comment that started the run: its first send is a private reply.
     /// Boxed: few runs start from a comment.
@@ -258,8 +260,14 @@ impl StoredTimerOwned {
     }
 }
 
+/// A whole number, kept as at most `u16::MAX`.
+fn saturating_u16<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u16, D::Error> {
+    u64::deserialize(d).map(|n| u16::try_from(n).unwrap_or(u16::MAX))
+}
+
 /// A time that may not have happened yet, in 8 bytes rather than an `Option`'s 16: the
-/// earliest `Millis` stands for "never" (event times cannot be that early). Written as an
+/// earliest `Millis` stands for "never" (decoded event times cannot be that early: they
+/// are within years -9999 to 9999). Written as an
 /// `Option`, so the state's JSON form is that of `Option<Millis>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Since(Millis);
@@ -315,7 +323,9 @@ impl FlowsRan {
 }
 
 /// Written as the contact's `last_end` (`[[flow, time], ...]`) and `ever_ran`
-/// (`[[flow, true], ...]`) fields, as before the two were one list.
+/// (`[[flow, true], ...]`) fields, as before the two were one list; both list flows in
+/// the order they first ran (`last_end` used to list them in the order they first
+/// ended), which a reader of either form takes the same way.
 impl Serialize for FlowsRan {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -533,7 +543,8 @@ mod tests {
 
     #[test]
     fn a_contact_is_written_as_before_the_reentry_lists_were_one() {
-        // A stored contact of the earlier form reads back and writes out unchanged.
+        // A stored contact of the earlier form reads back and writes out unchanged (with
+        // one flow; with several, `last_end` follows the order they first ran).
         let stored = r#"{"profile":[["first_name","Ana"]],"last_inbound":[["whatsapp",5000]],"latest_channel":"whatsapp","last_reply":"1","consent":[],"opted_out":false,"ambiguous_pending":false,"clarify_sent":false,"handoff":null,"runs":[],"last_end":[["welcome",4000]],"ever_ran":[["welcome",true],["cart_recovery",true]],"sends":[3000],"goals":[],"last_sender":[0,7]}"#;
         let contact: Contact = serde_json::from_str(stored).expect("a stored contact reads");
         assert!(contact.reentry.ever_ran("cart_recovery"));
@@ -575,5 +586,30 @@ mod tests {
             let written = serde_json::to_string(&StoredTimer::of(key, &timer)).ok();
             assert_eq!(written.as_deref(), Some(stored));
         }
+    }
+
+    #[test]
+    fn flows_that_ended_in_another_order_than_they_started_read_back_the_same() {
+        let stored =
+            r#"{"last_end":[["b",5],["a",9]],"ever_ran":[["a",true],["b",true],["c",true]]}"#;
+        let flows: FlowsRan = serde_json::from_str(stored).expect("reads");
+        assert_eq!(flows.last_end("a"), Some(9));
+        assert_eq!(flows.last_end("b"), Some(5));
+        assert_eq!(flows.last_end("c"), None);
+        assert!(flows.ever_ran("c"));
+        let written = serde_json::to_string(&flows).expect("writes");
+        assert_eq!(
+            written,
+            r#"{"last_end":[["a",9],["b",5]],"ever_ran":[["a",true],["b",true],["c",true]]}"#
+        );
+        let again: FlowsRan = serde_json::from_str(&written).expect("reads again");
+        assert_eq!(again, flows);
+    }
+
+    #[test]
+    fn a_stored_retry_count_beyond_65535_is_kept_as_65535() {
+        let run = r#"{"id":1,"flow":0,"state":0,"channel":"instagram","started":0,"event":[],"slots":[],"last_send":null,"last_activity":0,"disclosed":false,"footered":false,"retries_left":70000,"comment":null,"private_reply_used":false,"variant":null,"reached_handoff":false,"error":false,"state_timers":[],"expire_timer":null}"#;
+        let run: Run = serde_json::from_str(run).expect("a stored run reads");
+        assert_eq!(run.retries_left, u16::MAX);
     }
 }

@@ -228,7 +228,7 @@ impl Engine {
                     Some(contact),
                     ActionKind::Handoff,
                 );
-                a.channel = reply_channel.as_deref().map(crate::state::Name::from);
+                a.channel = reply_channel.as_deref().map(|ch| self.names.get(ch));
                 a.queue = Some(esc.queue.clone());
                 a.summary = Some(text.to_string());
                 a.cause = Some(cause.field.clone());
@@ -374,7 +374,7 @@ impl Engine {
             Some(contact),
             ActionKind::Send,
         );
-        a.channel = channel.map(crate::state::Name::from);
+        a.channel = channel.map(|ch| self.names.get(ch));
         a.text = Some(text);
         a.policy = Some(policy);
         a.cause = Some(cause.field.clone());

@@ -189,18 +189,15 @@ impl Engine {
             state: 0,
             channel,
             started: now,
-            event: {
-                let kept: crate::state::SmallMap<Value> = data
-                    .into_iter()
-                    .filter(|(k, _)| {
-                        self.event_fields
-                            .as_ref()
-                            .is_none_or(|fields| fields.contains(k.as_str()))
-                    })
-                    .map(|(k, v)| (self.names.get(&k), v))
-                    .collect();
-                kept
-            },
+            event: data
+                .into_iter()
+                .filter(|(k, _)| {
+                    self.event_fields
+                        .as_ref()
+                        .is_none_or(|fields| fields.contains(k.as_str()))
+                })
+                .map(|(k, v)| (self.names.get(&k), v))
+                .collect(),
             slots: crate::state::SmallMap::default(),
             last_send: crate::state::Since::NEVER,
             last_activity: now,

@@ -93,8 +93,8 @@ impl Engine {
                     },
                 },
                 RunView {
-                    flow: (run.flow as usize),
-                    state: (run.state as usize),
+                    flow: run.flow as usize,
+                    state: run.state as usize,
                     channel: run.channel.clone(),
                     comment: run.comment.as_deref().cloned(),
                     private_reply_used: run.private_reply_used,
