@@ -156,6 +156,10 @@ where
     };
     let (out_tx, mut out_rx) = mpsc::channel::<Written>(shards * 4);
     let spare = Spare::default();
+    // Batches come back to the reader once stepped: their events are freed by the thread
+    // that made them (cheaper than a free from another thread), and the vectors are
+    // filled again rather than allocated for every batch.
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<Line>>();
     let mut senders = Vec::with_capacity(shards);
     let mut workers = Vec::with_capacity(shards);
     for index in 0..shards {
@@ -165,11 +169,13 @@ where
         let out = out_tx.clone();
         let audit_on = options.audit;
         let spare = spare.clone();
+        let back = back_tx.clone();
         workers.push(tokio::task::spawn_blocking(move || {
-            worker(index == 0, bundle, rx, out, audit_on, spare)
+            worker(index == 0, bundle, rx, out, audit_on, spare, back)
         }));
     }
     drop(out_tx);
+    drop(back_tx);
 
     // The writer: the only task that touches the sinks.
     let writer = async {
@@ -198,6 +204,11 @@ where
         // the durable host does, so such a line is judged like any other, not fatal.
         let mut buf: Vec<u8> = Vec::with_capacity(1024);
         let mut batches: Vec<Vec<Line>> = (0..shards).map(|_| Vec::with_capacity(BATCH)).collect();
+        let mut pool = Pool {
+            back: back_rx,
+            spare: Vec::new(),
+            keep: 2 * shards + 2,
+        };
         let mut n: u64 = 0;
         let mut latest: Option<Millis> = None;
         let mut interrupted = false;
@@ -230,7 +241,7 @@ where
                 Some(s) => {
                     batches[s].push((n, decoded));
                     if batches[s].len() >= BATCH {
-                        flush_all(&senders, &mut batches, latest).await;
+                        flush_all(&senders, &mut batches, latest, &mut pool).await;
                     }
                 }
                 // No contact (ticks, operator events, broken lines): every worker.
@@ -238,11 +249,11 @@ where
                     for b in batches.iter_mut() {
                         b.push((n, decoded.clone()));
                     }
-                    flush_all(&senders, &mut batches, latest).await;
+                    flush_all(&senders, &mut batches, latest, &mut pool).await;
                 }
             }
         }
-        flush_all(&senders, &mut batches, latest).await;
+        flush_all(&senders, &mut batches, latest, &mut pool).await;
         // Closing the channels lets the workers finish.
         drop(senders);
         Ok::<bool, std::io::Error>(interrupted)
@@ -263,13 +274,37 @@ where
     Ok(counts)
 }
 
+/// Batch vectors handed back by the workers, emptied on the reader.
+struct Pool {
+    back: std::sync::mpsc::Receiver<Vec<Line>>,
+    spare: Vec<Vec<Line>>,
+    /// At most this many are kept; the rest are freed.
+    keep: usize,
+}
+
+impl Pool {
+    /// An empty batch vector: one handed back if there is one, else a new one.
+    fn take(&mut self) -> Vec<Line> {
+        while let Ok(mut lines) = self.back.try_recv() {
+            lines.clear();
+            if self.spare.len() < self.keep {
+                self.spare.push(lines);
+            }
+        }
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH))
+    }
+}
+
 async fn flush_all(
     senders: &[mpsc::Sender<Work>],
     batches: &mut [Vec<Line>],
     latest: Option<Millis>,
+    pool: &mut Pool,
 ) {
     for (s, batch) in senders.iter().zip(batches.iter_mut()) {
-        let lines = std::mem::replace(batch, Vec::with_capacity(BATCH));
+        let lines = std::mem::replace(batch, pool.take());
         // A worker that stopped has reported why; nothing more to send it.
         let _ = s.send(Work::Lines(lines, latest)).await;
     }
@@ -285,6 +320,7 @@ fn worker(
     out: mpsc::Sender<Written>,
     audit_on: bool,
     spare: Spare,
+    back: std::sync::mpsc::Sender<Vec<Line>>,
 ) -> Counts {
     let mut engine = Engine::new(bundle);
     engine.record_audit(audit_on);
@@ -334,6 +370,9 @@ fn worker(
             write_output(&o, &mut w, &mut counts, audit_on);
             engine.recycle(o);
         }
+        // The reader frees the events and fills the vector again (once it has stopped
+        // reading, the send fails and the batch is freed here).
+        let _ = back.send(lines);
         if out.blocking_send(w).is_err() {
             break;
         }
