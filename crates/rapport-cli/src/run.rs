@@ -215,6 +215,8 @@ fn run_hosted(bundle: rapport_bundle::Bundle, args: &RunArgs) -> ExitCode {
         let options = rapport_host::Options {
             shards: args.shards,
             audit: audit.is_some(),
+            // `rapport run` exits when the run ends.
+            process_ends: true,
         };
         let stop = async {
             // Ctrl-C stops reading; everything read is still processed and written.
