@@ -128,8 +128,8 @@ impl<R: BufRead + Unpin> tokio::io::AsyncRead for LocalFile<R> {
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        let result = std::io::Read::read(&mut this.0, buf.initialize_unfilled())
-            .map(|n| buf.advance(n));
+        let result =
+            std::io::Read::read(&mut this.0, buf.initialize_unfilled()).map(|n| buf.advance(n));
         std::task::Poll::Ready(result)
     }
 }
@@ -197,7 +197,10 @@ fn run_hosted(bundle: rapport_bundle::Bundle, args: &RunArgs) -> ExitCode {
             let w: Box<dyn AsyncWrite + Unpin + Send> = if p == Path::new("-") {
                 Box::new(TBufWriter::with_capacity(1 << 16, tokio::io::stdout()))
             } else {
-                Box::new(LocalFile(BufWriter::with_capacity(1 << 16, File::create(&p)?)))
+                Box::new(LocalFile(BufWriter::with_capacity(
+                    1 << 16,
+                    File::create(&p)?,
+                )))
             };
             Ok::<_, std::io::Error>(w)
         };
