@@ -186,10 +186,11 @@ pub(crate) struct Timer {
 const TIMER_SPLIT: u8 = 0xFF;
 
 impl Timer {
-    pub(crate) fn new(id: &str, due: Millis, contact: Option<&str>, kind: TimerKind) -> Self {
-        let mut text = Vec::with_capacity(id.len() + contact.map_or(0, |c| c.len() + 1));
-        text.extend_from_slice(id.as_bytes());
+    /// Takes over `id`'s buffer (grown by the contact, if any).
+    pub(crate) fn new(id: String, due: Millis, contact: Option<&str>, kind: TimerKind) -> Self {
+        let mut text = id.into_bytes();
         if let Some(c) = contact {
+            text.reserve_exact(c.len() + 1);
             text.push(TIMER_SPLIT);
             text.extend_from_slice(c.as_bytes());
         }
@@ -255,7 +256,12 @@ pub(crate) struct StoredTimerOwned {
 
 impl StoredTimerOwned {
     pub(crate) fn into_parts(self) -> (u64, Timer) {
-        let timer = Timer::new(&self.id, self.due, self.contact.as_deref(), self.kind);
+        let timer = Timer::new(
+            self.id.into_string(),
+            self.due,
+            self.contact.as_deref(),
+            self.kind,
+        );
         (self.key, timer)
     }
 }

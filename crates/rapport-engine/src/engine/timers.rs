@@ -17,7 +17,7 @@ impl Engine {
         let key = self.timer_seq;
         self.timers.push(Reverse((due, key)));
         self.live_timers
-            .insert(key, Box::new(Timer::new(&id, due, contact, kind)));
+            .insert(key, Box::new(Timer::new(id, due, contact, kind)));
         self.compact_timers();
         key
     }
