@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `rapport run --store` on the funnel workload (shared/bench/WORKLOAD.md) next to the
+# `rapport run --store` on the funnel workload (docs/workload.md) next to the
 # in-memory run, then a restart on the full store: how long a host takes to resume.
 #
 #   bash bench/durable_bench.sh                       # 100,000 contacts, 3 runs

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The funnel workload (shared/bench/WORKLOAD.md) through `rapport run`, against the I/O
+# The funnel workload (docs/workload.md) through `rapport run`, against the I/O
 # floor (decode every line, write one line per event, nothing else), RUNS rounds of one
 # floor run and one `rapport run` each.
 #

@@ -2,7 +2,7 @@
 # funnel bundle, generates the event stream of CONTACTS contacts into a scratch folder
 # (DIR, or a temporary one removed at exit), and defines `median`.
 CONTACTS=${CONTACTS:-100000}
-GEN=${GEN:-../shared/bench/gen_events.py}
+GEN=${GEN:-bench/gen_events.py}
 dir=${DIR:-$(mktemp -d)}
 trap 'rm -rf "$dir"' EXIT
 cargo build --release --quiet

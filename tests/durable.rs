@@ -91,7 +91,7 @@ fn by_id(path: &Path) -> (BTreeMap<String, String>, usize) {
 /// The workload of the crash test: the funnel stream of 1,000 contacts (about 5,000
 /// events, with `after` timers and cart reminders firing as the clock moves).
 fn funnel_events(dir: &Path) -> PathBuf {
-    let gen = repo_root().join("../shared/bench/gen_events.py");
+    let gen = repo_root().join("bench/gen_events.py");
     let out = Command::new("python3")
         .arg(&gen)
         .args(["--contacts", "1000", "--seed", "7"])

@@ -1,5 +1,5 @@
 //! `rapport run` through its front door, on the funnel workload of `bench/funnel/`
-//! (a fixed stream of 200 contacts from `shared/bench/gen_events.py --contacts 200
+//! (a fixed stream of 200 contacts from `bench/gen_events.py --contacts 200
 //! --seed 7`, kept in the repository).
 
 use std::io::Write;

@@ -278,7 +278,7 @@ pub enum Action {
 #[serde(deny_unknown_fields)]
 pub struct TemplateSend {
     pub name: String,
-    /// Explicit `with` pairs; empty means the text's tokens (Appendix A.11).
+    /// Explicit `with` pairs; empty means the text's tokens, keyed by name.
     pub params: Vec<(String, Text)>,
 }
 

@@ -1,7 +1,7 @@
 //! Text normalisation shared by the compiler (patterns are stored normalised) and the
 //! runtime (messages are normalised the same way before matching), so the two agree.
 
-/// Keyword and exact-reply matching (Appendix A.13 and A.19): trims, drops trailing
+/// Keyword and exact-reply matching (docs/runtime.md): trims, drops trailing
 /// punctuation, folds runs of spaces and hyphens to one space, and lower-cases.
 /// `"Opt-out!"` and `"OPT  OUT"` both give `"opt out"`.
 pub fn normalize_keyword(text: &str) -> String {

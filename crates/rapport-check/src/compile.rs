@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{Checked, LineIndex, SourceFile};
 
-/// Default `expire after` (design section 3.1).
+/// Default `expire after`: 7 days.
 const DEFAULT_EXPIRE: u64 = 7 * 86_400;
 /// Default `after N runs` of `halt when`.
 const DEFAULT_HALT_AFTER: u64 = 100;

@@ -1,5 +1,5 @@
 //! Rapport's checker: syntax trees and settings in, checked state graphs, diagnostics and
-//! the compiled bundle out (design section 4).
+//! the compiled bundle out (docs/language.md, "What `rapport check` proves").
 //!
 //! Pure: no I/O, no clock. Every check runs on every flow, so one run reports everything.
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use rapport_syntax::ast::{ActionKind, Flow, Name, Text, TransitionKind, TriggerKind};
 use rapport_syntax::{did_you_mean, Code, Diagnostic, Settings};
 
-/// The guard metrics of design section 6.6.
+/// The guard metrics a rollout's `halt when` may name (docs/language.md, `halt when`).
 pub(crate) const METRICS: [&str; 4] = [
     "opt_out_rate",
     "handoff_rate",
@@ -236,7 +236,7 @@ fn template_params(
     diags: &mut Vec<Diagnostic>,
 ) {
     if with.is_empty() {
-        // Appendix A.11: the text's tokens, keyed by name without `event.`.
+        // No `with`: the text's tokens, keyed by name without `event.`.
         let given: Vec<String> = text
             .tokens()
             .map(|t| t.path.strip_prefix("event.").unwrap_or(&t.path).to_string())

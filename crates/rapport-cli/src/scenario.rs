@@ -1,4 +1,4 @@
-//! `rapport test`: the `*.test.yaml` scenarios of design section 7, run against the
+//! `rapport test`: the `*.test.yaml` scenarios (docs/testing.md), run against the
 //! compiled flows in the engine, each case from a fresh contact, with a readable diff on
 //! failure and the states and transitions no case reached.
 
@@ -202,7 +202,7 @@ fn run_case(
         let n = i + 1;
         let fail = |msg: String| format!("    step {n}: {msg}");
         // `at` places the step in time; an `at` before the clock is an old event, which
-        // keeps its own time (Appendix A.16) while the clock stays.
+        // keeps its own time while the clock stays (clocks never go back).
         let mut placed = None;
         if let Some(at) = step.get("at") {
             let t = yaml_str(at)

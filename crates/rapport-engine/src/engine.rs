@@ -378,7 +378,7 @@ impl Engine {
         let now = event.at.max(self.clock);
         let base = self.seen_base.unwrap_or(now);
         if !self.seen.insert_new(key, seen_seconds(base, now)) {
-            // Appendix A.17: a duplicate changes nothing, not even the clock.
+            // A duplicate changes nothing, not even the clock.
             return Output::default();
         }
         self.seen_base = Some(base);
@@ -475,7 +475,7 @@ impl Engine {
 
     // ------------------------------------------------------------------ tokens and audit
 
-    /// Token values for a run (Appendix A.12): slot, profile field, project variable,
+    /// Token values for a run, looked up in order: slot, profile field, project variable,
     /// `last_reply`; `event.x` from `event_data` when given (an `on event` being
     /// matched), else the run's starting event; `channel` is the run's channel.
     fn lookup<'s>(

@@ -1,5 +1,5 @@
-//! Input events (design section 6.1): one JSON object per line, validated into typed
-//! events. A line that does not validate is rejected with a reason (Appendix A.18).
+//! Input events (docs/runtime.md): one JSON object per line, validated into typed
+//! events. A line that does not validate is rejected with a reason.
 
 use serde::Deserialize;
 use serde_json::{Map, Value};

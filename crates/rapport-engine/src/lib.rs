@@ -1,6 +1,6 @@
 //! Rapport's runtime core: a pure, deterministic function of (bundle, contact state,
-//! event) to (new state, actions, audit records), enforcing the policies of design
-//! section 6: consent, STOP/START/HELP, rate limits, quiet hours, messaging windows,
+//! event) to (new state, actions, audit records), enforcing the policies of
+//! docs/runtime.md: consent, STOP/START/HELP, rate limits, quiet hours, messaging windows,
 //! disclosure, handoffs, timers and staged rollouts.
 //!
 //! Event time is the clock: there is no wall clock, no I/O and no randomness here.

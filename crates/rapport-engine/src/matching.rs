@@ -123,13 +123,13 @@ pub(crate) fn is_empty(v: &Value) -> bool {
     }
 }
 
-/// The value an answer gives its slot, or `None` when it is not valid (section 3.3,
-/// Appendix A.19).
+/// The value an answer gives its slot, or `None` when it is not valid (docs/language.md,
+/// `ask`).
 pub(crate) fn answer(expect: &Expect, text: &str, regexes: &Regexes) -> Option<Value> {
     let trimmed = text.trim();
     match expect {
         Expect::Text => (!trimmed.is_empty()).then(|| Value::String(trimmed.to_string())),
-        // Valid when it reads as a number; the slot holds the trimmed text (A.19).
+        // Valid when it reads as a number; the slot holds the trimmed text.
         Expect::Number => trimmed
             .replace(',', ".")
             .parse::<f64>()
@@ -205,8 +205,8 @@ pub(crate) fn render_into(
     missing
 }
 
-/// Template parameters from the text's tokens, keyed by name without `event.`
-/// (Appendix A.11).
+/// Template parameters from the text's tokens, keyed by name without `event.`; a token
+/// with no value gives its fallback, else the empty string.
 pub(crate) fn params_from_tokens(
     text: &Text,
     lookup: &dyn Fn(&str) -> Option<Value>,

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::event::{write_time, Millis};
 
-/// An action, as in design section 6.1. Fields that do not apply are left out. Names the
+/// An action (docs/runtime.md). Fields that do not apply are left out. Names the
 /// engine repeats on many actions (channel, flow, version, state, cause) are shared.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Action {

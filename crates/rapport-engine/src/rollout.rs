@@ -11,7 +11,7 @@ fn murmur(key: &str, seed: u32) -> u32 {
     murmur3::murmur3_32(&mut Cursor::new(key.as_bytes()), seed).unwrap_or(0)
 }
 
-/// A contact's rollout bucket for a flow, 1–100 (section 6.6): Unleash's normalized hash
+/// A contact's rollout bucket for a flow, 1–100: Unleash's normalized hash
 /// of `"FLOW:CONTACT"` with seed 0.
 pub fn bucket(group: &str, id: &str) -> u8 {
     // The modulus keeps the value under 100, so it fits.
@@ -21,7 +21,7 @@ pub fn bucket(group: &str, id: &str) -> u8 {
 /// Unleash's variant seed.
 const VARIANT_SEED: u32 = 86_028_157;
 
-/// The variant index (0-based) of a contact in a flow with `n` variants (section 6.5).
+/// The variant index (0-based) of a contact in a flow with `n` variants (`send one of`).
 pub fn variant(flow: &str, contact: &str, n: usize) -> usize {
     if n == 0 {
         return 0;

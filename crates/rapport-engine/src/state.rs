@@ -98,7 +98,7 @@ pub(crate) struct ConsentRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct OpenHandoff {
     pub(crate) queue: String,
-    /// The run in its handoff state; `None` for an escalation (section 6.1b).
+    /// The run in its handoff state; `None` for an escalation.
     pub(crate) run: Option<u64>,
     pub(crate) flow: Option<String>,
     pub(crate) sla_timer: Option<u64>,

@@ -1,5 +1,5 @@
 //! Rollout buckets agree with Unleash: every percentage-rollout case of the Unleash
-//! client specification in `shared/conformance/unleash/` (see its README) is checked
+//! client specification kept in `tests/unleash/` (see its README) is checked
 //! against `rapport_engine::rollout::bucket`. Cases that need strategies Rapport does not
 //! have (other strategies, constraints, random stickiness between 0% and 100%) are
 //! skipped and counted.
@@ -10,7 +10,7 @@ use rapport_engine::rollout::bucket;
 use serde_json::Value;
 
 fn conformance_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/unleash")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/unleash")
 }
 
 /// `Some(enabled)` for a case Rapport's bucketing can decide, `None` to skip.

@@ -1,4 +1,4 @@
-//! The durable host (design section 6.9): one engine over a [`Store`], events read in
+//! The durable host (docs/runtime.md): one engine over a [`Store`], events read in
 //! batches, each batch committed in one transaction before its actions are released.
 //!
 //! The order for every batch: step each event; commit the changed state, timers, event
@@ -301,7 +301,7 @@ pub fn run_durable<S: Store + 'static>(
                         .audit_line(engine.clock().unwrap_or(0), contact, record);
                 }
                 Ok(event) if engine.is_duplicate(&event.id) => {
-                    // Changes nothing, not even the clock (Appendix A.17).
+                    // A duplicate changes nothing, not even the clock.
                 }
                 Ok(event) => {
                     // Timers due before the event fire first, in slices: when one event

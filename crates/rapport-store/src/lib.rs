@@ -1,4 +1,4 @@
-//! The durable store of a runtime host (design section 6.9): contact state and runs,
+//! The durable store of a runtime host (docs/runtime.md): contact state and runs,
 //! timers, the processed event ids, the audit trail, transcripts, the salted hashes of
 //! erased contacts who opted out, and an outbox of actions not yet released.
 //!

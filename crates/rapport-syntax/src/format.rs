@@ -1,5 +1,5 @@
 //! The canonical text of a flow: what `rapport fmt` prints, and what a flow's default
-//! version is hashed from (design section 6.1).
+//! version is hashed from.
 //!
 //! Comments are not in the syntax tree, and every layout choice below is a fixed rule (no
 //! options, no line-width heuristics), so two sources that differ only in comments, white

@@ -1,4 +1,4 @@
-//! `rapport.yaml`: project settings and policies (design section 5), read with serde_yaml
+//! `rapport.yaml`: project settings and policies (docs/language.md), read with serde_yaml
 //! into typed settings with every default applied. Unknown keys and wrong types become
 //! diagnostics that point at the YAML line and column.
 

@@ -139,7 +139,7 @@ impl Engine {
                 .and_then(|c| c.latest_channel.as_deref().map(str::to_string))
         });
 
-        // STOP, START, HELP (section 6.3, Appendix A.13): before anything else.
+        // STOP, START, HELP: before anything else.
         if settings.opt_out.keywords.contains(&normal) {
             self.opt_out(contact, reply_channel.as_deref(), cause);
             return;
@@ -199,7 +199,7 @@ impl Engine {
                 );
             }
         }
-        // Escalation (section 6.1b): a person should see it, opted out or not.
+        // Escalation: a person should see it, opted out or not.
         if let Some(esc) = self.bundle.settings.escalation.clone() {
             let by_word = esc.keywords.iter().any(|k| {
                 rapport_bundle::contains_phrase(text, k)
@@ -306,7 +306,7 @@ impl Engine {
             .get(contact)
             .map(|c| c.runs.iter().map(|r| r.id).collect())
             .unwrap_or_default();
-        // The opt-out is charged to the run that sent last (section 6.6).
+        // The opt-out is charged to the run that sent last (for `opt_out_rate`).
         if let Some((flow, run)) = self.contacts.get(contact).and_then(|c| c.last_sender) {
             if runs.contains(&run.get()) {
                 self.stats[flow as usize].opted_out += 1;
@@ -381,7 +381,7 @@ impl Engine {
         self.out.actions.push(a);
     }
 
-    /// Runs in the order of Appendix A.2: most recent send first, then runs that never
+    /// Runs in routing order: most recent send first, then runs that never
     /// sent, newest first.
     pub(super) fn run_order(&self, contact: &str) -> smallvec::SmallVec<[u64; 4]> {
         let Some(c) = self.contacts.get(contact) else {
@@ -456,7 +456,7 @@ impl Engine {
             if comment {
                 continue;
             }
-            // A run waiting in an `ask` takes every reply (Appendix A.3).
+            // A run waiting in an `ask` takes every reply.
             if let Some(ask) = ask {
                 self.touch(contact, run_id, cause.at);
                 match answer(&ask.expect, input.text, &self.regexes) {
@@ -586,7 +586,7 @@ impl Engine {
         for (flow, _) in converted {
             self.stats[flow].converted += 1;
         }
-        // Every active run with a matching `on event`, in the order of A.2.
+        // Every active run with a matching `on event`, in routing order.
         for run_id in self.run_order(contact) {
             let target = {
                 let Some(run) = self.contacts.get(contact).and_then(|c| c.run(run_id)) else {

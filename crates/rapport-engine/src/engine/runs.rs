@@ -6,7 +6,7 @@ impl Engine {
     // ------------------------------------------------------------------ enrolment
 
     /// Starts at most one run: the highest-priority flow whose trigger matches and whose
-    /// enrolment succeeds (section 6.1a). True when a run started.
+    /// enrolment succeeds. True when a run started.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn try_start(
         &mut self,
@@ -82,7 +82,7 @@ impl Engine {
         false
     }
 
-    /// Appendix A.5: may the contact start flow `f`? Gives the version to run and the
+    /// Enrolment: may the contact start flow `f`? Gives the version to run and the
     /// run's channel.
     pub(super) fn enrol(
         &mut self,
@@ -142,7 +142,7 @@ impl Engine {
                 }
             }
         }
-        // Staged rollout (section 6.6).
+        // Staged rollout.
         let name = flow.name.clone();
         let Some(rollout) = flow.rollout.clone() else {
             return Ok((f, channel));
@@ -305,7 +305,7 @@ impl Engine {
         let from = run.state as usize;
         run.state = target as u32;
         let flow_idx = run.flow as usize;
-        // A run leaving its handoff state lifts the pause (Appendix A.15).
+        // A run leaving its handoff state lifts the pause.
         if leaving_handoff && from != target {
             let h = self.contacts.get_mut(contact).and_then(|c| {
                 if c.handoff.as_ref().is_some_and(|h| h.run == Some(run_id)) {
@@ -580,7 +580,7 @@ impl Engine {
         }
     }
 
-    /// Appendix A.12: a token with no value and no fallback renders empty, with an audit
+    /// A token with no value and no fallback renders empty, with an audit
     /// warning; the run counts towards `error_rate`.
     pub(super) fn warn_missing(
         &mut self,
@@ -640,7 +640,7 @@ impl Engine {
             self.live_timers.remove(&key.get());
         }
         if let Some(h) = closed {
-            // Released by an agent: no `handoff_closed` (Appendix A.15).
+            // Released by an agent: no `handoff_closed`.
             if reason != "released" {
                 self.close_handoff_action(contact, &h, reason, cause);
             } else if let Some(t) = &h.sla_timer {

@@ -1,11 +1,11 @@
-//! Flow sends through every check of Appendix A.7, then delivery.
+//! Flow sends through every check, in order (docs/runtime.md, "Sends"), then delivery.
 
 use super::*;
 
 impl Engine {
     // ------------------------------------------------------------------ sends
 
-    /// Runs the send at `action` of the run's state through every check (Appendix A.7).
+    /// Runs the send at `action` of the run's state through every check.
     pub(super) fn run_send(
         &mut self,
         contact: &str,
@@ -51,7 +51,7 @@ impl Engine {
         );
     }
 
-    /// The checks of Appendix A.7, then the send itself.
+    /// The send checks, in order (docs/runtime.md, "Sends"), then the send itself.
     pub(super) fn deliver_text(
         &mut self,
         contact: &str,
@@ -162,7 +162,7 @@ impl Engine {
             );
             return;
         }
-        // The window (Appendix A.9), with the private-reply exception for comments.
+        // The messaging window, with the private-reply exception for comments.
         let private_reply = run
             .comment
             .as_ref()

@@ -154,7 +154,7 @@ impl<'d> Builder<'d> {
         flow
     }
 
-    /// Stages must grow and end at 100% (design section 4).
+    /// Stages must grow and end at 100%.
     fn check_rollout(&mut self, flow: &Flow) {
         let Some(rollout) = &flow.rollout else { return };
         for pair in rollout.stages.windows(2) {

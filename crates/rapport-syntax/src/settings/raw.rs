@@ -1,6 +1,6 @@
 //! `rapport.yaml` exactly as written. Durations and clock times stay text here so every
 //! malformed one can be reported (serde would stop at the first); `resolve` applies the
-//! defaults of design section 5.
+//! defaults (docs/language.md, `rapport.yaml`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -268,7 +268,7 @@ impl RawSettings {
         }
     }
 
-    /// Applies the defaults of design section 5.
+    /// Applies the defaults (docs/language.md, `rapport.yaml`).
     pub(super) fn resolve(&self) -> Settings {
         let brand = self.brand.clone().unwrap_or_else(|| "Our team".into());
         let channels = match &self.channels {
