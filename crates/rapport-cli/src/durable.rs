@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use rapport_bundle::Retention;
 use rapport_host::{DurableOptions, Input, Sink};
-use rapport_store::{SqliteStore, Store};
+use rapport_store::{HostLock, SqliteStore, Store};
 
 use crate::build::read_bundle;
 use crate::run::print_counts;
@@ -27,9 +27,25 @@ fn store_path(url: &str) -> Result<PathBuf, String> {
     }
 }
 
-fn open(url: &str) -> Result<SqliteStore, String> {
+/// Takes the store's host lock (held until dropped) and opens the store, creating it when
+/// nothing exists at its path and `create` is set.
+fn open_as_host(url: &str, create: bool) -> Result<(HostLock, SqliteStore), String> {
     let path = store_path(url)?;
-    SqliteStore::open(&path).map_err(|e| e.to_string())
+    if !create && std::fs::symlink_metadata(&path).is_err() {
+        return Err(format!(
+            "there is no store at `{}`; a store is made by `rapport run --store {url}`",
+            path.display()
+        ));
+    }
+    let lock = HostLock::acquire(&path).map_err(|e| e.to_string())?;
+    let store = SqliteStore::open(&path, &lock).map_err(|e| e.to_string())?;
+    Ok((lock, store))
+}
+
+/// Opens an existing store to read what its host committed, even while the host runs.
+fn open_to_read(url: &str) -> Result<SqliteStore, String> {
+    let path = store_path(url)?;
+    SqliteStore::open_existing(&path).map_err(|e| e.to_string())
 }
 
 /// A file the durable host releases lines to: synced to disk before the store forgets
@@ -126,7 +142,8 @@ fn append(path: &Path) -> std::io::Result<Box<dyn Sink + Send>> {
 pub(crate) fn run(bundle: rapport_bundle::Bundle, url: &str, args: &RunArgs) -> ExitCode {
     let started = Instant::now();
     let result = (|| -> Result<rapport_host::DurableReport, String> {
-        let store = open(url)?;
+        // The lock is held until the run has ended and its retention is saved.
+        let (lock, store) = open_as_host(url, true)?;
         // For a later `rapport purge`; saved once the store has accepted the bundle.
         let retention = bundle.settings.retention;
         let input = match &args.events {
@@ -158,9 +175,10 @@ pub(crate) fn run(bundle: rapport_bundle::Bundle, url: &str, args: &RunArgs) -> 
             &stop,
         )
         .map_err(|e| e.to_string())?;
-        open(url)?
-            .save_retention(&retention)
+        SqliteStore::open(&store_path(url)?, &lock)
+            .and_then(|mut s| s.save_retention(&retention))
             .map_err(|e| e.to_string())?;
+        drop(lock);
         Ok(report)
     })();
     match result {
@@ -215,7 +233,8 @@ fn watch_ctrl_c(stop: Arc<AtomicBool>) {
 }
 
 pub(crate) fn export(url: &str, contact: &str) -> ExitCode {
-    let result = open(url).and_then(|mut s| s.export_contact(contact).map_err(|e| e.to_string()));
+    let result =
+        open_to_read(url).and_then(|mut s| s.export_contact(contact).map_err(|e| e.to_string()));
     match result {
         Ok(Some(v)) => {
             match serde_json::to_string_pretty(&v) {
@@ -239,7 +258,11 @@ pub(crate) fn export(url: &str, contact: &str) -> ExitCode {
 }
 
 pub(crate) fn forget(url: &str, contact: &str) -> ExitCode {
-    match open(url).and_then(|mut s| s.forget(contact).map_err(|e| e.to_string())) {
+    // Refused while a host runs on the store: it holds the contact in memory and would
+    // write it back.
+    match open_as_host(url, false)
+        .and_then(|(_lock, mut s)| s.forget(contact).map_err(|e| e.to_string()))
+    {
         Ok(f) => {
             if f.found {
                 outln!(
@@ -269,7 +292,7 @@ pub(crate) fn forget(url: &str, contact: &str) -> ExitCode {
 
 pub(crate) fn purge(url: &str, bundle: Option<&Path>) -> ExitCode {
     let result = (|| -> Result<rapport_store::Purged, String> {
-        let mut store = open(url)?;
+        let (_lock, mut store) = open_as_host(url, false)?;
         let retention = match bundle {
             Some(b) => read_bundle(b)?.settings.retention,
             None => store
@@ -304,7 +327,7 @@ pub(crate) fn purge(url: &str, bundle: Option<&Path>) -> ExitCode {
 pub(crate) fn rollout_status(url: &str, bundle: &Path) -> ExitCode {
     let result = (|| -> Result<String, String> {
         let bundle = read_bundle(bundle)?;
-        let store = open(url)?;
+        let store = open_to_read(url)?;
         let Some(global) = store.engine_state().map_err(|e| e.to_string())? else {
             return Ok(
                 "the store has processed no events yet: every flow is at its first stage\n".into(),

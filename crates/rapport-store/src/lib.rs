@@ -28,8 +28,15 @@ pub enum StoreError {
         path: PathBuf,
         source: rusqlite::Error,
     },
-    #[error("`{path}` is not a Rapport store ({detail}); give a new file or a store written by `rapport run --store`")]
+    #[error("`{path}` is not a Rapport store ({detail}); give a path where no file exists for a new store, or a store written by `rapport run --store`")]
     NotAStore { path: PathBuf, detail: String },
+    #[error("the store `{path}` is in use by another rapport process{}: one store serves one host at a time; stop that process or wait for it to finish", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    InUse { path: PathBuf, pid: Option<u32> },
+    #[error("cannot take the lock `{path}` of the store: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the store `{path}` has schema version {found}, newer than this rapport reads ({SCHEMA}); upgrade rapport to use it")]
     Newer { path: PathBuf, found: i64 },
     #[error("the store is damaged: {0}")]
@@ -197,33 +204,135 @@ pub struct SqliteStore {
     any_erased: bool,
 }
 
-impl SqliteStore {
-    /// Opens the store at `path`, creating it when the file does not exist, and migrates
-    /// an older schema. A file that is not a Rapport store, or one of a newer schema, is
-    /// refused with an error that says so.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
+/// The one host of a store: an exclusive lock on `PATH.lock` beside the store, held for
+/// as long as the value lives and released by the operating system if the process dies.
+/// Two hosts on one store would each overwrite the other's contacts (a STOP one of them
+/// recorded could be lost), so a second one is refused at once, with the holder's pid.
+/// Commands that change a store outside a host (`forget`, `purge`) take it too.
+#[derive(Debug)]
+pub struct HostLock {
+    _file: std::fs::File,
+    store: PathBuf,
+}
+
+impl HostLock {
+    /// Takes the lock of the store at `store`, or says which process holds it.
+    pub fn acquire(store: &Path) -> Result<HostLock, StoreError> {
+        use std::io::{Read, Seek, Write};
+        let mut name = store.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        let lock_error = |source| StoreError::Lock {
+            path: path.clone(),
             source,
-        })?;
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(lock_error)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                // The holder writes its pid right after locking; it may not be there yet.
+                let _ = file.read_to_string(&mut text);
+                return Err(StoreError::InUse {
+                    path: store.to_path_buf(),
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_error(e)),
+        }
+        file.set_len(0).map_err(lock_error)?;
+        file.rewind().map_err(lock_error)?;
+        writeln!(file, "{}", std::process::id()).map_err(lock_error)?;
+        Ok(HostLock {
+            _file: file,
+            store: store.to_path_buf(),
+        })
+    }
+}
+
+impl SqliteStore {
+    /// Opens the store at `path` for its host, creating it only when no file exists there,
+    /// and migrates an older schema. Anything else that is not a Rapport store of a schema
+    /// this build reads (an empty file, another program's database, a newer schema, a
+    /// folder or a pipe) is refused with the reason: starting afresh over it would forget
+    /// every opt-out and consent it held.
+    pub fn open(path: &Path, lock: &HostLock) -> Result<Self, StoreError> {
+        if lock.store != path {
+            return Err(StoreError::Damaged(format!(
+                "the lock held is for `{}`, not `{}`",
+                lock.store.display(),
+                path.display()
+            )));
+        }
+        // Only a path where nothing exists makes a new store (a dangling symlink is not
+        // followed to create one).
+        let create = matches!(std::fs::symlink_metadata(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+        Self::open_as(path, create)
+    }
+
+    /// Opens an existing store without taking the host's lock: for reading what a host
+    /// committed (`rapport audit export`, `rapport rollout status`) while it runs.
+    pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        Self::open_as(path, false)
+    }
+
+    fn open_as(path: &Path, create: bool) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
         let not_a_store = |detail: String| StoreError::NotAStore {
             path: path.to_path_buf(),
             detail,
         };
+        if !create {
+            match std::fs::metadata(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(not_a_store(
+                        "no file is there; a store is made by `rapport run --store`".into(),
+                    ))
+                }
+                Err(_) => {}
+                Ok(m) if !m.is_file() => {
+                    return Err(not_a_store("not a regular file".into()));
+                }
+                Ok(m) if m.len() == 0 => {
+                    return Err(not_a_store(
+                        "an empty file: if it was a store, restore it from a backup; \
+                         to start a new store on purpose, delete the file"
+                            .into(),
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
         // The first read fails on a file that is not an SQLite database.
         let app: i64 = conn
             .query_row("PRAGMA application_id", [], |r| r.get(0))
             .map_err(|e| not_a_store(e.to_string()))?;
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let tables: i64 = conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
-            [],
-            |r| r.get(0),
-        )?;
-        if app != APPLICATION_ID && (app != 0 || tables > 0) {
+        if !create && app != APPLICATION_ID {
             return Err(not_a_store(
                 "an SQLite database written by another program".into(),
             ));
+        }
+        if !create && version == 0 {
+            return Err(StoreError::Damaged(format!(
+                "`{}` is marked as a Rapport store but has no schema",
+                path.display()
+            )));
         }
         if version > SCHEMA {
             return Err(StoreError::Newer {
@@ -442,7 +551,7 @@ impl Store for SqliteStore {
     }
 
     fn reader(&self) -> Result<Box<dyn ContactReader>, StoreError> {
-        Ok(Box::new(SqliteStore::open(&self.path)?))
+        Ok(Box::new(SqliteStore::open_existing(&self.path)?))
     }
 
     fn commit(&mut self, batch: Batch) -> Result<Option<i64>, StoreError> {

@@ -2,7 +2,12 @@
 //! commit gave it.
 
 use rapport_engine::{Changes, Loaded, TimerChange};
-use rapport_store::{Batch, ContactReader, OutboxEntry, SqliteStore, Store, StoreError};
+use rapport_store::{Batch, ContactReader, HostLock, OutboxEntry, SqliteStore, Store, StoreError};
+
+/// Opens a store as its host does (the lock is let go at once: one host per test).
+fn open(path: &std::path::Path) -> Result<SqliteStore, StoreError> {
+    SqliteStore::open(path, &HostLock::acquire(path)?)
+}
 
 fn dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
@@ -12,13 +17,13 @@ fn dir() -> tempfile::TempDir {
 fn a_newer_schema_is_refused_not_misread() {
     let d = dir();
     let path = d.path().join("s.db");
-    drop(SqliteStore::open(&path).expect("a new store"));
+    drop(open(&path).expect("a new store"));
     {
         let c = rusqlite::Connection::open(&path).expect("sqlite");
         c.pragma_update(None, "user_version", 7)
             .expect("set version");
     }
-    match SqliteStore::open(&path) {
+    match open(&path) {
         Err(e @ StoreError::Newer { found: 7, .. }) => {
             let text = e.to_string();
             assert!(
@@ -40,11 +45,11 @@ fn another_programs_database_and_garbage_are_refused() {
         c.execute_batch("CREATE TABLE orders (id INTEGER)")
             .expect("table");
     }
-    let e = SqliteStore::open(&other).err().expect("refused");
+    let e = open(&other).err().expect("refused");
     assert!(e.to_string().contains("not a Rapport store"), "{e}");
     let junk = d.path().join("junk.db");
     std::fs::write(&junk, vec![0x42u8; 8192]).expect("write");
-    let e = SqliteStore::open(&junk).err().expect("refused");
+    let e = open(&junk).err().expect("refused");
     assert!(e.to_string().contains("not a Rapport store"), "{e}");
     // Neither file was changed by the attempt.
     assert_eq!(std::fs::read(&junk).expect("read"), vec![0x42u8; 8192]);
@@ -54,7 +59,7 @@ fn another_programs_database_and_garbage_are_refused() {
 fn a_commit_is_kept_across_reopening_and_released_actions_leave_the_outbox() {
     let d = dir();
     let path = d.path().join("s.db");
-    let mut s = SqliteStore::open(&path).expect("store");
+    let mut s = open(&path).expect("store");
     let changes = Changes {
         contacts: vec![("c1".into(), "{\"x\":1}".into())],
         timers: vec![TimerChange {
@@ -86,7 +91,7 @@ fn a_commit_is_kept_across_reopening_and_released_actions_leave_the_outbox() {
         })
         .expect("commit");
     drop(s);
-    let mut s = SqliteStore::open(&path).expect("reopen");
+    let mut s = open(&path).expect("reopen");
     let r = s.resume(i64::MAX).expect("resume");
     assert_eq!(r.global.as_deref(), Some("{\"clock\":1000}"));
     assert_eq!(r.timers, vec!["{\"t\":3}".to_string()]);
@@ -120,4 +125,57 @@ fn a_commit_is_kept_across_reopening_and_released_actions_leave_the_outbox() {
     .expect("commit");
     let r = s.resume(i64::MAX).expect("resume");
     assert!(r.outbox.is_empty() && r.timers.is_empty());
+}
+
+#[test]
+fn only_a_path_where_nothing_exists_makes_a_store() {
+    let d = dir();
+    // An emptied store file, and an SQLite database of another program with no tables.
+    let empty = d.path().join("empty.db");
+    std::fs::write(&empty, b"").expect("write");
+    let e = open(&empty).err().expect("an empty file is refused");
+    assert!(e.to_string().contains("an empty file"), "{e}");
+    assert_eq!(std::fs::metadata(&empty).expect("still there").len(), 0);
+    let blank = d.path().join("blank.db");
+    rusqlite::Connection::open(&blank)
+        .and_then(|c| c.pragma_update(None, "user_version", 3))
+        .expect("sqlite");
+    let e = open(&blank)
+        .err()
+        .expect("another program's database is refused");
+    assert!(e.to_string().contains("another program"), "{e}");
+    // A folder, and a dangling symlink (not followed to create a file).
+    let e = open(d.path()).err().expect("a folder is refused");
+    assert!(e.to_string().contains("not a Rapport store"), "{e}");
+    let link = d.path().join("link.db");
+    std::os::unix::fs::symlink(d.path().join("missing/x.db"), &link).expect("symlink");
+    assert!(open(&link).is_err());
+    assert!(!d.path().join("missing").exists());
+    // A path with nothing there makes a new store, which opens again.
+    let new = d.path().join("new.db");
+    drop(open(&new).expect("a new store"));
+    drop(open(&new).expect("reopened"));
+}
+
+#[test]
+fn a_second_host_on_one_store_is_refused_with_the_holders_pid() {
+    let d = dir();
+    let path = d.path().join("s.db");
+    let lock = HostLock::acquire(&path).expect("first host");
+    let store = SqliteStore::open(&path, &lock).expect("store");
+    match HostLock::acquire(&path) {
+        Err(e @ StoreError::InUse { pid: Some(p), .. }) => {
+            assert_eq!(p, std::process::id());
+            assert!(
+                e.to_string().contains("in use by another rapport process"),
+                "{e}"
+            );
+        }
+        other => panic!("a second host was not refused: {other:?}"),
+    }
+    // Readers of committed state are not hosts.
+    drop(SqliteStore::open_existing(&path).expect("a reader"));
+    drop(store);
+    drop(lock);
+    drop(HostLock::acquire(&path).expect("free again once the first host is gone"));
 }
