@@ -467,7 +467,9 @@ fn rollout_status_reads_the_stage_of_each_flow_from_the_store() {
         "--store",
         &store,
     ]);
-    assert!(ok(&o).contains("processed no events yet"));
+    // A mistyped path is an error, not a store at its first stage.
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("there is no store at"));
     run_lines(
         &dir,
         &bundle,

@@ -32,10 +32,7 @@ fn store_path(url: &str) -> Result<PathBuf, String> {
 fn open_as_host(url: &str, create: bool) -> Result<(HostLock, SqliteStore), String> {
     let path = store_path(url)?;
     if !create && std::fs::symlink_metadata(&path).is_err() {
-        return Err(format!(
-            "there is no store at `{}`; a store is made by `rapport run --store {url}`",
-            path.display()
-        ));
+        return Err(rapport_store::StoreError::Missing { path }.to_string());
     }
     let lock = HostLock::acquire(&path).map_err(|e| e.to_string())?;
     let store = SqliteStore::open(&path, &lock).map_err(|e| e.to_string())?;

@@ -32,6 +32,10 @@ pub enum StoreError {
     NotAStore { path: PathBuf, detail: String },
     #[error("the store `{path}` is in use by another rapport process{}: one store serves one host at a time; stop that process or wait for it to finish", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     InUse { path: PathBuf, pid: Option<u32> },
+    #[error(
+        "there is no store at `{path}`; a store is made by `rapport run --store sqlite:{path}`"
+    )]
+    Missing { path: PathBuf },
     #[error("cannot take the lock `{path}` of the store: {source}")]
     Lock {
         path: PathBuf,
@@ -292,9 +296,9 @@ impl SqliteStore {
         if !create {
             match std::fs::metadata(path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(not_a_store(
-                        "no file is there; a store is made by `rapport run --store`".into(),
-                    ))
+                    return Err(StoreError::Missing {
+                        path: path.to_path_buf(),
+                    })
                 }
                 Err(_) => {}
                 Ok(m) if !m.is_file() => {
