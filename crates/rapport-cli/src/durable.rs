@@ -159,6 +159,8 @@ pub(crate) fn run(bundle: rapport_bundle::Bundle, url: &str, args: &RunArgs) -> 
         let options = DurableOptions {
             batch: args.commit_every.max(1),
             cache: args.cache,
+            max_clock_jump: crate::run::jump_millis(args),
+            started: crate::run::wall_clock(),
         };
         let stop = Arc::new(AtomicBool::new(false));
         watch_ctrl_c(stop.clone());

@@ -245,12 +245,19 @@ struct RunArgs {
     /// Where to write the audit trail as JSONL.
     #[arg(long)]
     audit: Option<PathBuf>,
-    /// Worker tasks to shard contacts over (0: one per core; one for bundles with a
-    /// staged rollout, whose state lives in one engine).
-    #[arg(long, default_value_t = 0)]
+    /// Worker tasks to shard contacts over (0: one per core; at most 256; one for bundles
+    /// with a staged rollout, whose state lives in one engine). The actions are the same
+    /// for any number.
+    #[arg(long, default_value_t = 0, value_parser = parse_shards)]
     shards: usize,
+    /// Reject an event whose `at` is further than this ahead of the clock (the latest
+    /// event time so far, or the wall clock at the start if later), so one bad timestamp
+    /// cannot fire every contact's timers: `30s`, `15m`, `24h`, `31d`.
+    #[arg(long, default_value = "31d", value_name = "DURATION", value_parser = parse_jump)]
+    max_clock_jump: u64,
     /// Keep state in a durable store and release each action only after the state change
-    /// that produced it is committed (`sqlite:PATH`; the file is created if missing).
+    /// that produced it is committed (`sqlite:PATH`; a store is created only where no file
+    /// exists; one host at a time).
     /// Restarted on the same --events file, the run carries on after the last committed
     /// line; actions and audit files are appended to, not replaced.
     #[arg(long, value_name = "URL")]
@@ -266,6 +273,32 @@ struct RunArgs {
     /// doing nothing else (the I/O floor of bench/WORKLOAD.md).
     #[arg(long, hide = true)]
     io_floor: bool,
+}
+
+fn parse_shards(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of workers"))?;
+    if n > rapport_host::MAX_SHARDS {
+        return Err(format!(
+            "{n} workers is more than the {} rapport runs; beyond the machine's cores more \
+             workers only cost memory (0 picks one per core)",
+            rapport_host::MAX_SHARDS
+        ));
+    }
+    Ok(n)
+}
+
+/// A `--max-clock-jump` duration, in milliseconds.
+fn parse_jump(text: &str) -> Result<u64, String> {
+    rapport_syntax::parse_duration(text)
+        .map_err(|_| format!("`{text}` is not a duration: write a whole number and a unit, as in 30s, 15m, 24h or 31d"))
+        .and_then(|d| {
+            d.seconds
+                .checked_mul(1000)
+                .filter(|ms| *ms <= i64::MAX as u64 / 2)
+                .ok_or_else(|| format!("`{text}` is too long"))
+        })
 }
 
 #[derive(Debug, clap::Args)]

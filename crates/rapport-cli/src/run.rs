@@ -17,10 +17,11 @@ use crate::RunArgs;
 /// The counts printed at the end of a run (and pinned by the funnel test).
 pub(crate) fn print_counts(counts: &Counts, seconds: f64) {
     eprintln!(
-        "processed {} events in {seconds:.2}s ({:.0} events/s), {} rejected",
+        "processed {} events in {seconds:.2}s ({:.0} events/s), {} rejected, {} duplicates",
         counts.events,
         counts.events as f64 / seconds.max(1e-9),
-        counts.rejected
+        counts.rejected,
+        counts.duplicates
     );
     let list = |m: &BTreeMap<String, u64>| {
         if m.is_empty() {
@@ -171,6 +172,20 @@ impl<W: Write + Unpin> tokio::io::AsyncWrite for LocalFile<W> {
     }
 }
 
+/// `--max-clock-jump` in milliseconds (the parser caps it well inside the range).
+pub(crate) fn jump_millis(args: &RunArgs) -> rapport_engine::Millis {
+    rapport_engine::Millis::try_from(args.max_clock_jump).unwrap_or(rapport_engine::Millis::MAX / 2)
+}
+
+/// Now, in milliseconds since the Unix epoch.
+pub(crate) fn wall_clock() -> rapport_engine::Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            rapport_engine::Millis::try_from(d.as_millis()).unwrap_or(0)
+        })
+}
+
 /// The real run: the tokio host, contacts sharded over worker tasks, Ctrl-C drains.
 fn run_hosted(bundle: rapport_bundle::Bundle, args: &RunArgs) -> ExitCode {
     use tokio::io::{AsyncBufRead, AsyncWrite, BufReader as TBufReader, BufWriter as TBufWriter};
@@ -220,7 +235,15 @@ fn run_hosted(bundle: rapport_bundle::Bundle, args: &RunArgs) -> ExitCode {
             audit: audit.is_some(),
             // `rapport run` exits when the run ends.
             process_ends: true,
+            max_clock_jump: jump_millis(args),
+            started: wall_clock(),
         };
+        if args.shards > 1 && rapport_host::needs_one_worker(&bundle) {
+            eprintln!(
+                "note: the bundle has a staged rollout, whose state lives in one engine: running on one worker instead of {}",
+                args.shards
+            );
+        }
         let stop = async {
             // Ctrl-C stops reading; everything read is still processed and written.
             if tokio::signal::ctrl_c().await.is_err() {

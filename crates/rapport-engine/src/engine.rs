@@ -38,6 +38,10 @@ const MAX_CHAIN: usize = 64;
 pub struct Output {
     pub actions: Vec<Action>,
     pub audit: Vec<Audit>,
+    /// The event was a duplicate of one processed within the dedupe window (1), or not.
+    pub duplicates: u32,
+    /// Operator events refused (an unknown flow).
+    pub rejected: u32,
 }
 
 /// The runtime core for one bundle and a set of contacts.
@@ -63,8 +67,10 @@ pub struct Engine {
     /// Event ids processed within the dedupe window, by a 96-bit hash of the id (a false
     /// duplicate needs about 2^48 ids within one window), with the clock when each was seen
     /// in seconds after `seen_base`: 16 bytes an id, plus the table's spare buckets.
-    seen: SeenIds,
-    seen_base: Option<Millis>,
+    seen: SeenEvents,
+    /// Off when the host dedupes events before they reach the engine (a sharded host,
+    /// whose reader must know a duplicate to keep it from moving the clock).
+    dedupe: bool,
     /// Due time and key of every timer set; a key no longer in `live_timers` was cancelled.
     timers: BinaryHeap<Reverse<(Millis, u64)>>,
     /// Boxed for the same reason as contacts.
@@ -89,9 +95,14 @@ pub struct Engine {
 /// collide; contact ids come from the messaging platforms, not from the contacts.
 pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// A 96-bit hash of an event id: two SipHash passes with fixed, different keys, so the
-/// same id always gives the same key. Held as three 32-bit words, so a key and the time
-/// beside it take 16 bytes (a `u64` field would align the pair to 24).
+/// A 96-bit hash of an event's contact and id: ids are unique per contact, so the same id
+/// from two contacts is two events (one contact's id must never drop another's STOP).
+/// The hash is MurmurHash3 x64_128 (seed 0) of the contact's UTF-8 bytes, the byte 0xFF
+/// (which UTF-8 never uses) and the id's bytes, its low 96 bits kept; an event with no
+/// contact (a tick, an operator event) hashes 0xFE and the id. The algorithm is fixed
+/// because a durable store keeps these keys across versions of the program. Held as three
+/// 32-bit words, so a key and the time beside it take 16 bytes (a `u64` field would align
+/// the pair to 24).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct IdKey([u32; 3]);
 
@@ -103,14 +114,16 @@ impl std::hash::Hash for IdKey {
 }
 
 impl IdKey {
-    pub(crate) fn of(id: &str) -> Self {
-        use std::hash::{Hash, Hasher};
-        let mut a = std::collections::hash_map::DefaultHasher::new();
-        id.hash(&mut a);
-        let mut b = std::collections::hash_map::DefaultHasher::new();
-        0xA5u8.hash(&mut b);
-        id.hash(&mut b);
-        IdKey::from_parts(a.finish(), b.finish() as u32)
+    pub(crate) fn of(contact: Option<&str>, id: &str) -> Self {
+        use std::io::Read;
+        let (contact, mark): (&[u8], &[u8]) = match contact {
+            Some(c) => (c.as_bytes(), &[0xFF]),
+            None => (&[], &[0xFE]),
+        };
+        let mut bytes = contact.chain(mark).chain(id.as_bytes());
+        // Reading from memory cannot fail.
+        let h = murmur3::murmur3_x64_128(&mut bytes, 0).unwrap_or(0);
+        IdKey::from_parts(h as u64, (h >> 64) as u32)
     }
 
     pub(crate) fn from_parts(first: u64, second: u32) -> Self {
@@ -203,6 +216,41 @@ impl SeenIds {
             t.retain(|_, at| keep(*at));
         }
         self.len = self.tables.iter().map(HashMap::len).sum();
+    }
+}
+
+/// The events processed within the dedupe window, by contact and id: an engine keeps one,
+/// and so does a host that dedupes before sharding.
+#[derive(Default)]
+pub struct SeenEvents {
+    pub(crate) ids: SeenIds,
+    /// Times are held in seconds after this one.
+    pub(crate) base: Option<Millis>,
+}
+
+impl SeenEvents {
+    /// Records the event at `now`; false when its contact and id were already seen.
+    /// Ids older than `window` (milliseconds) are forgotten from time to time.
+    pub fn first_time(&mut self, event: &Event, now: Millis, window: Millis) -> bool {
+        let first = self.insert(IdKey::of(event.contact.as_deref(), &event.id), now);
+        if first {
+            self.sweep(now, window);
+        }
+        first
+    }
+
+    pub(crate) fn insert(&mut self, key: IdKey, now: Millis) -> bool {
+        let base = *self.base.get_or_insert(now);
+        self.ids.insert_new(key, seen_seconds(base, now))
+    }
+
+    fn sweep(&mut self, now: Millis, window: Millis) {
+        // Sweep rarely: the set is bounded by the events of one dedupe window.
+        if self.ids.len().is_multiple_of(65_536) {
+            let Some(base) = self.base else { return };
+            let oldest = seen_seconds(base, now.saturating_sub(window));
+            self.ids.retain(|at| at >= oldest);
+        }
     }
 }
 
@@ -332,8 +380,8 @@ impl Engine {
             event_fields,
             contacts: FastMap::default(),
             clock: i64::MIN,
-            seen: SeenIds::default(),
-            seen_base: None,
+            seen: SeenEvents::default(),
+            dedupe: true,
             timers: BinaryHeap::new(),
             live_timers: durable::TimerTable::default(),
             timer_seq: 0,
@@ -374,18 +422,32 @@ impl Engine {
 
     /// Applies one event: fires the timers due before it, then the event itself.
     pub fn step(&mut self, event: &Event) -> Output {
-        let key = IdKey::of(&event.id);
-        let now = event.at.max(self.clock);
-        let base = self.seen_base.unwrap_or(now);
-        if !self.seen.insert_new(key, seen_seconds(base, now)) {
-            // A duplicate changes nothing, not even the clock.
-            return Output::default();
+        self.step_at(event, event.at)
+    }
+
+    /// [`Engine::step`] at the clock `clock` as it stood after this event in input order:
+    /// a sharded host passes the clock of the whole stream, so an event takes the same
+    /// "now" on whichever worker, and with however many workers, it runs (an event older
+    /// than the clock keeps its own `at` on its actions; its timers count from the clock).
+    pub fn step_at(&mut self, event: &Event, clock: Millis) -> Output {
+        let now = event.at.max(clock).max(self.clock);
+        if self.dedupe {
+            let key = IdKey::of(event.contact.as_deref(), &event.id);
+            if !self.seen.insert(key, now) {
+                // A duplicate changes nothing, not even the clock; it is counted and
+                // audited.
+                self.out.duplicates += 1;
+                if self.record_audit {
+                    self.out.audit.push(Audit::duplicate(event));
+                }
+                return std::mem::take(&mut self.out);
+            }
+            self.journal_seen(key, now);
+            let window = self.bundle.settings.dedupe_window as Millis * 1000;
+            self.seen.sweep(now, window);
         }
-        self.seen_base = Some(base);
-        self.journal_seen(key, now);
         self.fire_due(now);
         self.clock = now;
-        self.forget_old_ids(now);
         let id: Arc<str> = Arc::from(event.id.as_str());
         let mut cause = Cause {
             id: Arc::clone(&id),
@@ -418,6 +480,8 @@ impl Engine {
         if small && self.out.actions.capacity() == 0 && self.out.audit.capacity() == 0 {
             used.actions.clear();
             used.audit.clear();
+            used.duplicates = 0;
+            used.rejected = 0;
             self.out = used;
         }
     }
@@ -447,14 +511,10 @@ impl Engine {
         self.contacts.len()
     }
 
-    fn forget_old_ids(&mut self, now: Millis) {
-        // Sweep rarely: the set is bounded by the events of one dedupe window.
-        if self.seen.len().is_multiple_of(65_536) {
-            let keep = self.bundle.settings.dedupe_window as Millis * 1000;
-            let Some(base) = self.seen_base else { return };
-            let oldest = seen_seconds(base, now.saturating_sub(keep));
-            self.seen.retain(|at| at >= oldest);
-        }
+    /// Leaves deduplication to the host: it keeps its own [`SeenEvents`] and steps only
+    /// first deliveries (their clock then never includes a duplicate's time).
+    pub fn leave_dedupe_to_host(&mut self) {
+        self.dedupe = false;
     }
 
     // ------------------------------------------------------------------ contacts
@@ -730,7 +790,7 @@ mod tests {
         let mut n = 0u32;
         let mut checkpoint = 3_000f64;
         while n < 48_000 {
-            assert!(seen.insert_new(IdKey::of(&format!("e{n}")), 0));
+            assert!(seen.insert_new(IdKey::of(Some("c"), &format!("e{n}")), 0));
             n += 1;
             if f64::from(n) >= checkpoint {
                 checkpoint *= 1.07;
@@ -743,9 +803,9 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), n as usize);
-        assert!(!seen.insert_new(IdKey::of("e0"), 0));
-        assert!(seen.contains(&IdKey::of("e47999")));
-        assert!(!seen.contains(&IdKey::of("e48000")));
+        assert!(!seen.insert_new(IdKey::of(Some("c"), "e0"), 0));
+        assert!(seen.contains(&IdKey::of(Some("c"), "e47999")));
+        assert!(!seen.contains(&IdKey::of(Some("c"), "e48000")));
     }
 
     #[test]
@@ -753,7 +813,17 @@ mod tests {
         let key = IdKey::from_parts(0x0123_4567_89ab_cdef, 0xfeed_beef);
         assert_eq!(key.first(), 0x0123_4567_89ab_cdef);
         assert_eq!(key.second(), 0xfeed_beef);
-        assert_eq!(IdKey::of("e1"), IdKey::of("e1"));
-        assert_ne!(IdKey::of("e1"), IdKey::of("e2"));
+        assert_eq!(IdKey::of(Some("c"), "e1"), IdKey::of(Some("c"), "e1"));
+        assert_ne!(IdKey::of(Some("c"), "e1"), IdKey::of(Some("c"), "e2"));
+        // The same id from another contact, or with no contact, is another event; the
+        // separator keeps `ab`+`c` apart from `a`+`bc`.
+        assert_ne!(IdKey::of(Some("c"), "e1"), IdKey::of(Some("d"), "e1"));
+        assert_ne!(IdKey::of(Some("c"), "e1"), IdKey::of(None, "e1"));
+        assert_ne!(IdKey::of(Some("ab"), "c"), IdKey::of(Some("a"), "bc"));
+        // The algorithm is fixed (stores keep these keys): MurmurHash3 x64_128, seed 0.
+        let key = IdKey::of(Some("c1"), "m1");
+        let mut bytes: &[u8] = b"c1\xffm1";
+        let h = murmur3::murmur3_x64_128(&mut bytes, 0).unwrap_or(0);
+        assert_eq!((key.first(), key.second()), (h as u64, (h >> 64) as u32));
     }
 }

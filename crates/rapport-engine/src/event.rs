@@ -213,10 +213,26 @@ pub fn line_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
 pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
     let mut raw: Raw = serde_json::from_str(line)
         .map_err(|e| reject(None, None, format!("not a JSON event: {e}")))?;
+    // Ids are strings: the number 42 and the string "42" would otherwise be one id.
     let id = match &mut raw.id {
         Some(Value::String(s)) if !s.is_empty() => std::mem::take(s),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => return Err(reject(None, raw.contact.as_deref(), "missing `id`")),
+        Some(Value::Number(n)) => {
+            return Err(reject(
+                None,
+                raw.contact.as_deref(),
+                format!("`id` must be a string: write \"{n}\", not {n}"),
+            ))
+        }
+        None | Some(Value::Null) => {
+            return Err(reject(None, raw.contact.as_deref(), "missing `id`"))
+        }
+        Some(_) => {
+            return Err(reject(
+                None,
+                raw.contact.as_deref(),
+                "`id` must be a non-empty string",
+            ))
+        }
     };
     let rid = Some(id.as_str());
     let contact = raw.contact.as_deref();

@@ -12,7 +12,7 @@ pub mod output;
 pub mod rollout;
 mod state;
 
-pub use engine::{Changes, Engine, Loaded, Loader, Output, TimerChange};
+pub use engine::{Changes, Engine, Loaded, Loader, Output, SeenEvents, TimerChange};
 pub use event::{decode, format_time, line_text, parse_time, Body, Event, Millis, Rejected};
 pub use output::{Action, ActionKind, Audit};
 pub use state::{Name, VersionStats};

@@ -264,6 +264,24 @@ pub struct Audit {
     pub cause: Option<String>,
 }
 
+impl Audit {
+    /// The record of an event whose contact and id were already processed.
+    pub fn duplicate(event: &crate::Event) -> Audit {
+        Audit {
+            at: event.at,
+            contact: event.contact.clone(),
+            actor: "system".into(),
+            kind: "duplicate",
+            flow: None,
+            version: None,
+            state: None,
+            reason: None,
+            detail: None,
+            cause: Some(event.id.clone()),
+        }
+    }
+}
+
 fn ser_time<S: serde::Serializer>(at: &Millis, s: S) -> Result<S::Ok, S::Error> {
     let mut text = Vec::with_capacity(24);
     write_time(*at, &mut text);

@@ -75,6 +75,11 @@ pub struct DurableOptions {
     pub batch: usize,
     /// Contacts kept in memory between batches; the rest are loaded from the store.
     pub cache: usize,
+    /// Events more than this far ahead of the clock are rejected (milliseconds).
+    pub max_clock_jump: Millis,
+    /// The wall clock when the run started: before the first event, the clock that jumps
+    /// are measured from.
+    pub started: Millis,
 }
 
 impl Default for DurableOptions {
@@ -82,6 +87,8 @@ impl Default for DurableOptions {
         DurableOptions {
             batch: 1024,
             cache: 100_000,
+            max_clock_jump: crate::DEFAULT_MAX_CLOCK_JUMP,
+            started: Millis::MIN / 2,
         }
     }
 }
@@ -285,7 +292,22 @@ pub fn run_durable<S: Store + 'static>(
         let line: &str = &text;
         if !line.trim().is_empty() {
             report.counts.events += 1;
-            match decode(line, &engine.bundle().settings) {
+            let decoded = decode(line, &engine.bundle().settings).and_then(|event| {
+                match crate::check_clock_jump(
+                    event.at,
+                    engine.clock(),
+                    options.started,
+                    options.max_clock_jump,
+                ) {
+                    Ok(()) => Ok(event),
+                    Err(reason) => Err(rapport_engine::Rejected {
+                        reason,
+                        id: Some(event.id),
+                        contact: event.contact,
+                    }),
+                }
+            });
+            match decoded {
                 Err(rejected) => {
                     report.counts.rejected += 1;
                     eprintln!("line {line_no}: rejected: {}", rejected.reason);
@@ -300,8 +322,12 @@ pub fn run_durable<S: Store + 'static>(
                     run.pending
                         .audit_line(engine.clock().unwrap_or(0), contact, record);
                 }
-                Ok(event) if engine.is_duplicate(&event.id) => {
-                    // A duplicate changes nothing, not even the clock.
+                Ok(event) if engine.is_duplicate(&event) => {
+                    // A duplicate changes nothing, not even the clock: no timer fires
+                    // first. The step only counts and audits it.
+                    let o = engine.step(&event);
+                    report.counts.duplicates += u64::from(o.duplicates);
+                    run.pending.output(&o, &purpose, &mut report.counts);
                 }
                 Ok(event) => {
                     // Timers due before the event fire first, in slices: when one event

@@ -2,20 +2,78 @@
 //! contacts over worker tasks by a hash of the contact (each contact's events stay in order
 //! on one worker), runs an engine per worker and writes actions and audit records as JSONL.
 //!
-//! Every worker sees the clock move: the reader sends each worker the time of the latest
-//! event it decoded (a rejected line does not move the clock), so timers fire on every
-//! worker as they would on one. Ticks and operator events go to every worker. Flows with
+//! Every worker sees the clock move: the reader numbers each event with the clock as it
+//! stood after that event in input order (a rejected line does not move it), and each
+//! worker steps the event at that clock and fires timers up to the latest one, so an event
+//! gives the same actions on whichever worker and with however many workers it runs, even
+//! when the stream is out of order. Ticks and operator events go to every worker; only the
+//! first reports their actions and audit records that belong to no contact. Flows with
 //! staged rollouts keep their rollout state in one engine, so a bundle with a rollout runs
 //! on one worker.
+//!
+//! An event further ahead of the clock than [`Options::max_clock_jump`] is rejected: one
+//! bad timestamp would otherwise fire every contact's timers at once.
 
 mod durable;
 pub use durable::{run_durable, DurableError, DurableOptions, DurableReport, Input, Sink};
+
+/// At most this many workers: each holds an engine and buffers, and beyond the cores there
+/// is nothing to gain.
+pub const MAX_SHARDS: usize = 256;
+
+/// The default maximum clock jump of a file run: 31 days.
+pub const DEFAULT_MAX_CLOCK_JUMP: Millis = 31 * 86_400_000;
+
+/// Whether the bundle must run on one worker: a staged rollout's state (its stage, its
+/// guard metrics) lives in one engine.
+pub fn needs_one_worker(bundle: &Bundle) -> bool {
+    bundle
+        .flows
+        .iter()
+        .any(|f| f.rollout.as_ref().is_some_and(|r| r.stages.len() > 1) || f.halt.is_some())
+}
+
+/// The clock an event is judged against: the later of the stream's clock and the wall
+/// clock when the host started, so a far-future time is caught even as the first event.
+/// `Err` says why the event is refused.
+pub fn check_clock_jump(
+    at: Millis,
+    clock: Option<Millis>,
+    started: Millis,
+    max_jump: Millis,
+) -> Result<(), String> {
+    let reference = clock.map_or(started, |c| c.max(started));
+    if at > reference.saturating_add(max_jump) {
+        return Err(format!(
+            "`at` {} is more than {} ahead of the clock ({}): rejected so that one bad \
+             timestamp cannot fire every contact's timers; fix the time, or raise \
+             --max-clock-jump if the stream really jumps ahead",
+            rapport_engine::format_time(at),
+            describe_span(max_jump),
+            rapport_engine::format_time(reference),
+        ));
+    }
+    Ok(())
+}
+
+/// `31d`, `5m`, `90s`: a span as a person writes it.
+fn describe_span(ms: Millis) -> String {
+    let s = ms / 1000;
+    match s {
+        s if s >= 86_400 && s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 
 use rapport_bundle::Bundle;
-use rapport_engine::{decode, Action, ActionKind, Engine, Event, Millis, Rejected};
+use rapport_engine::{
+    decode, Action, ActionKind, Audit, Engine, Event, Millis, Rejected, SeenEvents,
+};
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
@@ -27,6 +85,8 @@ const BATCH: usize = 512;
 pub struct Counts {
     pub events: u64,
     pub rejected: u64,
+    /// Events whose contact and id were already processed within the dedupe window.
+    pub duplicates: u64,
     /// By type; `template` for sends with a template, `policy` for STOP/START/HELP replies.
     pub actions: BTreeMap<String, u64>,
     pub suppressed: BTreeMap<String, u64>,
@@ -53,6 +113,7 @@ impl Counts {
     fn merge(&mut self, other: Counts) {
         self.events += other.events;
         self.rejected += other.rejected;
+        self.duplicates += other.duplicates;
         for (k, v) in other.actions {
             *self.actions.entry(k).or_default() += v;
         }
@@ -77,10 +138,22 @@ pub struct Options {
     /// time (a few percent of a large run's time). Otherwise it is freed on a thread of
     /// its own.
     pub process_ends: bool,
+    /// Events more than this far ahead of the clock are rejected (milliseconds).
+    pub max_clock_jump: Millis,
+    /// The wall clock when the run started (milliseconds since the epoch): before the
+    /// first event, the clock that jumps are measured from.
+    pub started: Millis,
 }
 
-/// A decoded line, or why it was rejected, with its line number.
-type Line = (u64, Result<Event, Rejected>);
+/// A decoded line, or why it was rejected, with its line number and the clock as it stood
+/// after it in input order.
+struct Line {
+    n: u64,
+    clock: Millis,
+    /// Its contact and id were processed before: counted and audited, not stepped.
+    duplicate: bool,
+    event: Result<Event, Rejected>,
+}
 
 /// A message to a worker.
 enum Work {
@@ -148,16 +221,12 @@ where
     W: AsyncWrite + Unpin,
     A: AsyncWrite + Unpin,
 {
-    let has_rollout = bundle
-        .flows
-        .iter()
-        .any(|f| f.rollout.as_ref().is_some_and(|r| r.stages.len() > 1) || f.halt.is_some());
     let shards = match options.shards {
-        0 if has_rollout => 1,
+        _ if needs_one_worker(&bundle) => 1,
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        n => n,
+        n => n.min(MAX_SHARDS),
     };
     let (out_tx, mut out_rx) = mpsc::channel::<Written>(shards * 4);
     let spare = Spare::default();
@@ -183,26 +252,38 @@ where
     drop(back_tx);
 
     // The writer: the only task that touches the sinks.
-    let writer = async {
+    let writer = async move {
+        let failed = |what: &'static str| {
+            move |e: std::io::Error| std::io::Error::new(e.kind(), format!("writing {what}: {e}"))
+        };
         while let Some(w) = out_rx.recv().await {
-            actions.write_all(&w.actions).await?;
+            actions
+                .write_all(&w.actions)
+                .await
+                .map_err(failed("actions"))?;
             spare.give(w.actions);
             if let Some(a) = audit.as_mut() {
-                a.write_all(&w.audit).await?;
+                a.write_all(&w.audit)
+                    .await
+                    .map_err(failed("the audit trail"))?;
             }
             for e in w.errors {
                 eprintln!("{e}");
             }
         }
-        actions.flush().await?;
+        actions.flush().await.map_err(failed("actions"))?;
         if let Some(a) = audit.as_mut() {
-            a.flush().await?;
+            a.flush().await.map_err(failed("the audit trail"))?;
         }
         Ok::<(), std::io::Error>(())
     };
 
     // The reader decodes each line once; workers receive typed events.
     let settings = bundle.settings.clone();
+    let (max_jump, started) = (options.max_clock_jump, options.started);
+    let window = Millis::try_from(bundle.settings.dedupe_window)
+        .unwrap_or(Millis::MAX / 2000)
+        .saturating_mul(1000);
     let reader = async move {
         let mut input = input;
         // One buffer for every line; bytes that are not UTF-8 are replaced (U+FFFD) as
@@ -216,6 +297,8 @@ where
         };
         let mut n: u64 = 0;
         let mut latest: Option<Millis> = None;
+        // Duplicates are known here, before sharding, so one never moves the clock.
+        let mut seen = SeenEvents::default();
         let mut interrupted = false;
         tokio::pin!(stop);
         loop {
@@ -234,17 +317,39 @@ where
             if line.trim().is_empty() {
                 continue;
             }
-            let decoded = decode(line, &settings);
+            let decoded = decode(line, &settings).and_then(|event| {
+                match check_clock_jump(event.at, latest, started, max_jump) {
+                    Ok(()) => Ok(event),
+                    Err(reason) => Err(Rejected {
+                        reason,
+                        id: Some(event.id),
+                        contact: event.contact,
+                    }),
+                }
+            });
+            let mut duplicate = false;
             let contact = match &decoded {
                 Ok(event) => {
-                    latest = Some(latest.map_or(event.at, |l| l.max(event.at)));
+                    let now = latest.map_or(event.at, |l| l.max(event.at));
+                    if seen.first_time(event, now, window) {
+                        latest = Some(now);
+                    } else {
+                        duplicate = true;
+                    }
                     event.contact.as_deref()
                 }
                 Err(rejected) => rejected.contact.as_deref(),
             };
-            match contact.map(|c| shard_of(c, shards)) {
+            let shard = contact.map(|c| shard_of(c, shards));
+            let line = Line {
+                n,
+                clock: latest.unwrap_or(Millis::MIN),
+                duplicate,
+                event: decoded,
+            };
+            match shard {
                 Some(s) => {
-                    batches[s].push((n, decoded));
+                    batches[s].push(line);
                     if batches[s].len() >= BATCH {
                         flush_all(&senders, &mut batches, latest, &mut pool).await;
                     }
@@ -252,7 +357,10 @@ where
                 // No contact (ticks, operator events, broken lines): every worker.
                 None => {
                     for b in batches.iter_mut() {
-                        b.push((n, decoded.clone()));
+                        b.push(Line {
+                            event: line.event.clone(),
+                            ..line
+                        });
                     }
                     flush_all(&senders, &mut batches, latest, &mut pool).await;
                 }
@@ -263,9 +371,9 @@ where
         drop(senders);
         Ok::<bool, std::io::Error>(interrupted)
     };
-    let (read, written) = tokio::join!(reader, writer);
-    let interrupted = read?;
-    written?;
+    // A write that fails (a full disk, a closed pipe) ends the run at once with its error:
+    // the reader stops, and the workers stop when their channels close.
+    let (interrupted, ()) = tokio::try_join!(reader, writer)?;
     let mut counts = Counts {
         interrupted,
         ..Counts::default()
@@ -330,6 +438,7 @@ fn worker(
     let audit_on = options.audit;
     let mut engine = Engine::new(bundle);
     engine.record_audit(audit_on);
+    engine.leave_dedupe_to_host();
     let mut counts = Counts::default();
     while let Some(Work::Lines(lines, latest)) = rx.blocking_recv() {
         let mut w = Written {
@@ -339,15 +448,31 @@ fn worker(
         };
         // Read in place: the decoded events are large, and moving each out costs more
         // than the step's own reads.
-        for (n, line) in &lines {
-            let n = *n;
-            match line {
-                Ok(event) => {
+        for line in &lines {
+            let n = line.n;
+            match &line.event {
+                Ok(event) if line.duplicate => {
                     if event.contact.is_some() || primary {
                         counts.events += 1;
+                        counts.duplicates += 1;
+                        if audit_on
+                            && serde_json::to_writer(&mut w.audit, &Audit::duplicate(event)).is_ok()
+                        {
+                            w.audit.push(b'\n');
+                        }
                     }
-                    let o = engine.step(event);
-                    write_output(&o, &mut w, &mut counts, audit_on);
+                }
+                Ok(event) => {
+                    // An event with no contact reached every worker: the first reports
+                    // what belongs to no contact; every worker reports its contacts'.
+                    let report_all = event.contact.is_some() || primary;
+                    let o = engine.step_at(event, line.clock);
+                    if report_all {
+                        counts.events += 1;
+                        counts.duplicates += u64::from(o.duplicates);
+                        counts.rejected += u64::from(o.rejected);
+                    }
+                    write_output(&o, &mut w, &mut counts, audit_on, report_all);
                     engine.recycle(o);
                 }
                 Err(rejected) => {
@@ -373,7 +498,7 @@ fn worker(
         // The clock moves on every worker, so their timers fire too.
         if let Some(t) = latest {
             let o = engine.advance(t);
-            write_output(&o, &mut w, &mut counts, audit_on);
+            write_output(&o, &mut w, &mut counts, audit_on, true);
             engine.recycle(o);
         }
         // The reader frees the events and fills the vector again (once it has stopped
@@ -404,14 +529,22 @@ fn worker(
     counts
 }
 
-fn write_output(o: &rapport_engine::Output, w: &mut Written, counts: &mut Counts, audit_on: bool) {
-    for a in &o.actions {
+/// Writes a step's actions and audit records; with `all` off, only those of a contact
+/// (another worker reports the rest).
+fn write_output(
+    o: &rapport_engine::Output,
+    w: &mut Written,
+    counts: &mut Counts,
+    audit_on: bool,
+    all: bool,
+) {
+    for a in o.actions.iter().filter(|a| all || a.contact.is_some()) {
         counts.action(a);
         a.write_json(&mut w.actions);
         w.actions.push(b'\n');
     }
     if audit_on {
-        for a in &o.audit {
+        for a in o.audit.iter().filter(|a| all || a.contact.is_some()) {
             if serde_json::to_writer(&mut w.audit, a).is_ok() {
                 w.audit.push(b'\n');
             }

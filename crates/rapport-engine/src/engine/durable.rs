@@ -248,7 +248,7 @@ impl Engine {
             clock: self.clock,
             timer_seq: self.timer_seq,
             run_seq: self.run_seq,
-            seen_base: self.seen_base,
+            seen_base: self.seen.base,
             versions: self.version_names(),
             stats: self.stats.clone(),
         };
@@ -294,7 +294,7 @@ impl Engine {
         self.clock = g.clock;
         self.timer_seq = g.timer_seq;
         self.run_seq = g.run_seq;
-        self.seen_base = g.seen_base;
+        self.seen.base = g.seen_base;
         self.stats = g.stats;
         Ok(())
     }
@@ -324,15 +324,18 @@ impl Engine {
 
     /// Restores a processed event id (its key and the clock then).
     pub fn restore_seen(&mut self, k0: u64, k1: u32, at: Millis) {
-        let base = *self.seen_base.get_or_insert(at);
+        let base = *self.seen.base.get_or_insert(at);
         self.seen
+            .ids
             .insert(IdKey::from_parts(k0, k1), seen_seconds(base, at));
     }
 
-    /// Whether an event with this id was processed within the dedupe window (a step
-    /// would ignore it).
-    pub fn is_duplicate(&self, id: &str) -> bool {
-        self.seen.contains(&IdKey::of(id))
+    /// Whether an event with this contact and id was processed within the dedupe window
+    /// (a step would only count and audit it).
+    pub fn is_duplicate(&self, event: &crate::Event) -> bool {
+        self.seen
+            .ids
+            .contains(&IdKey::of(event.contact.as_deref(), &event.id))
     }
 
     /// Drops contacts from memory down to `keep` (their state is in the store and is

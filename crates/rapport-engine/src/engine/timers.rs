@@ -275,19 +275,23 @@ impl Engine {
         actor: Option<&str>,
         cause: &mut Cause,
     ) {
+        let actor = actor.unwrap_or("operator");
         let Some(&(idx, _)) = self.by_name.get(flow) else {
-            self.out.audit.push(Audit {
-                at: cause.at,
-                contact: None,
-                actor: actor.unwrap_or("operator").into(),
-                kind: "rejected",
-                flow: Some(flow.into()),
-                version: None,
-                state: None,
-                reason: Some("unknown_flow".into()),
-                detail: None,
-                cause: Some(cause.field.to_string()),
-            });
+            self.out.rejected += 1;
+            if self.record_audit {
+                self.out.audit.push(Audit {
+                    at: cause.at,
+                    contact: None,
+                    actor: actor.into(),
+                    kind: "rejected",
+                    flow: Some(flow.into()),
+                    version: None,
+                    state: None,
+                    reason: Some("unknown_flow".into()),
+                    detail: None,
+                    cause: Some(cause.field.to_string()),
+                });
+            }
             return;
         };
         let stages = self.versions[idx]
@@ -295,7 +299,8 @@ impl Engine {
             .as_ref()
             .map(|r| r.stages.len())
             .unwrap_or(0);
-        match action {
+        let before = (self.stats[idx].stage, self.stats[idx].halted);
+        let name = match action {
             OperatorAction::Promote => {
                 if self.stats[idx].stage + 1 < stages {
                     self.stats[idx].stage += 1;
@@ -304,28 +309,36 @@ impl Engine {
                     self.cancel_rollout_timers(idx);
                     self.schedule_advance(idx, cause);
                 }
+                "promote"
             }
             OperatorAction::Halt => {
                 if !self.stats[idx].halted {
                     self.stats[idx].halted = true;
                     self.rollout_alert(idx, "rollout_halted", cause);
                 }
+                "halt"
             }
             OperatorAction::Resume => {
                 self.stats[idx].halted = false;
-                self.out.audit.push(Audit {
-                    at: cause.at,
-                    contact: None,
-                    actor: actor.unwrap_or("operator").into(),
-                    kind: "rollout",
-                    flow: Some(flow.into()),
-                    version: Some(self.versions[idx].version.clone()),
-                    state: None,
-                    reason: Some("resumed".into()),
-                    detail: None,
-                    cause: Some(cause.field.to_string()),
-                });
+                "resume"
             }
+        };
+        // Every operator event is audited with the operator as the actor, also when it
+        // changed nothing (a promote at the last stage, a halt of a halted flow).
+        if self.record_audit {
+            let changed = before != (self.stats[idx].stage, self.stats[idx].halted);
+            self.out.audit.push(Audit {
+                at: cause.at,
+                contact: None,
+                actor: actor.into(),
+                kind: "operator",
+                flow: Some(flow.into()),
+                version: Some(self.versions[idx].version.clone()),
+                state: None,
+                reason: Some(name.into()),
+                detail: (!changed).then(|| "no change".to_string()),
+                cause: Some(cause.field.to_string()),
+            });
         }
     }
 
