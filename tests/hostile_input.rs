@@ -434,3 +434,51 @@ fn operator_events_are_audited_with_the_operator_and_rejected_ones_counted() {
     assert_eq!(rejected[0]["actor"], "ion@acme");
     let _ = std::io::stdout().flush();
 }
+
+#[test]
+fn stop_as_phones_type_it_opts_out_and_look_alikes_get_the_clarification() {
+    let d = dir("stop-forms");
+    let bundle = build("bench/funnel", &d);
+    let opt_out = [
+        "ＳＴＯＰ",
+        "S\u{200B}TOP",
+        "\u{FEFF}Stop",
+        "ST\u{00AD}OP",
+        "S\u{2060}TOP",
+        "\"STOP\"",
+        "(stop)",
+        "STOP…",
+        "stop 🛑",
+        "STOP STOP",
+        "𝐒𝐓𝐎𝐏",
+    ];
+    let clarify = ["ЅТОР", "S T O P", "s.t.o.p"];
+    let mut lines = Vec::new();
+    for (i, text) in opt_out.iter().chain(clarify.iter()).enumerate() {
+        lines.push(message(
+            &format!("m{i}"),
+            "2026-11-24T10:00:00Z",
+            &format!("c{i}"),
+            text,
+        ));
+    }
+    let events = d.join("events.jsonl");
+    write_lines(&events, &lines);
+    let o = run(&bundle, &events, &d.join("audit.jsonl"), &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    for (i, typed) in opt_out.iter().chain(clarify.iter()).enumerate() {
+        let actions = of_contact(&o.stdout, &format!("c{i}"));
+        let want = if i < opt_out.len() {
+            "\"policy\":\"opt_out_confirm\""
+        } else {
+            "\"policy\":\"opt_out_clarify\""
+        };
+        // An opt-out is the only reply; the clarification comes first, and the message
+        // still reaches the flows (only marketing waits for the answer).
+        let only = i >= opt_out.len() || actions.len() == 1;
+        assert!(
+            only && actions.first().is_some_and(|a| a.contains(want)),
+            "{typed:?} should get {want}: {actions:?}"
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use normalize::{contains_phrase, normalize_keyword};
+pub use normalize::{contains_phrase, normalize_keyword, normalize_opt_keyword, resembles_keyword};
 
 /// The bundle format this crate reads and writes.
 pub const FORMAT: u32 = 1;

@@ -24,6 +24,112 @@ pub fn normalize_keyword(text: &str) -> String {
     out
 }
 
+/// The form of a message, and of a keyword of `opt_out` (`keywords`, `resubscribe`,
+/// `help`), that STOP, START and HELP are matched in, so that a keyword is recognised as
+/// phones and people type it:
+///
+/// 1. Unicode NFKC: fullwidth `ＳＴＯＰ` and styled letters become plain `STOP`;
+/// 2. default-ignorable characters are dropped (zero-width space and joiners, word
+///    joiner, byte-order mark, soft hyphen, direction marks, variation selectors);
+/// 3. [`normalize_keyword`]: trimmed, runs of spaces and hyphens folded, lower-cased;
+/// 4. punctuation and symbols around the words are stripped (`"STOP"`, `(stop)`,
+///    `STOP…`, `¡stop!`, `stop 🛑`);
+/// 5. a keyword said more than once is said once (`STOP STOP` is `stop`, `opt out opt
+///    out` is `opt out`).
+pub fn normalize_opt_keyword(text: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let plain: std::borrow::Cow<'_, str> = if text.is_ascii() {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(text.nfkc().filter(|c| !is_default_ignorable(*c)).collect())
+    };
+    let folded = normalize_keyword(&plain);
+    let core = folded.trim_matches(|c: char| !c.is_alphanumeric());
+    let core = core.trim();
+    // A keyword said n times: the words are n copies of their first 1/n.
+    let words: Vec<&str> = core.split(' ').collect();
+    for unit in 1..words.len() {
+        if words.len().is_multiple_of(unit) && words.chunks(unit).all(|c| c == &words[..unit]) {
+            return words[..unit].join(" ");
+        }
+    }
+    core.to_string()
+}
+
+/// Whether a message in [`normalize_opt_keyword`] form could be meant as one of
+/// `keywords` without matching it: spelled with look-alike letters of another script
+/// (Cyrillic `ЅТОР`, Greek `ΣΤΟΠ` does not count, `SΤΟP` with Greek T and O does), or
+/// letter by letter (`S T O P`, `s.t.o.p`). Such a message gets the ambiguous opt-out
+/// clarification rather than being ignored.
+pub fn resembles_keyword(normal: &str, keywords: &[String]) -> bool {
+    if normal.is_empty() || keywords.iter().any(|k| k == normal) {
+        return false;
+    }
+    let skeleton: String = normal.chars().map(latin_look_alike).collect();
+    if skeleton != normal && keywords.contains(&skeleton) {
+        return true;
+    }
+    // Letter-spaced: every word one character, separated by spaces or punctuation.
+    let letters: Vec<char> = skeleton
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .flat_map(|w| {
+            let mut cs = w.chars();
+            match (cs.next(), cs.next()) {
+                (Some(c), None) => Some(c),
+                // A word longer than one letter: not spelled out; stop here.
+                _ => Some('\u{0}'),
+            }
+        })
+        .collect();
+    if letters.len() < 2 || letters.contains(&'\u{0}') {
+        return false;
+    }
+    let joined: String = letters.into_iter().collect();
+    keywords.iter().any(|k| k.replace(' ', "") == joined)
+}
+
+/// The Latin letter a lower-case letter of another script is drawn like, or the letter
+/// itself: the Cyrillic and Greek letters that pass for Latin ones in most fonts.
+fn latin_look_alike(c: char) -> char {
+    match c {
+        'а' | 'α' => 'a',
+        'в' | 'β' => 'b',
+        'с' | 'ϲ' => 'c',
+        'ԁ' => 'd',
+        'е' | 'ε' => 'e',
+        'һ' | 'н' | 'η' => 'h',
+        'і' | 'ι' | 'ӏ' => 'i',
+        'ј' => 'j',
+        'к' | 'κ' => 'k',
+        'м' | 'μ' => 'm',
+        'ո' => 'n',
+        'о' | 'ο' | 'օ' | 'σ' => 'o',
+        'р' | 'ρ' => 'p',
+        'ԛ' => 'q',
+        'ѕ' => 's',
+        'т' | 'τ' => 't',
+        'υ' | 'ս' => 'u',
+        'ν' | 'ѵ' => 'v',
+        'ԝ' | 'ѡ' => 'w',
+        'х' | 'χ' => 'x',
+        'у' | 'ү' | 'γ' => 'y',
+        'ζ' => 'z',
+        other => other,
+    }
+}
+
+/// Unicode's Default_Ignorable_Code_Point property: characters with no visible form
+/// that a keyboard, a copy and paste or a platform can slip into a message.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
+        | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}'
+        | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
 /// Whether `phrase` (already lower-case, as the compiler makes every phrase) occurs in
 /// `text` as whole words, ignoring case.
 pub fn contains_phrase(text: &str, phrase: &str) -> bool {
@@ -68,6 +174,68 @@ fn contains_phrase_any(text: &str, phrase: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stop_is_recognised_as_phones_type_it() {
+        for typed in [
+            "STOP",
+            " stop ",
+            "Stop.",
+            "ＳＴＯＰ",
+            "S\u{200B}TOP",
+            "ST\u{00AD}OP",
+            "\u{FEFF}STOP",
+            "S\u{2060}T\u{200D}O\u{200C}P",
+            "\"STOP\"",
+            "«stop»",
+            "(STOP)",
+            "[stop]",
+            "STOP…",
+            "¡stop!",
+            "stop 🛑",
+            "STOP STOP",
+            "stop stop stop",
+            "𝐒𝐓𝐎𝐏",
+        ] {
+            assert_eq!(normalize_opt_keyword(typed), "stop", "{typed:?}");
+        }
+        assert_eq!(
+            normalize_opt_keyword("Opt-out, opt out!"),
+            "opt out, opt out"
+        );
+        assert_eq!(normalize_opt_keyword("opt out opt out"), "opt out");
+        // Not the keyword: more words, or a keyword inside a word.
+        assert_eq!(normalize_opt_keyword("stop it"), "stop it");
+        assert_eq!(normalize_opt_keyword("STOPPED"), "stopped");
+        assert_eq!(normalize_opt_keyword("stop stop it"), "stop stop it");
+        assert_eq!(normalize_opt_keyword("🛑"), "");
+    }
+
+    #[test]
+    fn look_alikes_and_spelled_out_keywords_resemble_them() {
+        let keywords = vec!["stop".to_string(), "opt out".to_string()];
+        for typed in [
+            "ЅТОР",
+            "SТОP",
+            "S T O P",
+            "s.t.o.p",
+            "s-t-o-p",
+            "O P T O U T",
+        ] {
+            let normal = normalize_opt_keyword(typed);
+            assert!(
+                resembles_keyword(&normal, &keywords),
+                "{typed:?} → {normal:?}"
+            );
+        }
+        for typed in ["STOP", "stop it", "s t o", "hello", "a b", "τοπ"] {
+            let normal = normalize_opt_keyword(typed);
+            assert!(
+                !resembles_keyword(&normal, &keywords),
+                "{typed:?} → {normal:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_ascii_phrase_search_agrees_with_the_general_one() {

@@ -52,9 +52,10 @@ fn bundle_settings(s: &Settings) -> b::Settings {
         }
         .to_string()
     };
+    // STOP, START and HELP lists in the form messages are matched in at run time.
     let keywords = |v: &[String]| {
         v.iter()
-            .map(|k| rapport_bundle::normalize_keyword(k))
+            .map(|k| rapport_bundle::normalize_opt_keyword(k))
             .collect()
     };
     b::Settings {

@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
-use rapport_bundle::{contains_phrase, normalize_keyword};
+use rapport_bundle::{contains_phrase, normalize_keyword, normalize_opt_keyword};
 use rapport_syntax::ast::{
     ActionKind, Expect, Flow, Pattern, PatternKind, Purpose, Spanned, TransitionKind, Trigger,
     TriggerKind,
@@ -33,7 +33,7 @@ pub(crate) fn in_flow(
 fn keywords(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
     let normalized = |list: &[String]| {
         list.iter()
-            .map(|k| normalize_keyword(k))
+            .map(|k| normalize_opt_keyword(k))
             .collect::<Vec<_>>()
     };
     let lists: [(&str, Vec<String>); 3] = [
@@ -106,7 +106,7 @@ fn keywords(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
         }
     }
     for text in &whole {
-        if let Some(what) = reserved(&normalize_keyword(&text.value)) {
+        if let Some(what) = reserved(&normalize_opt_keyword(&text.value)) {
             diags.push(
                 Diagnostic::error(Code::ReservedKeyword, format!("`{}` is {what}", text.value))
                     .label(text.span, "Rapport answers this itself; a flow never sees it")

@@ -139,12 +139,14 @@ impl Engine {
                 .and_then(|c| c.latest_channel.as_deref().map(str::to_string))
         });
 
-        // STOP, START, HELP: before anything else.
-        if settings.opt_out.keywords.contains(&normal) {
+        // STOP, START, HELP: before anything else, in the keyword form (NFKC, invisible
+        // characters dropped, surrounding symbols stripped, a repeated keyword once).
+        let keyword = rapport_bundle::normalize_opt_keyword(text);
+        if settings.opt_out.keywords.contains(&keyword) {
             self.opt_out(contact, reply_channel.as_deref(), cause);
             return;
         }
-        if settings.opt_out.resubscribe.contains(&normal) {
+        if settings.opt_out.resubscribe.contains(&keyword) {
             if let Some(c) = self.contacts.get_mut(contact) {
                 c.opted_out = false;
                 c.ambiguous_pending = false;
@@ -161,19 +163,21 @@ impl Engine {
             );
             return;
         }
-        if settings.opt_out.help.contains(&normal) {
+        if settings.opt_out.help.contains(&keyword) {
             let text = self.bundle.settings.opt_out.help_reply.clone();
             self.policy_send(contact, reply_channel.as_deref(), text, "help", cause);
             return;
         }
         let opted_out = self.contacts.get(contact).is_some_and(|c| c.opted_out);
-        // Ambiguous opt-out: a keyword inside a longer message.
+        // Ambiguous opt-out: a keyword inside a longer message, or an opt-out keyword in
+        // look-alike letters or spelled out letter by letter.
         if !opted_out
-            && settings
+            && (settings
                 .opt_out
                 .ambiguous
                 .iter()
-                .any(|k| rapport_bundle::contains_phrase(&normal, k))
+                .any(|k| rapport_bundle::contains_phrase(&keyword, k))
+                || rapport_bundle::resembles_keyword(&keyword, &settings.opt_out.keywords))
         {
             let first = self.contacts.get(contact).is_some_and(|c| !c.clarify_sent);
             if let Some(c) = self.contacts.get_mut(contact) {

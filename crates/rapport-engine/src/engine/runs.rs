@@ -232,7 +232,7 @@ impl Engine {
             None,
         );
         // The first state's timers are set first, then the goal's and the run's expiry
-        // (so a state's `after` timer is `EVENT~0`, as in the design's examples).
+        // (so a first state's `after` timer is `EVENT~0`, the id docs/runtime.md gives it).
         let deadline = goal.as_ref().map(|g| now + g.within as Millis * 1000);
         if let (Some(g), Some(deadline)) = (&goal, deadline) {
             if let Some(c) = self.contacts.get_mut(contact) {

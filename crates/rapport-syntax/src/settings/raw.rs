@@ -203,6 +203,32 @@ impl RawSettings {
                 );
             }
         }
+        // A project must keep a way to opt out: STOP that does nothing is never wanted.
+        if let Some(keywords) = self.opt_out.as_ref().and_then(|o| o.keywords.as_ref()) {
+            let span = key_span(source, &["opt_out", "keywords"]);
+            if keywords.is_empty() {
+                diags.push(
+                    Diagnostic::error(
+                        Code::YamlBadValue,
+                        "`opt_out.keywords` is empty: nobody could opt out",
+                    )
+                    .label(span, "set here")
+                    .help("keep at least `STOP` (or remove the key for the defaults: STOP, STOPALL, UNSUBSCRIBE, CANCEL, END, QUIT, REVOKE, OPTOUT, OPT OUT)"),
+                );
+            }
+            for k in keywords {
+                if !k.chars().any(char::is_alphanumeric) {
+                    diags.push(
+                        Diagnostic::error(
+                            Code::YamlBadValue,
+                            format!("the opt-out keyword {k:?} has no letters or digits, so no message could match it"),
+                        )
+                        .label(span, "in this list")
+                        .help("write a word people send to opt out, such as `STOP`"),
+                    );
+                }
+            }
+        }
         if let Some(q) = &self.quiet_hours {
             for (key, text) in [("from", &q.from), ("to", &q.to)] {
                 if parse_clock(text).is_none() {
