@@ -482,3 +482,72 @@ fn stop_as_phones_type_it_opts_out_and_look_alikes_get_the_clarification() {
         );
     }
 }
+
+#[test]
+fn a_huge_line_is_rejected_with_its_number_and_a_huge_profile_is_merged_in_linear_time() {
+    let d = dir("huge");
+    let bundle = build("bench/funnel", &d);
+    // A message whose profile has 200,000 fields, the one the flow greets with last.
+    let mut profile = serde_json::Map::new();
+    for i in 0..200_000 {
+        profile.insert(format!("field_{i}"), serde_json::Value::from(i));
+    }
+    profile.insert("first_name".into(), "Ana".into());
+    let big = serde_json::json!({"id": "big", "at": "2026-11-24T10:00:00Z", "contact": "ana",
+        "channel": "whatsapp", "type": "message", "text": "hi", "profile": profile})
+    .to_string();
+    assert!(big.len() > 1 << 20);
+    let events = d.join("events.jsonl");
+    write_lines(
+        &events,
+        &[
+            message("m1", "2026-11-24T09:00:00Z", "bob", "hi"),
+            big.clone(),
+        ],
+    );
+    // Over the default 1 MiB: rejected with its line number, the rest goes on.
+    let o = run(&bundle, &events, &d.join("audit.jsonl"), &[]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("line 2: rejected: the line is longer than 1024 KiB"),
+        "{err}"
+    );
+    assert_eq!(of_contact(&o.stdout, "bob").len(), 1);
+    // With the cap raised, the fields are merged (this took minutes when each field was
+    // looked up among all the others), in memory and with a store.
+    let store = format!("sqlite:{}", s(&d.join("store.db")));
+    for extra in [
+        vec!["--max-line", "8M"],
+        vec!["--max-line", "8M", "--store", &store],
+    ] {
+        let started = Instant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rapport"))
+            .args(["run", "--bundle", s(&bundle), "--events", s(&events)])
+            .args(&extra)
+            .current_dir(repo_root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start");
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            // A guard against the quadratic merge coming back, not a speed test: the
+            // run takes about a second.
+            if started.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("{extra:?}: a 200,000-field profile did not finish in 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = child.wait_with_output().expect("output");
+        assert!(status.success(), "{}", text(&out.stderr));
+        let ana = of_contact(&out.stdout, "ana");
+        assert!(
+            ana.len() == 1 && ana[0].contains("Hi Ana!"),
+            "{extra:?}: {ana:?}"
+        );
+    }
+}

@@ -161,6 +161,7 @@ pub(crate) fn run(bundle: rapport_bundle::Bundle, url: &str, args: &RunArgs) -> 
             cache: args.cache,
             max_clock_jump: crate::run::jump_millis(args),
             started: crate::run::wall_clock(),
+            max_line: args.max_line,
         };
         let stop = Arc::new(AtomicBool::new(false));
         watch_ctrl_c(stop.clone());

@@ -255,6 +255,10 @@ struct RunArgs {
     /// cannot fire every contact's timers: `30s`, `15m`, `24h`, `31d`.
     #[arg(long, default_value = "31d", value_name = "DURATION", value_parser = parse_jump)]
     max_clock_jump: u64,
+    /// Reject an event line longer than this (bytes, or with K or M for KiB and MiB): it
+    /// is skipped without being held in memory and reported with its line number.
+    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = parse_size)]
+    max_line: usize,
     /// Keep state in a durable store and release each action only after the state change
     /// that produced it is committed (`sqlite:PATH`; a store is created only where no file
     /// exists; one host at a time).
@@ -287,6 +291,24 @@ fn parse_shards(text: &str) -> Result<usize, String> {
         ));
     }
     Ok(n)
+}
+
+/// A size in bytes: `4096`, `512K`, `1M`.
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (digits, factor) = match t.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&t[..i], 1 << 10),
+        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
+        _ => (t, 1),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            format!("`{text}` is not a size: write bytes, or a number with K or M, as in 64K or 1M")
+        })
 }
 
 /// A `--max-clock-jump` duration, in milliseconds.

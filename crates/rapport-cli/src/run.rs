@@ -237,6 +237,7 @@ fn run_hosted(bundle: rapport_bundle::Bundle, args: &RunArgs) -> ExitCode {
             process_ends: true,
             max_clock_jump: jump_millis(args),
             started: wall_clock(),
+            max_line: args.max_line,
         };
         if args.shards > 1 && rapport_host::needs_one_worker(&bundle) {
             eprintln!(

@@ -434,6 +434,41 @@ impl<V> SmallMap<V> {
     }
 }
 
+impl<V: PartialEq + Clone> SmallMap<V> {
+    /// Sets every pair of `pairs` (a later pair of the same key wins), in time linear in
+    /// the pairs: a message's `profile` can carry any number of fields, and setting them
+    /// one [`SmallMap::insert`] at a time would take time quadratic in their number.
+    pub(crate) fn merge(&mut self, pairs: &[(String, V)], name: impl Fn(&str) -> Name) {
+        if pairs.len() <= 8 {
+            for (k, v) in pairs {
+                if self.get(k) != Some(v) {
+                    self.insert(name(k), v.clone());
+                }
+            }
+            return;
+        }
+        let mut at: std::collections::HashMap<Name, usize, foldhash::fast::RandomState> = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (k.clone(), i))
+            .collect();
+        let mut all: Vec<(Name, V)> = std::mem::take(&mut self.0).into_iter().collect();
+        for (k, v) in pairs {
+            let key = name(k);
+            match at.get(&key) {
+                Some(&i) => all[i].1 = v.clone(),
+                None => {
+                    at.insert(key.clone(), all.len());
+                    all.push((key, v.clone()));
+                }
+            }
+        }
+        self.0 = all.into_iter().collect();
+        self.0.shrink_to_fit();
+    }
+}
+
 /// Pushes without the usual doubling: a contact's vectors hold a handful of entries, and
 /// with a hundred thousand contacts the spare capacity would cost more than the entries.
 pub(crate) fn push_exact<T>(v: &mut ThinVec<T>, item: T) {
@@ -505,6 +540,25 @@ pub struct VersionStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merging_many_profile_fields_gives_what_inserting_them_one_by_one_gives() {
+        let name = |k: &str| Name(Arc::new(k.to_string()));
+        let pairs: Vec<(String, Value)> = (0..40)
+            .map(|i| (format!("f{}", i % 25), Value::from(i)))
+            .collect();
+        for split in [0, 3, 20] {
+            let mut merged: SmallMap<Value> = SmallMap::default();
+            let mut one_by_one: SmallMap<Value> = SmallMap::default();
+            merged.merge(&pairs[..split], name);
+            merged.merge(&pairs[split..], name);
+            for (k, v) in &pairs {
+                one_by_one.insert(name(k), v.clone());
+            }
+            assert_eq!(merged, one_by_one, "split at {split}");
+            assert_eq!(merged.get("f3"), Some(&Value::from(28)));
+        }
+    }
 
     #[test]
     fn a_collected_small_map_keeps_no_spare_room() {

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -77,6 +77,8 @@ pub struct DurableOptions {
     pub cache: usize,
     /// Events more than this far ahead of the clock are rejected (milliseconds).
     pub max_clock_jump: Millis,
+    /// Lines longer than this many bytes are rejected.
+    pub max_line: usize,
     /// The wall clock when the run started: before the first event, the clock that jumps
     /// are measured from.
     pub started: Millis,
@@ -88,6 +90,7 @@ impl Default for DurableOptions {
             batch: 1024,
             cache: 100_000,
             max_clock_jump: crate::DEFAULT_MAX_CLOCK_JUMP,
+            max_line: crate::DEFAULT_MAX_LINE,
             started: Millis::MIN / 2,
         }
     }
@@ -273,8 +276,8 @@ pub fn run_durable<S: Store + 'static>(
             report.counts.interrupted = true;
             break;
         }
-        buf.clear();
-        let n = reader.read_until(b'\n', &mut buf)?;
+        let read = crate::read_line_capped(&mut reader, &mut buf, options.max_line)?;
+        let n = read.consumed;
         if n == 0 {
             break;
         }
@@ -283,16 +286,21 @@ pub fn run_durable<S: Store + 'static>(
         lines += 1;
         // The input position only moves past whole lines: a last line with no newline
         // (a writer still appending?) is processed, and read again after a restart.
-        let after = if buf.last() == Some(&b'\n') {
+        let after = if read.complete {
             (pos.0 + n as u64, line_no)
         } else {
             before
         };
         let text = rapport_engine::line_text(&buf);
         let line: &str = &text;
-        if !line.trim().is_empty() {
+        if read.too_long || !line.trim().is_empty() {
             report.counts.events += 1;
-            let decoded = decode(line, &engine.bundle().settings).and_then(|event| {
+            let decoded = if read.too_long {
+                Err(crate::too_long(options.max_line))
+            } else {
+                decode(line, &engine.bundle().settings)
+            };
+            let decoded = decoded.and_then(|event| {
                 match crate::check_clock_jump(
                     event.at,
                     engine.clock(),

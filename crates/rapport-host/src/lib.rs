@@ -21,6 +21,104 @@ pub use durable::{run_durable, DurableError, DurableOptions, DurableReport, Inpu
 /// is nothing to gain.
 pub const MAX_SHARDS: usize = 256;
 
+/// The default longest event line: 1 MiB. A longer line is skipped without being held in
+/// memory and rejected with its line number.
+pub const DEFAULT_MAX_LINE: usize = 1 << 20;
+
+/// One line as read by [`read_line_capped`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LineRead {
+    /// Bytes consumed from the input, the line break included; 0 at the end.
+    pub(crate) consumed: usize,
+    /// The line was longer than the cap: the buffer is empty and the line was skipped.
+    pub(crate) too_long: bool,
+    /// The line ended with a line break (else it is the input's last, unfinished line).
+    pub(crate) complete: bool,
+}
+
+/// Takes what `available` holds of the current line into `buf` (at most `max` bytes of
+/// the line): returns the bytes to consume and whether the line ended.
+fn take_line_part(
+    available: &[u8],
+    buf: &mut Vec<u8>,
+    max: usize,
+    read: &mut LineRead,
+) -> (usize, bool) {
+    let (part, ended) = match memchr::memchr(b'\n', available) {
+        Some(i) => (&available[..=i], true),
+        None => (available, false),
+    };
+    if !read.too_long && buf.len() + part.len() > max.saturating_add(usize::from(ended)) {
+        read.too_long = true;
+        buf.clear();
+    }
+    if !read.too_long {
+        buf.extend_from_slice(part);
+    }
+    read.consumed += part.len();
+    read.complete = ended;
+    (part.len(), ended)
+}
+
+/// Reads one line into `buf` (cleared first), holding at most `max` bytes of it.
+pub(crate) fn read_line_capped<R: std::io::BufRead + ?Sized>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    buf.clear();
+    let mut read = LineRead::default();
+    loop {
+        let available = match input.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(read);
+        }
+        let (n, ended) = take_line_part(available, buf, max, &mut read);
+        input.consume(n);
+        if ended {
+            return Ok(read);
+        }
+    }
+}
+
+/// [`read_line_capped`] on an async input.
+async fn read_line_capped_async<R: AsyncBufRead + Unpin>(
+    input: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    buf.clear();
+    let mut read = LineRead::default();
+    loop {
+        let available = input.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(read);
+        }
+        let (n, ended) = take_line_part(available, buf, max, &mut read);
+        input.consume(n);
+        if ended {
+            return Ok(read);
+        }
+    }
+}
+
+/// The reason a line longer than `max` bytes is rejected.
+pub(crate) fn too_long(max: usize) -> Rejected {
+    Rejected {
+        reason: format!(
+            "the line is longer than {} KiB: an event is a line of JSON well under that; \
+             raise --max-line if this one is right",
+            max / 1024
+        ),
+        id: None,
+        contact: None,
+    }
+}
+
 /// The default maximum clock jump of a file run: 31 days.
 pub const DEFAULT_MAX_CLOCK_JUMP: Millis = 31 * 86_400_000;
 
@@ -143,6 +241,8 @@ pub struct Options {
     /// The wall clock when the run started (milliseconds since the epoch): before the
     /// first event, the clock that jumps are measured from.
     pub started: Millis,
+    /// Lines longer than this many bytes are rejected.
+    pub max_line: usize,
 }
 
 /// A decoded line, or why it was rejected, with its line number and the clock as it stood
@@ -280,7 +380,7 @@ where
 
     // The reader decodes each line once; workers receive typed events.
     let settings = bundle.settings.clone();
-    let (max_jump, started) = (options.max_clock_jump, options.started);
+    let (max_jump, started, max_line) = (options.max_clock_jump, options.started, options.max_line);
     let window = Millis::try_from(bundle.settings.dedupe_window)
         .unwrap_or(Millis::MAX / 2000)
         .saturating_mul(1000);
@@ -302,22 +402,26 @@ where
         let mut interrupted = false;
         tokio::pin!(stop);
         loop {
-            buf.clear();
             let read = tokio::select! {
                 biased;
                 _ = &mut stop => { interrupted = true; break; }
-                read = input.read_until(b'\n', &mut buf) => read?,
+                read = read_line_capped_async(&mut input, &mut buf, max_line) => read?,
             };
-            if read == 0 {
+            if read.consumed == 0 {
                 break;
             }
             n += 1;
             let text = rapport_engine::line_text(&buf);
             let line: &str = &text;
-            if line.trim().is_empty() {
+            if !read.too_long && line.trim().is_empty() {
                 continue;
             }
-            let decoded = decode(line, &settings).and_then(|event| {
+            let decoded = if read.too_long {
+                Err(too_long(max_line))
+            } else {
+                decode(line, &settings)
+            };
+            let decoded = decoded.and_then(|event| {
                 match check_clock_jump(event.at, latest, started, max_jump) {
                     Ok(()) => Ok(event),
                     Err(reason) => Err(Rejected {

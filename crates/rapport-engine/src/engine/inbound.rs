@@ -118,11 +118,7 @@ impl Engine {
         let names = &self.names;
         // `ensure_contact` made sure the contact is held.
         if let Some(c) = self.contacts.get_mut(contact) {
-            for (k, v) in profile {
-                if c.profile.get(k) != Some(v) {
-                    c.profile.insert(names.get(k), v.clone());
-                }
-            }
+            c.profile.merge(profile, |k| names.get(k));
             if let Some(ch) = &channel {
                 let last = event
                     .at
