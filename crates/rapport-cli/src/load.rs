@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rapport_check::{Checked, SourceFile};
 use rapport_syntax::{parse, parse_settings, Diagnostic, Parsed, ParsedSettings};
 
+use crate::files::{read_project_file, report_refused};
 use crate::project::{find_projects, ProjectError};
 use crate::render::FileReport;
 
@@ -34,29 +35,29 @@ pub(crate) struct Loaded {
 }
 
 /// Finds the projects for `paths`, reads their files (reporting unreadable ones on
-/// stderr and going on) and parses everything on every core.
+/// stderr and going on; see `files` for which files are read) and parses everything on
+/// every core.
 pub(crate) fn load(paths: &[PathBuf]) -> Result<Loaded, ProjectError> {
     let projects = find_projects(paths)?;
     let t = Instant::now();
     let mut io_failed = false;
-    let mut read = |path: &PathBuf| match std::fs::read_to_string(path) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!(
-                "error: cannot read `{}`: {e} (project files must be UTF-8 text)",
-                path.display()
-            );
-            io_failed = true;
-            None
-        }
-    };
     let mut texts = Vec::new();
     for p in &projects {
-        let settings = read(&p.settings_path);
+        let mut read = |path: &PathBuf, named: bool| match read_project_file(path, &p.root) {
+            Ok(s) => Some(s),
+            Err(why) => {
+                io_failed |= report_refused(path, &why, named);
+                None
+            }
+        };
+        // Without its settings a project cannot be checked: always an error.
+        let settings = read(&p.settings_path, true);
         let flows: Vec<(String, String)> = p
             .flow_files
             .iter()
-            .filter_map(|f| read(f).map(|s| (f.display().to_string(), s)))
+            .filter_map(|f| {
+                read(f, p.named.contains(f)).map(|s| (f.display().to_string(), s))
+            })
             .collect();
         texts.push((p.settings_path.display().to_string(), settings, flows));
     }

@@ -26,6 +26,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod build;
 mod check;
 mod durable;
+mod files;
 mod graph;
 mod load;
 mod project;

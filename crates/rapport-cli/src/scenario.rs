@@ -13,6 +13,7 @@ use rapport_engine::{
 use serde_json::{Map, Value};
 use serde_yaml::Value as Yaml;
 
+use crate::files::{is_symlink, read_project_file, report_refused};
 use crate::load::load_or_report;
 use crate::TestArgs;
 
@@ -37,9 +38,13 @@ pub(crate) fn run(args: TestArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
+    if loaded.io_failed {
+        return ExitCode::from(2);
+    }
     let mut failed = 0usize;
     let mut passed = 0usize;
     let mut broken_files = 0usize;
+    let mut io_failed = false;
     for project in &loaded.projects {
         let sources = project.sources();
         let checked = project.check(&sources);
@@ -67,7 +72,14 @@ pub(crate) fn run(args: TestArgs) -> ExitCode {
         }
         let mut coverage = Coverage::new(&bundle);
         for file in files {
-            let scenario = match read_scenario(&file) {
+            let text = match read_project_file(&file, &root) {
+                Ok(t) => t,
+                Err(why) => {
+                    io_failed |= report_refused(&file, &why, false);
+                    continue;
+                }
+            };
+            let scenario = match read_scenario(&file, &text) {
                 Ok(s) => s,
                 Err(e) => {
                     outln!("{}: cannot be read: {e}", file.display());
@@ -101,7 +113,9 @@ pub(crate) fn run(args: TestArgs) -> ExitCode {
         out!("{}", coverage.report(&bundle));
     }
     outln!("\ntest result: {passed} passed, {failed} failed");
-    if failed > 0 || broken_files > 0 {
+    if io_failed {
+        ExitCode::from(2)
+    } else if failed > 0 || broken_files > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -116,18 +130,22 @@ fn collect_tests(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if path.is_dir() {
-            if !name.starts_with('.') && name != "target" {
-                collect_tests(&path, out);
+            if name.starts_with('.') || name == "target" {
+                continue;
             }
+            if is_symlink(&path) {
+                crate::project::warn_linked_folder(&path);
+                continue;
+            }
+            collect_tests(&path, out);
         } else if name.ends_with(".test.yaml") {
             out.push(path);
         }
     }
 }
 
-fn read_scenario(path: &Path) -> Result<Scenario, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let doc: Yaml = serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
+fn read_scenario(path: &Path, text: &str) -> Result<Scenario, String> {
+    let doc: Yaml = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
     let start = match doc.get("start") {
         None => parse_time("2026-11-24T10:00:00Z").unwrap_or(0),
         Some(v) => {

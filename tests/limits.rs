@@ -1,0 +1,182 @@
+//! The limits that keep `rapport` safe on hostile project folders (docs/language.md,
+//! "Limits"): which files are read, how large, how deep, how much is printed, and where
+//! `rapport build -o` writes. Each test builds its project in a scratch folder and runs
+//! the binary as a user would.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SETTINGS: &str = "brand: Acme Shoes\nchannels:\n  whatsapp: { window: 24h }\n";
+
+const FLOW: &str = "flow welcome {\n  start on message \"hi\"\n  state start { send \"Hello!\" end }\n}\n";
+
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a scratch folder");
+    write(dir.path(), "rapport.yaml", SETTINGS);
+    write(dir.path(), "welcome.flow", FLOW);
+    dir
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).expect("the scratch folder is writable");
+}
+
+/// Runs `rapport` in `dir`, killing it if it has not finished after a minute (a hang is
+/// one of the failures tested for; nothing asserts how long a run takes).
+fn rapport_in(dir: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .env("RAPPORT_TEST_SECRET", "hunter2-do-not-print")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the rapport binary runs");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("the output is collected")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[cfg(unix)]
+fn symlink(target: &str, dir: &Path, name: &str) {
+    std::os::unix::fs::symlink(target, dir.join(name)).expect("a symbolic link");
+}
+
+#[cfg(unix)]
+fn fifo(dir: &Path, name: &str) {
+    let status = Command::new("mkfifo")
+        .arg(dir.join(name))
+        .status()
+        .expect("mkfifo runs");
+    assert!(status.success());
+}
+
+// ------------------------------------------------------------------ which files are read
+
+#[cfg(unix)]
+#[test]
+fn a_link_out_of_the_project_is_skipped_with_a_warning_and_never_printed() {
+    let dir = project();
+    symlink("/proc/self/environ", dir.path(), "env.flow");
+    let out = rapport_in(dir.path(), &["check", "."]);
+    let all = text(&out);
+    assert!(!all.contains("hunter2"), "a secret was printed:\n{all}");
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: skipped `./env.flow`")
+            && err.contains("outside the project folder")
+            && err.contains("help:"),
+        "{all}"
+    );
+    assert!(all.contains("checked 1 flow"), "{all}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_out_of_the_project_named_on_the_command_line_is_an_error() {
+    let dir = project();
+    symlink("/proc/self/environ", dir.path(), "env.flow");
+    let out = rapport_in(dir.path(), &["check", "env.flow"]);
+    let all = text(&out);
+    assert!(!all.contains("hunter2"), "a secret was printed:\n{all}");
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("error: cannot read `env.flow`"), "{all}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_link_inside_the_project_is_read() {
+    let dir = project();
+    std::fs::create_dir(dir.path().join("shared")).expect("a folder");
+    write(
+        &dir.path().join("shared"),
+        "other.txt",
+        &FLOW.replace("welcome", "other").replace("hi", "other"),
+    );
+    symlink("shared/other.txt", dir.path(), "other.flow");
+    let out = rapport_in(dir.path(), &["check", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("checked 2 flows"), "{}", text(&out));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_skipped_without_blocking() {
+    let dir = project();
+    fifo(dir.path(), "x.flow");
+    let out = rapport_in(dir.path(), &["check", "."]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("warning: skipped `./x.flow`: it is a named pipe (FIFO), not a regular file"),
+        "{all}"
+    );
+    // Named on the command line, it is an error.
+    let out = rapport_in(dir.path(), &["check", "x.flow"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[cfg(unix)]
+#[test]
+fn rapport_yaml_and_test_files_follow_the_same_rule() {
+    let dir = tempfile::tempdir().expect("a scratch folder");
+    write(dir.path(), "welcome.flow", FLOW);
+    symlink("/proc/self/environ", dir.path(), "rapport.yaml");
+    let out = rapport_in(dir.path(), &["check", "welcome.flow"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!text(&out).contains("hunter2"), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot read `./rapport.yaml`"),
+        "{}",
+        text(&out)
+    );
+
+    let dir = project();
+    fifo(dir.path(), "welcome.test.yaml");
+    let out = rapport_in(dir.path(), &["test", "."]);
+    let all = text(&out);
+    assert!(all.contains("warning: skipped"), "{all}");
+    assert!(all.contains("welcome.test.yaml"), "{all}");
+}
+
+#[cfg(unix)]
+#[test]
+fn dev_zero_is_never_read_to_the_end() {
+    let dir = project();
+    symlink("/dev/zero", dir.path(), "z.flow");
+    let out = rapport_in(dir.path(), &["check", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("skipped `./z.flow`"), "{}", text(&out));
+}
+
+#[test]
+fn a_flow_larger_than_4_mib_is_an_error() {
+    let dir = project();
+    let big = format!("{FLOW}{}", "# padding\n".repeat(430_000));
+    write(dir.path(), "big.flow", &big);
+    let out = rapport_in(dir.path(), &["check", "."]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot read `./big.flow`: it is larger than 4 MiB"),
+        "{}",
+        text(&out)
+    );
+}
