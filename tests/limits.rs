@@ -180,3 +180,27 @@ fn a_flow_larger_than_4_mib_is_an_error() {
         text(&out)
     );
 }
+
+// ------------------------------------------------------------------ rendering
+
+#[test]
+fn an_error_past_column_65536_is_printed_plainly_without_a_panic() {
+    let dir = project();
+    let wide = format!(
+        "flow wide {{\n  start on message \"wide\"\n  state a {{ send \"{}\" oops }}\n}}\n",
+        "x".repeat(70_000)
+    );
+    write(dir.path(), "wide.flow", &wide);
+    let out = rapport_in(dir.path(), &["check", "wide.flow"]);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{}", &all[..all.len().min(2000)]);
+    assert!(!all.contains("panicked"), "{}", &all[..all.len().min(2000)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("wide.flow:3:70021: RP0001 "),
+        "{}",
+        &stdout[..stdout.len().min(2000)]
+    );
+    assert!(stdout.contains("  help: "), "{stdout}");
+    assert!(stdout.len() < 2000, "no 70,000-character snippet: {} bytes", stdout.len());
+}

@@ -47,12 +47,65 @@ fn human(reports: &[FileReport], color: bool) -> String {
         }
         let named = NamedSource::new(&r.path, r.source.clone());
         for d in &r.diagnostics {
-            let shown = Shown { d, source: &named };
-            let _ = handler.render_report(&mut out, &shown);
+            let drawn = drawable(&r.source, d)
+                .then(|| draw(&handler, &Shown { d, source: &named }))
+                .flatten();
+            match drawn {
+                Some(text) => out.push_str(&text),
+                None => out.push_str(&plain(r, d)),
+            }
             out.push('\n');
         }
     }
     out
+}
+
+/// Lines longer than this are not drawn as snippets: miette cannot pad past column
+/// 65,535 (it panics), and a snippet that wide helps nobody anyway.
+const WIDEST_SNIPPET_LINE: usize = 4096;
+
+/// Whether every labelled line is narrow enough to draw.
+fn drawable(source: &str, d: &Diagnostic) -> bool {
+    d.labels.iter().all(|l| {
+        [l.span.start, l.span.end].iter().all(|&at| {
+            let at = at.min(source.len());
+            let start = source.get(..at).and_then(|s| s.rfind('\n')).map_or(0, |i| i + 1);
+            let end = source.get(at..).and_then(|s| s.find('\n')).map_or(source.len(), |i| at + i);
+            end - start <= WIDEST_SNIPPET_LINE
+        })
+    })
+}
+
+/// The diagnostic drawn by miette; `None` when the renderer fails or panics (a case
+/// `drawable` did not foresee), so the caller falls back to the plain form.
+fn draw(handler: &GraphicalReportHandler, shown: &Shown<'_>) -> Option<String> {
+    let mut text = String::new();
+    // The default hook would print the panic message on stderr; the user gets the plain
+    // form of the diagnostic instead. Rendering runs on the main thread only.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.render_report(&mut text, shown)
+    }));
+    std::panic::set_hook(hook);
+    match result {
+        Ok(Ok(())) => Some(text),
+        _ => None,
+    }
+}
+
+/// `file:line:col: CODE message`, then the help: what a diagnostic says without its
+/// snippet.
+fn plain(r: &FileReport, d: &Diagnostic) -> String {
+    let (line, col) = line_col(&r.source, d.span().unwrap_or_default().start);
+    let mut text = format!("{}:{line}:{col}: {} {}\n", r.path, d.code, d.message);
+    if let Some(l) = d.labels.first() {
+        text.push_str(&format!("  {}\n", l.text));
+    }
+    if let Some(h) = &d.help {
+        text.push_str(&format!("  help: {h}\n"));
+    }
+    text
 }
 
 /// Adapts a diagnostic to miette's trait for rendering.
