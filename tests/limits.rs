@@ -204,3 +204,15 @@ fn an_error_past_column_65536_is_printed_plainly_without_a_panic() {
     assert!(stdout.contains("  help: "), "{stdout}");
     assert!(stdout.len() < 2000, "no 70,000-character snippet: {} bytes", stdout.len());
 }
+
+// ------------------------------------------------------------------ byte-order mark
+
+#[test]
+fn a_flow_starting_with_a_byte_order_mark_checks_clean() {
+    let dir = project();
+    write(dir.path(), "welcome.flow", &format!("\u{feff}{FLOW}"));
+    write(dir.path(), "rapport.yaml", &format!("\u{feff}{SETTINGS}"));
+    let out = rapport_in(dir.path(), &["check", "."]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("no problems"), "{}", text(&out));
+}

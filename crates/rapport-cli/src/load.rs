@@ -14,7 +14,9 @@ use crate::render::FileReport;
 /// A flow file read and parsed.
 pub(crate) struct FlowSource {
     pub(crate) path: String,
+    /// The text, without a byte-order mark (see `strip_bom`).
     pub(crate) source: String,
+    pub(crate) bom: bool,
     pub(crate) parsed: Parsed,
 }
 
@@ -22,6 +24,7 @@ pub(crate) struct FlowSource {
 pub(crate) struct LoadedProject {
     pub(crate) settings_path: String,
     pub(crate) settings_source: String,
+    pub(crate) settings_bom: bool,
     pub(crate) settings: ParsedSettings,
     pub(crate) flows: Vec<FlowSource>,
 }
@@ -66,19 +69,25 @@ pub(crate) fn load(paths: &[PathBuf]) -> Result<Loaded, ProjectError> {
     let t = Instant::now();
     let mut loaded = Vec::new();
     for (settings_path, settings_source, flows) in texts {
-        let settings_source = settings_source.unwrap_or_default();
+        let (settings_source, settings_bom) = strip_bom(settings_source.unwrap_or_default());
+        let flows: Vec<(String, (String, bool))> = flows
+            .into_iter()
+            .map(|(path, text)| (path, strip_bom(text)))
+            .collect();
         let settings = parse_settings(&settings_source);
-        let parsed = parallel_map(&flows, |(_, source)| parse(source));
+        let parsed = parallel_map(&flows, |(_, (source, _))| parse(source));
         loaded.push(LoadedProject {
             settings_path,
             settings_source,
+            settings_bom,
             settings,
             flows: flows
                 .into_iter()
                 .zip(parsed)
-                .map(|((path, source), parsed)| FlowSource {
+                .map(|((path, (source, bom)), parsed)| FlowSource {
                     path,
                     source,
+                    bom,
                     parsed,
                 })
                 .collect(),
@@ -90,6 +99,16 @@ pub(crate) fn load(paths: &[PathBuf]) -> Result<Loaded, ProjectError> {
         read_time,
         parse_time: t.elapsed(),
     })
+}
+
+/// The text without a leading byte-order mark, and whether it had one. Diagnostics are
+/// found and drawn on the text without it, so lines and columns are those an editor
+/// shows; only JSON byte offsets add its three bytes back (`FileReport::bom`).
+pub(crate) fn strip_bom(text: String) -> (String, bool) {
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => (rest.to_string(), true),
+        None => (text, false),
+    }
 }
 
 /// `load` for a command's paths (default: the current folder), with a failure reported
@@ -134,6 +153,7 @@ impl LoadedProject {
         let mut reports = vec![FileReport {
             path: self.settings_path.clone(),
             source: self.settings_source.clone(),
+            bom: self.settings_bom,
             diagnostics: self.settings.diagnostics.clone(),
         }];
         for (i, f) in self.flows.iter().enumerate() {
@@ -150,6 +170,7 @@ impl LoadedProject {
             reports.push(FileReport {
                 path: f.path.clone(),
                 source: f.source.clone(),
+                bom: f.bom,
                 diagnostics,
             });
         }

@@ -10,7 +10,10 @@ use serde::Serialize;
 pub(crate) struct FileReport {
     /// The path as the user should see it.
     pub path: String,
+    /// The text shown, without the file's byte-order mark if it had one.
     pub source: String,
+    /// Whether the file starts with a byte-order mark: JSON byte offsets count it.
+    pub bom: bool,
     pub diagnostics: Vec<Diagnostic>,
 }
 
@@ -210,6 +213,7 @@ fn json(reports: &[FileReport]) -> String {
         diagnostics: Vec::new(),
     };
     for r in reports {
+        let base = if r.bom { '\u{feff}'.len_utf8() } else { 0 };
         for d in &r.diagnostics {
             match d.severity {
                 Severity::Error => doc.errors += 1,
@@ -236,8 +240,8 @@ fn json(reports: &[FileReport]) -> String {
                             text: &l.text,
                             line,
                             column,
-                            start: l.span.start,
-                            end: l.span.end,
+                            start: base + l.span.start,
+                            end: base + l.span.end,
                         }
                     })
                     .collect(),
