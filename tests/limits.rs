@@ -216,3 +216,40 @@ fn a_flow_starting_with_a_byte_order_mark_checks_clean() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("no problems"), "{}", text(&out));
 }
+
+// ------------------------------------------------------------------ nesting
+
+#[test]
+fn deeply_nested_rapport_yaml_is_refused_before_parsing() {
+    let dir = project();
+    let n = 100_000;
+    write(
+        dir.path(),
+        "rapport.yaml",
+        &format!("brand: {}{}\n", "[".repeat(n), "]".repeat(n)),
+    );
+    let out = rapport_in(dir.path(), &["check", "."]);
+    let all = text(&out);
+    let head = &all[..all.len().min(3000)];
+    assert_eq!(out.status.code(), Some(1), "{head}");
+    assert!(head.contains("RP0101"), "{head}");
+    assert!(head.contains("nests more than 64 levels deep"), "{head}");
+    assert!(head.contains("rapport.yaml:1:71"), "{head}");
+}
+
+#[test]
+fn deeply_nested_test_yaml_is_a_broken_file() {
+    let dir = project();
+    let n = 100_000;
+    write(
+        dir.path(),
+        "welcome.test.yaml",
+        &format!("cases: {}{}\n", "[".repeat(n), "]".repeat(n)),
+    );
+    let out = rapport_in(dir.path(), &["test", "."]);
+    let all = text(&out);
+    let head = &all[..all.len().min(3000)];
+    assert_eq!(out.status.code(), Some(1), "{head}");
+    assert!(head.contains("welcome.test.yaml"), "{head}");
+    assert!(head.contains("line 1: nests more than 64 levels deep"), "{head}");
+}

@@ -145,6 +145,13 @@ fn collect_tests(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn read_scenario(path: &Path, text: &str) -> Result<Scenario, String> {
+    if let Some(at) = rapport_syntax::yaml_too_deep(text, rapport_syntax::MAX_YAML_DEPTH) {
+        let line = text[..at].matches('\n').count() + 1;
+        return Err(format!(
+            "line {line}: nests more than {} levels deep\n  help: a scenario needs a few levels (cases, steps, expectations); look for a `[` or `{{` that is never closed",
+            rapport_syntax::MAX_YAML_DEPTH
+        ));
+    }
     let doc: Yaml = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
     let start = match doc.get("start") {
         None => parse_time("2026-11-24T10:00:00Z").unwrap_or(0),
