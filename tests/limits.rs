@@ -253,3 +253,83 @@ fn deeply_nested_test_yaml_is_a_broken_file() {
     assert!(head.contains("welcome.test.yaml"), "{head}");
     assert!(head.contains("line 1: nests more than 64 levels deep"), "{head}");
 }
+
+// ------------------------------------------------------------------ how much is shown
+
+/// A flow whose one `send` uses `n` unknown tokens: `n` RP0202 errors in one file.
+fn unknown_tokens(n: usize) -> String {
+    let tokens: String = (0..n).map(|i| format!("{{t{i}}}")).collect();
+    format!("flow wide {{\n  start on message \"wide\"\n  state a {{ send \"{tokens}\" end }}\n}}\n")
+}
+
+#[test]
+fn five_diagnostics_of_a_code_are_shown_per_file_and_the_rest_counted() {
+    let dir = project();
+    write(dir.path(), "wide.flow", &unknown_tokens(20));
+    let out = rapport_in(dir.path(), &["check", "."]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(stdout.matches("× unknown token").count(), 5, "{stdout}");
+    assert!(
+        stdout.contains("note: and 15 more like this (RP0202) in ./wide.flow"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 flows in 3 files: 20 errors"), "{stdout}");
+
+    let out = rapport_in(dir.path(), &["check", ".", "--format", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(doc["errors"], 20, "{doc:#}");
+    assert_eq!(doc["diagnostics"].as_array().map(Vec::len), Some(5));
+    assert_eq!(
+        doc["omitted"],
+        serde_json::json!([{"file": "./wide.flow", "code": "RP0202", "severity": "error", "count": 15}])
+    );
+
+    let out = rapport_in(dir.path(), &["check", ".", "--format", "github"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("::error ").count(), 5, "{stdout}");
+    assert!(
+        stdout.contains("::notice file=./wide.flow,title=RP0202 error::and 15 more like this (RP0202) in this file"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_trigger_shared_by_many_flows_is_one_short_diagnostic_per_flow() {
+    let dir = project();
+    for i in 0..40 {
+        write(dir.path(), &format!("f{i:02}.flow"), &FLOW.replace("welcome", &format!("f{i:02}")));
+    }
+    let out = rapport_in(dir.path(), &["check", "."]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // One per flow but the first, each naming three others and counting the rest.
+    assert!(stdout.contains(": 40 errors"), "{}", &stdout[stdout.len().saturating_sub(300)..]);
+    assert!(
+        stdout.contains("flow `welcome` starts on the same input as 40 other flows"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" and 37 more\n"), "{stdout}");
+    assert!(stdout.len() < 40 * 1500, "{} bytes", stdout.len());
+}
+
+#[test]
+fn a_long_loop_is_named_by_its_ends() {
+    let dir = project();
+    let states: String = (0..100)
+        .map(|i| format!("  state s{i} {{ send \"x\" -> s{} }}\n", (i + 1) % 100))
+        .collect();
+    write(
+        dir.path(),
+        "welcome.flow",
+        &format!("flow welcome {{\n  start on message \"hi\"\n{states}}}\n"),
+    );
+    let out = rapport_in(dir.path(), &["check", "."]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("`s4` → … 91 more … → `s96`"),
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("goes on at once").count(), 5, "{stdout}");
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 use rapport_bundle::Bundle;
 
 use crate::load::load_or_report;
-use crate::render::{render, Format};
+use crate::render::{count, render, Format};
 use crate::timings::Timings;
 use crate::BuildArgs;
 
@@ -35,11 +35,7 @@ pub(crate) fn run(args: BuildArgs) -> ExitCode {
     let checked = project.check(&sources);
     timings.add("check", t.elapsed());
     let reports = project.reports(checked.as_ref());
-    let errors = reports
-        .iter()
-        .flat_map(|r| &r.diagnostics)
-        .filter(|d| d.is_error())
-        .count();
+    let (errors, _) = count(&reports);
     if reports.iter().any(|r| !r.diagnostics.is_empty()) {
         eprint!("{}", render(&reports, Format::Human, false));
     }

@@ -150,12 +150,12 @@ impl LoadedProject {
 
     /// Every diagnostic of the project, one report per file, settings first.
     pub(crate) fn reports(&self, checked: Option<&Checked<'_>>) -> Vec<FileReport> {
-        let mut reports = vec![FileReport {
-            path: self.settings_path.clone(),
-            source: self.settings_source.clone(),
-            bom: self.settings_bom,
-            diagnostics: self.settings.diagnostics.clone(),
-        }];
+        let mut reports = vec![FileReport::new(
+            self.settings_path.clone(),
+            self.settings_source.clone(),
+            self.settings_bom,
+            self.settings.diagnostics.clone(),
+        )];
         for (i, f) in self.flows.iter().enumerate() {
             let mut diagnostics = f.parsed.diagnostics.clone();
             if let Some(c) = checked {
@@ -167,12 +167,12 @@ impl LoadedProject {
                 );
                 diagnostics.sort_by_key(|d| d.span().map(|s| s.start).unwrap_or(0));
             }
-            reports.push(FileReport {
-                path: f.path.clone(),
-                source: f.source.clone(),
-                bom: f.bom,
+            reports.push(FileReport::new(
+                f.path.clone(),
+                f.source.clone(),
+                f.bom,
                 diagnostics,
-            });
+            ));
         }
         reports
     }

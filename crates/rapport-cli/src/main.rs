@@ -24,6 +24,7 @@ macro_rules! outln {
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod build;
+mod cap;
 mod check;
 mod durable;
 mod files;

@@ -6,6 +6,8 @@ use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
 use rapport_syntax::{Diagnostic, Severity};
 use serde::Serialize;
 
+use crate::cap::{cap, note, Omitted};
+
 /// A source file with the diagnostics found in it.
 pub(crate) struct FileReport {
     /// The path as the user should see it.
@@ -14,7 +16,40 @@ pub(crate) struct FileReport {
     pub source: String,
     /// Whether the file starts with a byte-order mark: JSON byte offsets count it.
     pub bom: bool,
+    /// The diagnostics shown (see `cap`).
     pub diagnostics: Vec<Diagnostic>,
+    /// Those left out, counted by code.
+    pub omitted: Vec<Omitted>,
+}
+
+impl FileReport {
+    /// A report of `diagnostics`, capped (`cap::cap`).
+    pub(crate) fn new(path: String, source: String, bom: bool, mut diagnostics: Vec<Diagnostic>) -> Self {
+        let omitted = cap(&mut diagnostics);
+        FileReport {
+            path,
+            source,
+            bom,
+            diagnostics,
+            omitted,
+        }
+    }
+}
+
+/// Errors and warnings in `reports`, shown or not.
+pub(crate) fn count(reports: &[FileReport]) -> (usize, usize) {
+    let (mut errors, mut warnings) = (0, 0);
+    for r in reports {
+        let shown = r.diagnostics.iter().map(|d| (d.severity, 1));
+        let left_out = r.omitted.iter().map(|o| (o.severity, o.count));
+        for (severity, n) in shown.chain(left_out) {
+            match severity {
+                Severity::Error => errors += n,
+                Severity::Warning => warnings += n,
+            }
+        }
+    }
+    (errors, warnings)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -45,7 +80,7 @@ fn human(reports: &[FileReport], color: bool) -> String {
     let handler = GraphicalReportHandler::new_themed(theme).with_links(false);
     let mut out = String::new();
     for r in reports {
-        if r.diagnostics.is_empty() {
+        if r.diagnostics.is_empty() && r.omitted.is_empty() {
             continue;
         }
         let named = NamedSource::new(&r.path, r.source.clone());
@@ -58,6 +93,9 @@ fn human(reports: &[FileReport], color: bool) -> String {
                 None => out.push_str(&plain(r, d)),
             }
             out.push('\n');
+        }
+        for o in &r.omitted {
+            out.push_str(&format!("note: {} in {}\n\n", note(o), r.path));
         }
     }
     out
@@ -178,9 +216,20 @@ pub(crate) fn line_col(source: &str, offset: usize) -> (usize, usize) {
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
+    /// Every error, shown or left out.
     errors: usize,
     warnings: usize,
     diagnostics: Vec<JsonDiagnostic<'a>>,
+    /// Diagnostics left out (more than `cap::PER_CODE` of one code in one file).
+    omitted: Vec<JsonOmitted<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonOmitted<'a> {
+    file: &'a str,
+    code: &'static str,
+    severity: String,
+    count: usize,
 }
 
 #[derive(Serialize)]
@@ -207,18 +256,22 @@ struct JsonLabel<'a> {
 }
 
 fn json(reports: &[FileReport]) -> String {
+    let (errors, warnings) = count(reports);
     let mut doc = JsonReport {
-        errors: 0,
-        warnings: 0,
+        errors,
+        warnings,
         diagnostics: Vec::new(),
+        omitted: Vec::new(),
     };
     for r in reports {
         let base = if r.bom { '\u{feff}'.len_utf8() } else { 0 };
+        doc.omitted.extend(r.omitted.iter().map(|o| JsonOmitted {
+            file: &r.path,
+            code: o.code.as_str(),
+            severity: o.severity.to_string(),
+            count: o.count,
+        }));
         for d in &r.diagnostics {
-            match d.severity {
-                Severity::Error => doc.errors += 1,
-                Severity::Warning => doc.warnings += 1,
-            }
             let span = d.span().unwrap_or_default();
             let (line, column) = line_col(&r.source, span.start);
             let (end_line, end_column) = line_col(&r.source, span.end);
@@ -278,6 +331,14 @@ fn github(reports: &[FileReport]) -> String {
                 escape_property(&r.path),
                 escape_property(&format!("{} {}", d.code, d.severity)),
                 escape_data(&message)
+            ));
+        }
+        for o in &r.omitted {
+            out.push_str(&format!(
+                "::notice file={},title={}::{}\n",
+                escape_property(&r.path),
+                escape_property(&format!("{} {}", o.code, o.severity)),
+                escape_data(&format!("{} in this file", note(o)))
             ));
         }
     }
