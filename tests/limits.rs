@@ -333,3 +333,57 @@ fn a_long_loop_is_named_by_its_ends() {
     );
     assert_eq!(stdout.matches("goes on at once").count(), 5, "{stdout}");
 }
+
+// ------------------------------------------------------------------ build -o
+
+#[cfg(unix)]
+#[test]
+fn build_refuses_to_replace_what_is_not_a_regular_writable_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = project();
+    fifo(dir.path(), "pipe.json");
+    write(dir.path(), "locked.json", "keep me\n");
+    let locked = dir.path().join("locked.json");
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    std::fs::create_dir(dir.path().join("folder.json")).expect("a folder");
+    // Not `-o /dev/full` itself: run by an older rapport as root, this test would
+    // replace the system's device.
+    symlink("/dev/full", dir.path(), "full.json");
+
+    for (target, why) in [
+        ("full.json", "it is a symbolic link, which the bundle would replace"),
+        ("pipe.json", "it is a named pipe (FIFO), not a regular file"),
+        ("folder.json", "it is a folder, not a regular file"),
+        ("locked.json", "it is read-only"),
+    ] {
+        let out = rapport_in(dir.path(), &["build", ".", "-o", target]);
+        let all = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{target}: {all}");
+        assert!(all.contains(&format!("cannot write `{target}`: {why}")), "{all}");
+        assert!(all.contains("help:"), "{all}");
+    }
+    let link = std::fs::symlink_metadata(dir.path().join("full.json")).expect("the link");
+    assert!(link.file_type().is_symlink(), "the link is still a link");
+    let pipe = std::fs::symlink_metadata(dir.path().join("pipe.json")).expect("the pipe");
+    assert!(!pipe.is_file(), "the pipe is still a pipe");
+    assert_eq!(std::fs::read_to_string(&locked).ok().as_deref(), Some("keep me\n"));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("the folder")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn build_replaces_a_regular_file_and_writes_to_stdout() {
+    let dir = project();
+    write(dir.path(), "bundle.json", "old\n");
+    let out = rapport_in(dir.path(), &["build", ".", "-o", "bundle.json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let written = std::fs::read_to_string(dir.path().join("bundle.json")).expect("the bundle");
+    assert!(written.contains("\"welcome\""), "{written}");
+    let out = rapport_in(dir.path(), &["build", ".", "-o", "-"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), written);
+}

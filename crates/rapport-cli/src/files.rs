@@ -97,7 +97,7 @@ pub(crate) fn read_project_file(path: &Path, root: &Path) -> Result<String, Refu
 }
 
 /// What a file that is not a regular file is, in words.
-fn kind(meta: &Metadata) -> &'static str {
+pub(crate) fn kind(meta: &Metadata) -> &'static str {
     let t = meta.file_type();
     if t.is_dir() {
         return "a folder";
