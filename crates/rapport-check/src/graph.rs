@@ -234,6 +234,18 @@ pub(crate) fn structure(flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>)
                     .help("add a way out (`on reply ... -> STATE`, `after 24h -> STATE`, `-> STATE`) or finish with `end`"),
             );
         }
+        // Left only through a flow-wide transition: the run stays here until one fires,
+        // which may be never, and then until the run expires.
+        if !ends && leaves && g.edges_from(i).all(|(_, e)| e.flow_wide) {
+            diags.push(
+                Diagnostic::warning(
+                    Code::FlowWideExitOnly,
+                    format!("state `{}` can only be left by a flow-wide transition", state.name.value),
+                )
+                .label(state.name.span, "a run that gets here waits, possibly until it expires")
+                .help("if the conversation is over here, finish with `end`; otherwise add a way out of this state (`after 24h -> STATE`, `on reply ... -> STATE`)"),
+            );
+        }
     }
 
     // Instant loops: strongly connected components over `->` edges alone.
