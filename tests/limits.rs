@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 const SETTINGS: &str = "brand: Acme Shoes\nchannels:\n  whatsapp: { window: 24h }\n";
 
-const FLOW: &str = "flow welcome {\n  start on message \"hi\"\n  state start { send \"Hello!\" end }\n}\n";
+const FLOW: &str =
+    "flow welcome {\n  start on message \"hi\"\n  state start { send \"Hello!\" end }\n}\n";
 
 fn project() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("a scratch folder");
@@ -193,7 +194,12 @@ fn an_error_past_column_65536_is_printed_plainly_without_a_panic() {
     write(dir.path(), "wide.flow", &wide);
     let out = rapport_in(dir.path(), &["check", "wide.flow"]);
     let all = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{}", &all[..all.len().min(2000)]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        &all[..all.len().min(2000)]
+    );
     assert!(!all.contains("panicked"), "{}", &all[..all.len().min(2000)]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -202,7 +208,11 @@ fn an_error_past_column_65536_is_printed_plainly_without_a_panic() {
         &stdout[..stdout.len().min(2000)]
     );
     assert!(stdout.contains("  help: "), "{stdout}");
-    assert!(stdout.len() < 2000, "no 70,000-character snippet: {} bytes", stdout.len());
+    assert!(
+        stdout.len() < 2000,
+        "no 70,000-character snippet: {} bytes",
+        stdout.len()
+    );
 }
 
 // ------------------------------------------------------------------ byte-order mark
@@ -251,7 +261,10 @@ fn deeply_nested_test_yaml_is_a_broken_file() {
     let head = &all[..all.len().min(3000)];
     assert_eq!(out.status.code(), Some(1), "{head}");
     assert!(head.contains("welcome.test.yaml"), "{head}");
-    assert!(head.contains("line 1: nests more than 64 levels deep"), "{head}");
+    assert!(
+        head.contains("welcome.test.yaml:1: nests more than 64 levels deep"),
+        "{head}"
+    );
 }
 
 // ------------------------------------------------------------------ how much is shown
@@ -259,7 +272,9 @@ fn deeply_nested_test_yaml_is_a_broken_file() {
 /// A flow whose one `send` uses `n` unknown tokens: `n` RP0202 errors in one file.
 fn unknown_tokens(n: usize) -> String {
     let tokens: String = (0..n).map(|i| format!("{{t{i}}}")).collect();
-    format!("flow wide {{\n  start on message \"wide\"\n  state a {{ send \"{tokens}\" end }}\n}}\n")
+    format!(
+        "flow wide {{\n  start on message \"wide\"\n  state a {{ send \"{tokens}\" end }}\n}}\n"
+    )
 }
 
 #[test]
@@ -298,13 +313,21 @@ fn five_diagnostics_of_a_code_are_shown_per_file_and_the_rest_counted() {
 fn a_trigger_shared_by_many_flows_is_one_short_diagnostic_per_flow() {
     let dir = project();
     for i in 0..40 {
-        write(dir.path(), &format!("f{i:02}.flow"), &FLOW.replace("welcome", &format!("f{i:02}")));
+        write(
+            dir.path(),
+            &format!("f{i:02}.flow"),
+            &FLOW.replace("welcome", &format!("f{i:02}")),
+        );
     }
     let out = rapport_in(dir.path(), &["check", "."]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     // One per flow but the first, each naming three others and counting the rest.
-    assert!(stdout.contains(": 40 errors"), "{}", &stdout[stdout.len().saturating_sub(300)..]);
+    assert!(
+        stdout.contains(": 40 errors"),
+        "{}",
+        &stdout[stdout.len().saturating_sub(300)..]
+    );
     assert!(
         stdout.contains("flow `welcome` starts on the same input as 40 other flows"),
         "{stdout}"
@@ -327,10 +350,7 @@ fn a_long_loop_is_named_by_its_ends() {
     let out = rapport_in(dir.path(), &["check", "."]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("`s4` → … 91 more … → `s96`"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("`s4` → … 91 more … → `s96`"), "{stdout}");
     assert_eq!(stdout.matches("goes on at once").count(), 5, "{stdout}");
 }
 
@@ -351,7 +371,10 @@ fn build_refuses_to_replace_what_is_not_a_regular_writable_file() {
     symlink("/dev/full", dir.path(), "full.json");
 
     for (target, why) in [
-        ("full.json", "it is a symbolic link, which the bundle would replace"),
+        (
+            "full.json",
+            "it is a symbolic link, which the bundle would replace",
+        ),
         ("pipe.json", "it is a named pipe (FIFO), not a regular file"),
         ("folder.json", "it is a folder, not a regular file"),
         ("locked.json", "it is read-only"),
@@ -359,14 +382,20 @@ fn build_refuses_to_replace_what_is_not_a_regular_writable_file() {
         let out = rapport_in(dir.path(), &["build", ".", "-o", target]);
         let all = text(&out);
         assert_eq!(out.status.code(), Some(2), "{target}: {all}");
-        assert!(all.contains(&format!("cannot write `{target}`: {why}")), "{all}");
+        assert!(
+            all.contains(&format!("cannot write `{target}`: {why}")),
+            "{all}"
+        );
         assert!(all.contains("help:"), "{all}");
     }
     let link = std::fs::symlink_metadata(dir.path().join("full.json")).expect("the link");
     assert!(link.file_type().is_symlink(), "the link is still a link");
     let pipe = std::fs::symlink_metadata(dir.path().join("pipe.json")).expect("the pipe");
     assert!(!pipe.is_file(), "the pipe is still a pipe");
-    assert_eq!(std::fs::read_to_string(&locked).ok().as_deref(), Some("keep me\n"));
+    assert_eq!(
+        std::fs::read_to_string(&locked).ok().as_deref(),
+        Some("keep me\n")
+    );
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .expect("the folder")
         .flatten()

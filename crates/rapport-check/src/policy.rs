@@ -165,7 +165,11 @@ pub(crate) fn across_flows(
                     continue;
                 }
                 let hit = a.flow.triggers.iter().enumerate().find_map(|(k, ta)| {
-                    b.flow.triggers.iter().find(|tb| overlap(ta, tb)).map(|tb| (k, tb))
+                    b.flow
+                        .triggers
+                        .iter()
+                        .find(|tb| overlap(ta, tb))
+                        .map(|tb| (k, tb))
                 });
                 if let Some((k, tb)) = hit {
                     match found.iter_mut().find(|(t, _)| *t == k) {
@@ -179,7 +183,10 @@ pub(crate) fn across_flows(
                 let ta = &a.flow.triggers[k];
                 let place = |(b, tb): &(&CheckedFlow<'_>, &Trigger)| {
                     let (line, _) = line_col(files[b.file].source, tb.span.start);
-                    format!("`{}` ({}, line {line})", b.flow.name.value, files[b.file].path)
+                    format!(
+                        "`{}` ({}, line {line})",
+                        b.flow.name.value, files[b.file].path
+                    )
                 };
                 let message = match others.as_slice() {
                     [(b, _)] => format!(

@@ -159,7 +159,7 @@ impl<'a> Names<'a> {
                     crate::join_capped(&some.iter().map(|f| show(&format!("event.{f}"))).collect::<Vec<_>>(), ", ")
                 )),
                 None if some.is_empty() => d.help("this flow is not started by an event with declared fields; declare them under `events:` in rapport.yaml"),
-                None => d.help(format!("the fields are {}; declare new ones under `events:` in rapport.yaml", crate::join_capped(&some, ", "))),
+                None => d.help(format!("the fields are {}; declare new ones under `events:` in rapport.yaml", crate::join_capped(some, ", "))),
             });
             return;
         }

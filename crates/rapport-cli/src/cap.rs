@@ -98,7 +98,11 @@ mod tests {
     fn five_of_each_code_are_kept_in_order() {
         let mut ds: Vec<Diagnostic> = (0..12)
             .map(|i| {
-                let code = if i % 3 == 0 { Code::Syntax } else { Code::UnknownName };
+                let code = if i % 3 == 0 {
+                    Code::Syntax
+                } else {
+                    Code::UnknownName
+                };
                 Diagnostic::error(code, format!("d{i}")).label(Span::new(i, i + 1), "here")
             })
             .collect();
@@ -124,7 +128,9 @@ mod tests {
         let mut ds = vec![d];
         cap(&mut ds);
         assert_eq!(ds[0].labels.len(), LABELS);
-        assert!(ds[0].labels[LABELS - 1].text.ends_with("(and 93 more places like this one)"));
+        assert!(ds[0].labels[LABELS - 1]
+            .text
+            .ends_with("(and 93 more places like this one)"));
         assert!(ds[0].message.ends_with("… (3000 more characters)"));
     }
 }

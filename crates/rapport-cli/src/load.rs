@@ -58,9 +58,7 @@ pub(crate) fn load(paths: &[PathBuf]) -> Result<Loaded, ProjectError> {
         let flows: Vec<(String, String)> = p
             .flow_files
             .iter()
-            .filter_map(|f| {
-                read(f, p.named.contains(f)).map(|s| (f.display().to_string(), s))
-            })
+            .filter_map(|f| read(f, p.named.contains(f)).map(|s| (f.display().to_string(), s)))
             .collect();
         texts.push((p.settings_path.display().to_string(), settings, flows));
     }

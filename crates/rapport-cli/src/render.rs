@@ -24,7 +24,12 @@ pub(crate) struct FileReport {
 
 impl FileReport {
     /// A report of `diagnostics`, capped (`cap::cap`).
-    pub(crate) fn new(path: String, source: String, bom: bool, mut diagnostics: Vec<Diagnostic>) -> Self {
+    pub(crate) fn new(
+        path: String,
+        source: String,
+        bom: bool,
+        mut diagnostics: Vec<Diagnostic>,
+    ) -> Self {
         let omitted = cap(&mut diagnostics);
         FileReport {
             path,
@@ -110,8 +115,14 @@ fn drawable(source: &str, d: &Diagnostic) -> bool {
     d.labels.iter().all(|l| {
         [l.span.start, l.span.end].iter().all(|&at| {
             let at = at.min(source.len());
-            let start = source.get(..at).and_then(|s| s.rfind('\n')).map_or(0, |i| i + 1);
-            let end = source.get(at..).and_then(|s| s.find('\n')).map_or(source.len(), |i| at + i);
+            let start = source
+                .get(..at)
+                .and_then(|s| s.rfind('\n'))
+                .map_or(0, |i| i + 1);
+            let end = source
+                .get(at..)
+                .and_then(|s| s.find('\n'))
+                .map_or(source.len(), |i| at + i);
             end - start <= WIDEST_SNIPPET_LINE
         })
     })

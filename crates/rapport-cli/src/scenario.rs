@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rapport_bundle::{Action as BAction, Bundle, On};
-use rapport_engine::{
-    format_time, parse_time, Action, ActionKind, Audit, Body, Engine, Millis,
-};
+use rapport_engine::{format_time, parse_time, Action, ActionKind, Audit, Body, Engine, Millis};
 use serde_json::{Map, Value};
 use serde_yaml::Value as Yaml;
 
@@ -245,7 +243,10 @@ fn read_scenario(
                 if yaml_str(at).and_then(|t| parse_time(&t)).is_none() {
                     let mut p = path();
                     p.push(Seg::Key("at".into()));
-                    problems.push(Problem::at(&p, "`at` must be an RFC 3339 time such as 2026-11-24T10:00:00Z"));
+                    problems.push(Problem::at(
+                        &p,
+                        "`at` must be an RFC 3339 time such as 2026-11-24T10:00:00Z",
+                    ));
                 }
             }
             for key in ["after", "wait"] {

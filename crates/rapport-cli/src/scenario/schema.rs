@@ -102,7 +102,10 @@ pub(super) fn check_keys(doc: &Yaml) -> (Vec<Problem>, Vec<(Vec<Seg>, &Yaml)>) {
     let mut problems = Vec::new();
     let mut steps = Vec::new();
     let Some(file) = doc.as_mapping() else {
-        problems.push(Problem::at(&[], "a scenario file is a mapping with `cases:`"));
+        problems.push(Problem::at(
+            &[],
+            "a scenario file is a mapping with `cases:`",
+        ));
         return (problems, steps);
     };
     keys(file, FILE, &[], "the file", &mut problems);
@@ -120,7 +123,10 @@ pub(super) fn check_keys(doc: &Yaml) -> (Vec<Problem>, Vec<(Vec<Seg>, &Yaml)>) {
     for (i, case) in cases.iter().enumerate() {
         let path = vec![key("cases"), Seg::Index(i)];
         let Some(map) = case.as_mapping() else {
-            problems.push(Problem::at(&path, "a case is a mapping with `name` and `steps`"));
+            problems.push(Problem::at(
+                &path,
+                "a case is a mapping with `name` and `steps`",
+            ));
             continue;
         };
         keys(map, CASE, &path, "a case", &mut problems);
@@ -148,7 +154,10 @@ pub(super) fn check_keys(doc: &Yaml) -> (Vec<Problem>, Vec<(Vec<Seg>, &Yaml)>) {
 /// A step's keys and expectations; its kind when it has exactly one.
 fn check_step(step: &Yaml, path: &[Seg], problems: &mut Vec<Problem>) -> Option<&'static str> {
     let Some(map) = step.as_mapping() else {
-        problems.push(Problem::at(path, "a step is a mapping such as `{ message: \"hi\" }`"));
+        problems.push(Problem::at(
+            path,
+            "a step is a mapping such as `{ message: \"hi\" }`",
+        ));
         return None;
     };
     let kinds: Vec<&'static str> = STEP_KINDS
@@ -168,7 +177,10 @@ fn check_step(step: &Yaml, path: &[Seg], problems: &mut Vec<Problem>) -> Option<
         [..] => {
             problems.push(Problem {
                 help: Some("split it into one step for each".into()),
-                ..Problem::at(path, format!("a step does one thing, this one {}", list(&kinds)))
+                ..Problem::at(
+                    path,
+                    format!("a step does one thing, this one {}", list(&kinds)),
+                )
             });
             None
         }
@@ -198,7 +210,9 @@ fn check_step(step: &Yaml, path: &[Seg], problems: &mut Vec<Problem>) -> Option<
         p.push(key(field));
         let Some(items) = v.as_sequence() else {
             problems.push(Problem {
-                help: Some(format!("write `{field}: []` for none, or a list of mappings")),
+                help: Some(format!(
+                    "write `{field}: []` for none, or a list of mappings"
+                )),
                 ..Problem::at(&p, format!("`{field}` is a list"))
             });
             continue;
@@ -207,7 +221,10 @@ fn check_step(step: &Yaml, path: &[Seg], problems: &mut Vec<Problem>) -> Option<
             let mut p = p.clone();
             p.push(Seg::Index(k));
             match item.as_mapping() {
-                None => problems.push(Problem::at(&p, "an expectation is a mapping such as `{ send: \"Hi\" }`")),
+                None => problems.push(Problem::at(
+                    &p,
+                    "an expectation is a mapping such as `{ send: \"Hi\" }`",
+                )),
                 Some(m) if field == "expect" => {
                     keys(m, EXPECTED_ACTION, &p, "an expected action", problems);
                 }
@@ -223,13 +240,19 @@ fn keys(map: &Mapping, allowed: &[&str], path: &[Seg], what: &str, problems: &mu
     for k in map.keys() {
         let name = match k {
             Yaml::String(s) => s.clone(),
-            other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+            other => serde_yaml::to_string(other)
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
         };
         if allowed.contains(&name.as_str()) {
             continue;
         }
         let help = match did_you_mean(&name, allowed.iter().copied()) {
-            Some(s) => format!("did you mean `{s}`? The keys of {what} are {}", list(allowed)),
+            Some(s) => format!(
+                "did you mean `{s}`? The keys of {what} are {}",
+                list(allowed)
+            ),
             None => format!("the keys of {what} are {}", list(allowed)),
         };
         let mut p = path.to_vec();
@@ -279,9 +302,7 @@ pub(super) fn render(file: &str, text: &str, problems: &[Problem]) -> String {
 pub(super) fn locate(text: &str, path: &[Seg], at_key: bool) -> Option<(usize, usize)> {
     let probe = Probe { path, at_key };
     match probe.deserialize(serde_yaml::Deserializer::from_str(text)) {
-        Err(e) if e.to_string().contains(FOUND) => {
-            e.location().map(|l| (l.line(), l.column()))
-        }
+        Err(e) if e.to_string().contains(FOUND) => e.location().map(|l| (l.line(), l.column())),
         _ => None,
     }
 }
@@ -318,10 +339,7 @@ impl<'de> Visitor<'de> for Probe<'_> {
             return Err(de::Error::custom("not here"));
         };
         let here = self.at_key && rest.is_empty();
-        while let Some(k) = map.next_key_seed(KeyProbe {
-            wanted,
-            fail: here,
-        })? {
+        while let Some(k) = map.next_key_seed(KeyProbe { wanted, fail: here })? {
             if k {
                 return map.next_value_seed(Probe {
                     path: rest,
@@ -379,7 +397,11 @@ impl<'de> Visitor<'de> for Probe<'_> {
 impl Probe<'_> {
     /// A scalar is the node looked for only at the end of the path.
     fn scalar<E: de::Error>(self) -> Result<(), E> {
-        Err(E::custom(if self.path.is_empty() { FOUND } else { "not here" }))
+        Err(E::custom(if self.path.is_empty() {
+            FOUND
+        } else {
+            "not here"
+        }))
     }
 }
 

@@ -23,33 +23,48 @@ pub(super) fn step_event(
 }
 
 /// The JSON object of the event line the step describes.
-fn step_json(step: &Yaml, s: &Scenario, n: usize, at: Millis) -> Result<Map<String, Value>, String> {
+fn step_json(
+    step: &Yaml,
+    s: &Scenario,
+    n: usize,
+    at: Millis,
+) -> Result<Map<String, Value>, String> {
     let mut line = Map::new();
     line.insert("id".into(), format!("s{n}").into());
     line.insert("at".into(), format_time(at).into());
     line.insert("contact".into(), s.contact.clone().into());
-    let channel = step.get("channel").and_then(yaml_str).or_else(|| s.channel.clone());
+    let channel = step
+        .get("channel")
+        .and_then(yaml_str)
+        .or_else(|| s.channel.clone());
     if let Some(c) = channel {
         line.insert("channel".into(), c.into());
     }
     // Copies a key of the step (or of one of its mappings) into the line as it is, for
     // `decode` to judge its type.
-    let copy = |line: &mut Map<String, Value>, from: &Yaml, key: &str, to: &str| -> Result<(), String> {
-        if let Some(v) = from.get(key) {
-            let v = serde_json::to_value(v).map_err(|e| format!("`{key}`: {e}"))?;
-            line.insert(to.into(), v);
-        }
-        Ok(())
-    };
+    let copy =
+        |line: &mut Map<String, Value>, from: &Yaml, key: &str, to: &str| -> Result<(), String> {
+            if let Some(v) = from.get(key) {
+                let v = serde_json::to_value(v).map_err(|e| format!("`{key}`: {e}"))?;
+                line.insert(to.into(), v);
+            }
+            Ok(())
+        };
     if let Some(text) = step.get("message") {
         line.insert("type".into(), "message".into());
-        line.insert("text".into(), yaml_str(text).ok_or("`message` needs text")?.into());
+        line.insert(
+            "text".into(),
+            yaml_str(text).ok_or("`message` needs text")?.into(),
+        );
         for key in ["profile", "intent", "sentiment"] {
             copy(&mut line, step, key, key)?;
         }
     } else if let Some(text) = step.get("comment") {
         line.insert("type".into(), "comment".into());
-        line.insert("text".into(), yaml_str(text).ok_or("`comment` needs text")?.into());
+        line.insert(
+            "text".into(),
+            yaml_str(text).ok_or("`comment` needs text")?.into(),
+        );
         line.insert("comment".into(), "comment1".into());
         copy(&mut line, step, "id", "comment")?;
         for key in ["post", "author", "intent", "sentiment"] {
@@ -57,12 +72,17 @@ fn step_json(step: &Yaml, s: &Scenario, n: usize, at: Millis) -> Result<Map<Stri
         }
     } else if let Some(name) = step.get("event") {
         line.insert("type".into(), "event".into());
-        line.insert("name".into(), yaml_str(name).ok_or("`event` needs a name")?.into());
+        line.insert(
+            "name".into(),
+            yaml_str(name).ok_or("`event` needs a name")?.into(),
+        );
         copy(&mut line, step, "data", "data")?;
     } else if let Some(c) = step.get("consent") {
         line.insert("type".into(), "consent".into());
         if !matches!(c, Yaml::Mapping(_) | Yaml::Null) {
-            return Err("`consent` is a mapping such as `{ purpose: marketing, granted: true }`".into());
+            return Err(
+                "`consent` is a mapping such as `{ purpose: marketing, granted: true }`".into(),
+            );
         }
         line.insert("purpose".into(), "marketing".into());
         line.insert("granted".into(), true.into());

@@ -149,7 +149,10 @@ mod tests {
     fn flow_brackets_count() {
         let text = format!("brand: {}{}\n", "[".repeat(70), "]".repeat(70));
         assert_eq!(too_deep(&text, 64), Some(7 + 63));
-        assert!(depth_ok(&format!("a: {}{}\n", "[".repeat(60), "]".repeat(60)), 64));
+        assert!(depth_ok(
+            &format!("a: {}{}\n", "[".repeat(60), "]".repeat(60)),
+            64
+        ));
     }
 
     #[test]
