@@ -6,6 +6,7 @@
   many_flows/     800 flows, one per file, all starting on the same message
   wide_tokens/    one 64 KB flow whose single `send` line holds 8,000 unknown tokens
   wide_error/     a flow with a syntax error past column 65,536
+  long_loop/      one flow of 3,000 states going round in a loop of `->`
 
 Usage: python3 tests/tools/hostile_inputs.py OUT_DIR
        time rapport check OUT_DIR/many_flows | wc -c
@@ -48,6 +49,11 @@ def main(out):
         f"{out}/wide_error/wide.flow",
         'flow wide {\n  start on message "hi"\n  state a { send "' + "x" * 70_000 + '" oops }\n}\n',
     )
+
+    write(f"{out}/long_loop/rapport.yaml", SETTINGS)
+    n = 3000
+    states = "".join(f'  state s{i} {{ send "x" -> s{(i + 1) % n} }}\n' for i in range(n))
+    write(f"{out}/long_loop/loop.flow", 'flow loop {\n  start on message "loop"\n' + states + "}\n")
 
 
 if __name__ == "__main__":
