@@ -234,6 +234,18 @@ pub(crate) fn structure(flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>)
                     .help("add a way out (`on reply ... -> STATE`, `after 24h -> STATE`, `-> STATE`) or finish with `end`"),
             );
         }
+        // Left only through a flow-wide transition: the run stays here until one fires,
+        // which may be never, and then until the run expires.
+        if !ends && leaves && g.edges_from(i).all(|(_, e)| e.flow_wide) {
+            diags.push(
+                Diagnostic::warning(
+                    Code::FlowWideExitOnly,
+                    format!("state `{}` can only be left by a flow-wide transition", state.name.value),
+                )
+                .label(state.name.span, "a run that gets here waits, possibly until it expires")
+                .help("if the conversation is over here, finish with `end`; otherwise add a way out of this state (`after 24h -> STATE`, `on reply ... -> STATE`)"),
+            );
+        }
     }
 
     // Instant loops: strongly connected components over `->` edges alone.
@@ -263,7 +275,7 @@ pub(crate) fn structure(flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>)
             )
         };
         let mut d = Diagnostic::error(Code::InstantLoop, message);
-        for &i in &cycle[..cycle.len() - 1] {
+        for &i in cycle[..cycle.len() - 1].iter().take(LOOP_LABELS) {
             if let Some(a) = flow.states[i]
                 .actions
                 .iter()
@@ -275,6 +287,10 @@ pub(crate) fn structure(flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>)
         diags.push(d.help("put a wait on the loop: replace one `-> STATE` with `after DURATION -> STATE` or an `on reply` transition"));
     }
 }
+
+/// States of an instant loop labelled in its diagnostic (the message names them all,
+/// elided in the middle when long).
+const LOOP_LABELS: usize = 5;
 
 /// The loop through `start` following `->` edges inside `members`, ending back at `start`.
 fn cycle_from(g: &FlowGraph, start: usize, members: &[usize]) -> Vec<usize> {
@@ -300,13 +316,27 @@ fn cycle_from(g: &FlowGraph, start: usize, members: &[usize]) -> Vec<usize> {
     path
 }
 
-/// `a → b → c` with each name in backticks.
+/// `a → b → c` with each name in backticks (a long loop elided in the middle).
 pub(crate) fn quoted_path(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(" → ")
+    let mut steps: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    elide(&mut steps);
+    steps.join(" → ")
+}
+
+/// Steps of a path shown at each end; a longer path shows these and counts the middle.
+const PATH_ENDS: usize = 5;
+
+/// Shortens a long path to its first and last `PATH_ENDS` steps with `… N more …` in
+/// between: a path through thousands of states would otherwise be printed whole, in
+/// every diagnostic that shows it.
+pub(crate) fn elide(steps: &mut Vec<String>) {
+    if steps.len() > 2 * PATH_ENDS + 1 {
+        let more = steps.len() - 2 * PATH_ENDS;
+        steps.splice(
+            PATH_ENDS..steps.len() - PATH_ENDS,
+            [format!("… {more} more …")],
+        );
+    }
 }
 
 /// The edges as drawn: (source state, or `None` for "any state", label, target state).

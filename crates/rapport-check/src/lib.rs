@@ -144,6 +144,20 @@ impl<'a> LineIndex<'a> {
     }
 }
 
+/// Items of a list shown in a message; a longer list shows these and counts the rest.
+const LIST_SHOWN: usize = 10;
+
+/// `items` joined with `sep`, the first `LIST_SHOWN` of them and `and N more`: a list
+/// drawn from the project (events, fields, starts) can be as long as the project.
+pub(crate) fn join_capped<S: AsRef<str>>(items: &[S], sep: &str) -> String {
+    let shown: Vec<&str> = items.iter().take(LIST_SHOWN).map(AsRef::as_ref).collect();
+    let mut text = shown.join(sep);
+    if items.len() > LIST_SHOWN {
+        text.push_str(&format!(" and {} more", items.len() - LIST_SHOWN));
+    }
+    text
+}
+
 /// 1-based line and column (characters) of a byte offset.
 pub(crate) fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(source.len());

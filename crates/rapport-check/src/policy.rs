@@ -156,39 +156,73 @@ pub(crate) fn across_flows(
     }
     for (priority, group) in &by_priority {
         for (i, (a, a_channels)) in group.iter().enumerate() {
+            // For each trigger of `a`, the earlier flows one of whose triggers it overlaps
+            // (each such flow once, at the first trigger of `a` that overlaps it).
+            let mut found: Vec<(usize, Vec<(&CheckedFlow<'_>, &Trigger)>)> = Vec::new();
             for (b, b_channels) in &group[..i] {
                 // An input comes on one channel: flows with none in common never compete.
                 if !a_channels.iter().any(|c| b_channels.contains(c)) {
                     continue;
                 }
-                for ta in &a.flow.triggers {
-                    let Some(tb) = b.flow.triggers.iter().find(|tb| overlap(ta, tb)) else {
-                        continue;
-                    };
-                    let (line, _) = line_col(files[b.file].source, tb.span.start);
-                    diags.push(FileDiagnostic {
-                        file: a.file,
-                        diagnostic: Diagnostic::error(
-                            Code::OverlappingTriggers,
-                            format!(
-                                "flows `{}` and `{}` start on the same input with the same priority",
-                                a.flow.name.value, b.flow.name.value
-                            ),
-                        )
-                        .label(
-                            ta.span,
-                            format!("also matched by `{}` ({}, line {line})", b.flow.name.value, files[b.file].path),
-                        )
-                        .help(format!(
-                            "give one of them a higher `priority` (both are {priority}), or make the triggers different"
-                        )),
-                    });
-                    break;
+                let hit = a.flow.triggers.iter().enumerate().find_map(|(k, ta)| {
+                    b.flow
+                        .triggers
+                        .iter()
+                        .find(|tb| overlap(ta, tb))
+                        .map(|tb| (k, tb))
+                });
+                if let Some((k, tb)) = hit {
+                    match found.iter_mut().find(|(t, _)| *t == k) {
+                        Some((_, others)) => others.push((b, tb)),
+                        None => found.push((k, vec![(b, tb)])),
+                    }
                 }
+            }
+            found.sort_by_key(|(k, _)| *k);
+            for (k, others) in found {
+                let ta = &a.flow.triggers[k];
+                let place = |(b, tb): &(&CheckedFlow<'_>, &Trigger)| {
+                    let (line, _) = line_col(files[b.file].source, tb.span.start);
+                    format!(
+                        "`{}` ({}, line {line})",
+                        b.flow.name.value, files[b.file].path
+                    )
+                };
+                let message = match others.as_slice() {
+                    [(b, _)] => format!(
+                        "flows `{}` and `{}` start on the same input with the same priority",
+                        a.flow.name.value, b.flow.name.value
+                    ),
+                    _ => format!(
+                        "flow `{}` starts on the same input as {} other flows with the same priority",
+                        a.flow.name.value,
+                        others.len()
+                    ),
+                };
+                let shown: Vec<String> = others.iter().take(OTHERS_SHOWN).map(place).collect();
+                let more = others.len().saturating_sub(OTHERS_SHOWN);
+                let mut label = format!("also matched by {}", shown.join(", "));
+                if more > 0 {
+                    label.push_str(&format!(" and {more} more"));
+                }
+                let help = if others.len() == 1 {
+                    format!("give one of them a higher `priority` (both are {priority}), or make the triggers different")
+                } else {
+                    format!("give them different `priority` values (all are {priority}), or make the triggers different")
+                };
+                diags.push(FileDiagnostic {
+                    file: a.file,
+                    diagnostic: Diagnostic::error(Code::OverlappingTriggers, message)
+                        .label(ta.span, label)
+                        .help(help),
+                });
             }
         }
     }
 }
+
+/// Flows named in one overlap diagnostic; the rest are counted.
+const OTHERS_SHOWN: usize = 3;
 
 /// Whether two triggers can match the same input. When both have a `when` condition
 /// they may exclude each other, which the checker cannot decide: not reported. One
@@ -378,6 +412,7 @@ fn witness(
         ""
     };
     steps.reverse();
+    crate::graph::elide(&mut steps);
     format!("{start}{}", steps.join(" "))
 }
 
@@ -488,6 +523,7 @@ fn budget(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
         }
     }
     steps.reverse();
+    crate::graph::elide(&mut steps);
     let span: Span = flow.states[v].name.span;
     diags.push(
         Diagnostic::warning(

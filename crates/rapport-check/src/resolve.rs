@@ -213,8 +213,8 @@ pub(crate) fn names(
                         Some((first, first_span)) if *first != keys => {
                             diags.push(
                                 Diagnostic::error(Code::VariantKeys, "every `one of` in a flow must list the same variants")
-                                    .label(action.span, format!("variants {}", keys.join(", ")))
-                                    .label(*first_span, format!("variants {}", first.join(", ")))
+                                    .label(action.span, format!("variants {}", crate::join_capped(&keys, ", ")))
+                                    .label(*first_span, format!("variants {}", crate::join_capped(first, ", ")))
                                     .help("a contact sees one variant across the whole flow: use the same keys, in the same order, in every `one of`"),
                             );
                         }
@@ -256,7 +256,7 @@ fn template_params(
                         backticked(&missing)
                     ),
                 )
-                .label(name.span, format!("parameters: {}", params.join(", ")))
+                .label(name.span, format!("parameters: {}", crate::join_capped(params, ", ")))
                 .help(format!(
                     "add `with {}` after the template name (with `with`, every parameter is given there)",
                     params
@@ -293,7 +293,7 @@ fn template_params(
                     .label(key.span, format!("did you mean `{meant}`?"))
                     .help(format!(
                         "rename it to `{meant}`; the parameters are {}",
-                        params.join(", ")
+                        crate::join_capped(params, ", ")
                     )),
                 );
                 missing.retain(|m| *m != meant);
@@ -308,9 +308,12 @@ fn template_params(
                 match did_you_mean(&key.value, params.iter().map(String::as_str)) {
                     Some(s) => d.help(format!(
                         "did you mean `{s}`? Its parameters are {}",
-                        params.join(", ")
+                        crate::join_capped(params, ", ")
                     )),
-                    None => d.help(format!("its parameters are {}", params.join(", "))),
+                    None => d.help(format!(
+                        "its parameters are {}",
+                        crate::join_capped(params, ", ")
+                    )),
                 },
             );
         }
@@ -325,7 +328,10 @@ fn template_params(
                     backticked(&missing)
                 ),
             )
-            .label(name.span, format!("parameters: {}", params.join(", ")))
+            .label(
+                name.span,
+                format!("parameters: {}", crate::join_capped(params, ", ")),
+            )
             .help(format!(
                 "add {} to the `with` list",
                 missing
@@ -339,9 +345,6 @@ fn template_params(
 }
 
 fn backticked(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+    crate::join_capped(&quoted, ", ")
 }

@@ -138,7 +138,7 @@ impl<'a> Names<'a> {
                         .label(span, "not every event that starts this flow has this field")
                         .help(format!(
                             "this flow starts on {}; add a fallback, e.g. {{{path}|...}}, or declare the field for every one of them",
-                            self.starters.join(", ")
+                            crate::join_capped(&self.starters, ", ")
                         )),
                 );
                 return;
@@ -155,11 +155,11 @@ impl<'a> Names<'a> {
                 Some(s) => d.help(format!("did you mean {}?", show(&format!("event.{s}")))),
                 None if by_message_only => d.help(format!(
                     "a run started by {} has only {}",
-                    self.starters.join(" or "),
-                    some.iter().map(|f| show(&format!("event.{f}"))).collect::<Vec<_>>().join(", ")
+                    crate::join_capped(&self.starters, " or "),
+                    crate::join_capped(&some.iter().map(|f| show(&format!("event.{f}"))).collect::<Vec<_>>(), ", ")
                 )),
                 None if some.is_empty() => d.help("this flow is not started by an event with declared fields; declare them under `events:` in rapport.yaml"),
-                None => d.help(format!("the fields are {}; declare new ones under `events:` in rapport.yaml", some.join(", "))),
+                None => d.help(format!("the fields are {}; declare new ones under `events:` in rapport.yaml", crate::join_capped(some, ", "))),
             });
             return;
         }
@@ -446,5 +446,6 @@ fn missing_path(
         }
     }
     steps.reverse();
+    crate::graph::elide(&mut steps);
     steps.join(" ")
 }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use rapport_bundle::Bundle;
 
 use crate::load::load_or_report;
-use crate::render::{render, Format};
+use crate::render::{count, render, Format};
 use crate::timings::Timings;
 use crate::BuildArgs;
 
@@ -35,11 +35,7 @@ pub(crate) fn run(args: BuildArgs) -> ExitCode {
     let checked = project.check(&sources);
     timings.add("check", t.elapsed());
     let reports = project.reports(checked.as_ref());
-    let errors = reports
-        .iter()
-        .flat_map(|r| &r.diagnostics)
-        .filter(|d| d.is_error())
-        .count();
+    let (errors, _) = count(&reports);
     if reports.iter().any(|r| !r.diagnostics.is_empty()) {
         eprint!("{}", render(&reports, Format::Human, false));
     }
@@ -71,7 +67,7 @@ pub(crate) fn run(args: BuildArgs) -> ExitCode {
     timings.add("encode", t.elapsed());
     let t = Instant::now();
     if let Err(e) = write_output(&args.output, json.as_bytes()) {
-        eprintln!("error: cannot write `{}`: {e}", args.output.display());
+        eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     timings.add("write", t.elapsed());
@@ -108,14 +104,63 @@ pub(crate) fn read_bundle(path: &Path) -> Result<Bundle, String> {
 }
 
 /// Writes to stdout for `-`, else to a temporary file renamed into place, so a reader
-/// never sees half a bundle.
-fn write_output(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// never sees half a bundle. Only a regular, writable file is replaced: renaming over
+/// `/dev/full`, a pipe or a read-only file would swap it for a bundle.
+fn write_output(path: &Path, bytes: &[u8]) -> Result<(), String> {
     if path == Path::new("-") {
         let mut out = std::io::stdout().lock();
-        out.write_all(bytes)?;
-        return out.flush();
+        return out
+            .write_all(bytes)
+            .and_then(|()| out.flush())
+            .map_err(|e| format!("cannot write to stdout: {e}"));
     }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    let refuse = |why: &str, help: &str| {
+        Err(format!(
+            "cannot write `{}`: {why}; nothing was written\n  help: {help}",
+            path.display()
+        ))
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot write `{}`: {e}", path.display())),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            return refuse(
+                "it is a symbolic link, which the bundle would replace",
+                "give the path of the file itself",
+            )
+        }
+        Ok(meta) if !meta.is_file() => {
+            return refuse(
+                &format!("it is {}, not a regular file", crate::files::kind(&meta)),
+                "give the path of a file to write the bundle to, or `-o -` for stdout",
+            )
+        }
+        Ok(meta) if meta.permissions().readonly() => {
+            return refuse(
+                "it is read-only",
+                "make it writable (`chmod u+w`) if it should be replaced, or choose another path",
+            )
+        }
+        Ok(_) => {}
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "bundle".into());
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let fail = |e: std::io::Error| format!("cannot write `{}`: {e}", path.display());
+    // `create_new` fails rather than follow or reuse whatever is at the temporary path.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(fail)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(e)
+    })
 }

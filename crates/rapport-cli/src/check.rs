@@ -4,10 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use rapport_syntax::Severity;
-
 use crate::load::load_or_report;
-use crate::render::{render, FileReport, Format};
+use crate::render::{count, render, Format};
 use crate::timings::Timings;
 use crate::CheckArgs;
 
@@ -82,16 +80,6 @@ pub(crate) fn run(args: CheckArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
-}
-
-fn count(reports: &[FileReport]) -> (usize, usize) {
-    let all = reports.iter().flat_map(|r| &r.diagnostics);
-    let errors = all
-        .clone()
-        .filter(|d| d.severity == Severity::Error)
-        .count();
-    let warnings = all.filter(|d| d.severity == Severity::Warning).count();
-    (errors, warnings)
 }
 
 fn plural(n: usize, word: &str) -> String {

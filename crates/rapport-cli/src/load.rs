@@ -7,13 +7,16 @@ use std::time::{Duration, Instant};
 use rapport_check::{Checked, SourceFile};
 use rapport_syntax::{parse, parse_settings, Diagnostic, Parsed, ParsedSettings};
 
+use crate::files::{read_project_file, report_refused};
 use crate::project::{find_projects, ProjectError};
 use crate::render::FileReport;
 
 /// A flow file read and parsed.
 pub(crate) struct FlowSource {
     pub(crate) path: String,
+    /// The text, without a byte-order mark (see `strip_bom`).
     pub(crate) source: String,
+    pub(crate) bom: bool,
     pub(crate) parsed: Parsed,
 }
 
@@ -21,6 +24,7 @@ pub(crate) struct FlowSource {
 pub(crate) struct LoadedProject {
     pub(crate) settings_path: String,
     pub(crate) settings_source: String,
+    pub(crate) settings_bom: bool,
     pub(crate) settings: ParsedSettings,
     pub(crate) flows: Vec<FlowSource>,
 }
@@ -34,29 +38,27 @@ pub(crate) struct Loaded {
 }
 
 /// Finds the projects for `paths`, reads their files (reporting unreadable ones on
-/// stderr and going on) and parses everything on every core.
+/// stderr and going on; see `files` for which files are read) and parses everything on
+/// every core.
 pub(crate) fn load(paths: &[PathBuf]) -> Result<Loaded, ProjectError> {
     let projects = find_projects(paths)?;
     let t = Instant::now();
     let mut io_failed = false;
-    let mut read = |path: &PathBuf| match std::fs::read_to_string(path) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            eprintln!(
-                "error: cannot read `{}`: {e} (project files must be UTF-8 text)",
-                path.display()
-            );
-            io_failed = true;
-            None
-        }
-    };
     let mut texts = Vec::new();
     for p in &projects {
-        let settings = read(&p.settings_path);
+        let mut read = |path: &PathBuf, named: bool| match read_project_file(path, &p.root) {
+            Ok(s) => Some(s),
+            Err(why) => {
+                io_failed |= report_refused(path, &why, named);
+                None
+            }
+        };
+        // Without its settings a project cannot be checked: always an error.
+        let settings = read(&p.settings_path, true);
         let flows: Vec<(String, String)> = p
             .flow_files
             .iter()
-            .filter_map(|f| read(f).map(|s| (f.display().to_string(), s)))
+            .filter_map(|f| read(f, p.named.contains(f)).map(|s| (f.display().to_string(), s)))
             .collect();
         texts.push((p.settings_path.display().to_string(), settings, flows));
     }
@@ -65,19 +67,25 @@ pub(crate) fn load(paths: &[PathBuf]) -> Result<Loaded, ProjectError> {
     let t = Instant::now();
     let mut loaded = Vec::new();
     for (settings_path, settings_source, flows) in texts {
-        let settings_source = settings_source.unwrap_or_default();
+        let (settings_source, settings_bom) = strip_bom(settings_source.unwrap_or_default());
+        let flows: Vec<(String, (String, bool))> = flows
+            .into_iter()
+            .map(|(path, text)| (path, strip_bom(text)))
+            .collect();
         let settings = parse_settings(&settings_source);
-        let parsed = parallel_map(&flows, |(_, source)| parse(source));
+        let parsed = parallel_map(&flows, |(_, (source, _))| parse(source));
         loaded.push(LoadedProject {
             settings_path,
             settings_source,
+            settings_bom,
             settings,
             flows: flows
                 .into_iter()
                 .zip(parsed)
-                .map(|((path, source), parsed)| FlowSource {
+                .map(|((path, (source, bom)), parsed)| FlowSource {
                     path,
                     source,
+                    bom,
                     parsed,
                 })
                 .collect(),
@@ -89,6 +97,16 @@ pub(crate) fn load(paths: &[PathBuf]) -> Result<Loaded, ProjectError> {
         read_time,
         parse_time: t.elapsed(),
     })
+}
+
+/// The text without a leading byte-order mark, and whether it had one. Diagnostics are
+/// found and drawn on the text without it, so lines and columns are those an editor
+/// shows; only JSON byte offsets add its three bytes back (`FileReport::bom`).
+pub(crate) fn strip_bom(text: String) -> (String, bool) {
+    match text.strip_prefix('\u{feff}') {
+        Some(rest) => (rest.to_string(), true),
+        None => (text, false),
+    }
 }
 
 /// `load` for a command's paths (default: the current folder), with a failure reported
@@ -130,11 +148,12 @@ impl LoadedProject {
 
     /// Every diagnostic of the project, one report per file, settings first.
     pub(crate) fn reports(&self, checked: Option<&Checked<'_>>) -> Vec<FileReport> {
-        let mut reports = vec![FileReport {
-            path: self.settings_path.clone(),
-            source: self.settings_source.clone(),
-            diagnostics: self.settings.diagnostics.clone(),
-        }];
+        let mut reports = vec![FileReport::new(
+            self.settings_path.clone(),
+            self.settings_source.clone(),
+            self.settings_bom,
+            self.settings.diagnostics.clone(),
+        )];
         for (i, f) in self.flows.iter().enumerate() {
             let mut diagnostics = f.parsed.diagnostics.clone();
             if let Some(c) = checked {
@@ -146,11 +165,12 @@ impl LoadedProject {
                 );
                 diagnostics.sort_by_key(|d| d.span().map(|s| s.start).unwrap_or(0));
             }
-            reports.push(FileReport {
-                path: f.path.clone(),
-                source: f.source.clone(),
+            reports.push(FileReport::new(
+                f.path.clone(),
+                f.source.clone(),
+                f.bom,
                 diagnostics,
-            });
+            ));
         }
         reports
     }

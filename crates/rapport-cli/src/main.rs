@@ -24,8 +24,10 @@ macro_rules! outln {
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod build;
+mod cap;
 mod check;
 mod durable;
+mod files;
 mod graph;
 mod load;
 mod project;

@@ -11,6 +11,9 @@ pub(crate) struct Project {
     pub settings_path: PathBuf,
     /// `.flow` files, sorted, so output is the same on every machine.
     pub flow_files: Vec<PathBuf>,
+    /// The files among `flow_files` named on the command line (a problem reading one of
+    /// them is an error; one found by searching a folder may be skipped with a warning).
+    pub named: Vec<PathBuf>,
 }
 
 /// Why a path could not be turned into a project (exit code 2).
@@ -58,6 +61,7 @@ pub(crate) fn find_projects(paths: &[PathBuf]) -> Result<Vec<Project>, ProjectEr
         if !path.exists() {
             return Err(ProjectError::NotFound(path.clone()));
         }
+        let mut named = Vec::new();
         let (root, files) = if path.is_dir() {
             if !path.join("rapport.yaml").is_file() {
                 return Err(ProjectError::NoSettings {
@@ -73,16 +77,21 @@ pub(crate) fn find_projects(paths: &[PathBuf]) -> Result<Vec<Project>, ProjectEr
                 folder: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
                 nearby: None,
             })?;
+            named.push(path.clone());
             (root, vec![path.clone()])
         } else {
             return Err(ProjectError::NotAFlow(path.clone()));
         };
         match projects.iter_mut().find(|p| same_dir(&p.root, &root)) {
-            Some(p) => p.flow_files.extend(files),
+            Some(p) => {
+                p.flow_files.extend(files);
+                p.named.extend(named);
+            }
             None => projects.push(Project {
                 settings_path: root.join("rapport.yaml"),
                 root,
                 flow_files: files,
+                named,
             }),
         }
     }
@@ -144,12 +153,26 @@ fn collect_flows(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ProjectError>
             .map_err(|e| ProjectError::Io(dir.to_path_buf(), e))?
             .path();
         if path.is_dir() {
-            if !is_skipped(&path) {
-                collect_flows(&path, out)?;
+            if is_skipped(&path) {
+                continue;
             }
+            if crate::files::is_symlink(&path) {
+                warn_linked_folder(&path);
+                continue;
+            }
+            collect_flows(&path, out)?;
         } else if path.extension().is_some_and(|e| e == "flow") {
             out.push(path);
         }
     }
     Ok(())
+}
+
+/// Folders reached through a symbolic link are not searched: the link can lead out of
+/// the project or round in a loop.
+pub(crate) fn warn_linked_folder(path: &Path) {
+    eprintln!(
+        "warning: skipped `{}`: it is a symbolic link to a folder, which rapport does not follow\n  help: move the folder into the project instead of linking to it",
+        path.display()
+    );
 }

@@ -6,12 +6,55 @@ use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource};
 use rapport_syntax::{Diagnostic, Severity};
 use serde::Serialize;
 
+use crate::cap::{cap, note, Omitted};
+
 /// A source file with the diagnostics found in it.
 pub(crate) struct FileReport {
     /// The path as the user should see it.
     pub path: String,
+    /// The text shown, without the file's byte-order mark if it had one.
     pub source: String,
+    /// Whether the file starts with a byte-order mark: JSON byte offsets count it.
+    pub bom: bool,
+    /// The diagnostics shown (see `cap`).
     pub diagnostics: Vec<Diagnostic>,
+    /// Those left out, counted by code.
+    pub omitted: Vec<Omitted>,
+}
+
+impl FileReport {
+    /// A report of `diagnostics`, capped (`cap::cap`).
+    pub(crate) fn new(
+        path: String,
+        source: String,
+        bom: bool,
+        mut diagnostics: Vec<Diagnostic>,
+    ) -> Self {
+        let omitted = cap(&mut diagnostics);
+        FileReport {
+            path,
+            source,
+            bom,
+            diagnostics,
+            omitted,
+        }
+    }
+}
+
+/// Errors and warnings in `reports`, shown or not.
+pub(crate) fn count(reports: &[FileReport]) -> (usize, usize) {
+    let (mut errors, mut warnings) = (0, 0);
+    for r in reports {
+        let shown = r.diagnostics.iter().map(|d| (d.severity, 1));
+        let left_out = r.omitted.iter().map(|o| (o.severity, o.count));
+        for (severity, n) in shown.chain(left_out) {
+            match severity {
+                Severity::Error => errors += n,
+                Severity::Warning => warnings += n,
+            }
+        }
+    }
+    (errors, warnings)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,17 +85,79 @@ fn human(reports: &[FileReport], color: bool) -> String {
     let handler = GraphicalReportHandler::new_themed(theme).with_links(false);
     let mut out = String::new();
     for r in reports {
-        if r.diagnostics.is_empty() {
+        if r.diagnostics.is_empty() && r.omitted.is_empty() {
             continue;
         }
         let named = NamedSource::new(&r.path, r.source.clone());
         for d in &r.diagnostics {
-            let shown = Shown { d, source: &named };
-            let _ = handler.render_report(&mut out, &shown);
+            let drawn = drawable(&r.source, d)
+                .then(|| draw(&handler, &Shown { d, source: &named }))
+                .flatten();
+            match drawn {
+                Some(text) => out.push_str(&text),
+                None => out.push_str(&plain(r, d)),
+            }
             out.push('\n');
+        }
+        for o in &r.omitted {
+            out.push_str(&format!("note: {} in {}\n\n", note(o), r.path));
         }
     }
     out
+}
+
+/// Lines longer than this are not drawn as snippets: miette cannot pad past column
+/// 65,535 (it panics), and a snippet that wide helps nobody anyway.
+const WIDEST_SNIPPET_LINE: usize = 4096;
+
+/// Whether every labelled line is narrow enough to draw.
+fn drawable(source: &str, d: &Diagnostic) -> bool {
+    d.labels.iter().all(|l| {
+        [l.span.start, l.span.end].iter().all(|&at| {
+            let at = at.min(source.len());
+            let start = source
+                .get(..at)
+                .and_then(|s| s.rfind('\n'))
+                .map_or(0, |i| i + 1);
+            let end = source
+                .get(at..)
+                .and_then(|s| s.find('\n'))
+                .map_or(source.len(), |i| at + i);
+            end - start <= WIDEST_SNIPPET_LINE
+        })
+    })
+}
+
+/// The diagnostic drawn by miette; `None` when the renderer fails or panics (a case
+/// `drawable` did not foresee), so the caller falls back to the plain form.
+fn draw(handler: &GraphicalReportHandler, shown: &Shown<'_>) -> Option<String> {
+    let mut text = String::new();
+    // The default hook would print the panic message on stderr; the user gets the plain
+    // form of the diagnostic instead. Rendering runs on the main thread only.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        handler.render_report(&mut text, shown)
+    }));
+    std::panic::set_hook(hook);
+    match result {
+        Ok(Ok(())) => Some(text),
+        _ => None,
+    }
+}
+
+/// `file:line:col: CODE message`, then the help: what a diagnostic says without its
+/// snippet.
+fn plain(r: &FileReport, d: &Diagnostic) -> String {
+    let (line, col) = line_col(&r.source, d.span().unwrap_or_default().start);
+    let mut text = format!("{}:{line}:{col}: {} {}\n", r.path, d.code, d.message);
+    if let Some(l) = d.labels.first() {
+        text.push_str(&format!("  {}\n", l.text));
+    }
+    if let Some(h) = &d.help {
+        text.push_str(&format!("  help: {h}\n"));
+    }
+    text
 }
 
 /// Adapts a diagnostic to miette's trait for rendering.
@@ -122,9 +227,20 @@ pub(crate) fn line_col(source: &str, offset: usize) -> (usize, usize) {
 
 #[derive(Serialize)]
 struct JsonReport<'a> {
+    /// Every error, shown or left out.
     errors: usize,
     warnings: usize,
     diagnostics: Vec<JsonDiagnostic<'a>>,
+    /// Diagnostics left out (more than `cap::PER_CODE` of one code in one file).
+    omitted: Vec<JsonOmitted<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonOmitted<'a> {
+    file: &'a str,
+    code: &'static str,
+    severity: String,
+    count: usize,
 }
 
 #[derive(Serialize)]
@@ -151,17 +267,22 @@ struct JsonLabel<'a> {
 }
 
 fn json(reports: &[FileReport]) -> String {
+    let (errors, warnings) = count(reports);
     let mut doc = JsonReport {
-        errors: 0,
-        warnings: 0,
+        errors,
+        warnings,
         diagnostics: Vec::new(),
+        omitted: Vec::new(),
     };
     for r in reports {
+        let base = if r.bom { '\u{feff}'.len_utf8() } else { 0 };
+        doc.omitted.extend(r.omitted.iter().map(|o| JsonOmitted {
+            file: &r.path,
+            code: o.code.as_str(),
+            severity: o.severity.to_string(),
+            count: o.count,
+        }));
         for d in &r.diagnostics {
-            match d.severity {
-                Severity::Error => doc.errors += 1,
-                Severity::Warning => doc.warnings += 1,
-            }
             let span = d.span().unwrap_or_default();
             let (line, column) = line_col(&r.source, span.start);
             let (end_line, end_column) = line_col(&r.source, span.end);
@@ -183,8 +304,8 @@ fn json(reports: &[FileReport]) -> String {
                             text: &l.text,
                             line,
                             column,
-                            start: l.span.start,
-                            end: l.span.end,
+                            start: base + l.span.start,
+                            end: base + l.span.end,
                         }
                     })
                     .collect(),
@@ -221,6 +342,14 @@ fn github(reports: &[FileReport]) -> String {
                 escape_property(&r.path),
                 escape_property(&format!("{} {}", d.code, d.severity)),
                 escape_data(&message)
+            ));
+        }
+        for o in &r.omitted {
+            out.push_str(&format!(
+                "::notice file={},title={}::{}\n",
+                escape_property(&r.path),
+                escape_property(&format!("{} {}", o.code, o.severity)),
+                escape_data(&format!("{} in this file", note(o)))
             ));
         }
     }

@@ -7,14 +7,18 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use rapport_bundle::{Action as BAction, Bundle, On};
-use rapport_engine::{
-    format_time, parse_time, Action, ActionKind, Audit, Body, Engine, Event, Millis,
-};
+use rapport_engine::{format_time, parse_time, Action, ActionKind, Audit, Body, Engine, Millis};
 use serde_json::{Map, Value};
 use serde_yaml::Value as Yaml;
 
+use crate::files::{is_symlink, read_project_file, report_refused};
 use crate::load::load_or_report;
 use crate::TestArgs;
+
+mod schema;
+mod step;
+
+use schema::{Problem, Seg};
 
 /// A scenario file, read into what the runner needs.
 struct Scenario {
@@ -37,9 +41,13 @@ pub(crate) fn run(args: TestArgs) -> ExitCode {
         Ok(l) => l,
         Err(code) => return code,
     };
+    if loaded.io_failed {
+        return ExitCode::from(2);
+    }
     let mut failed = 0usize;
     let mut passed = 0usize;
     let mut broken_files = 0usize;
+    let mut io_failed = false;
     for project in &loaded.projects {
         let sources = project.sources();
         let checked = project.check(&sources);
@@ -67,10 +75,17 @@ pub(crate) fn run(args: TestArgs) -> ExitCode {
         }
         let mut coverage = Coverage::new(&bundle);
         for file in files {
-            let scenario = match read_scenario(&file) {
+            let text = match read_project_file(&file, &root) {
+                Ok(t) => t,
+                Err(why) => {
+                    io_failed |= report_refused(&file, &why, false);
+                    continue;
+                }
+            };
+            let scenario = match read_scenario(&file, &text, &bundle.settings) {
                 Ok(s) => s,
-                Err(e) => {
-                    outln!("{}: cannot be read: {e}", file.display());
+                Err(problems) => {
+                    out!("{problems}");
                     broken_files += 1;
                     continue;
                 }
@@ -101,7 +116,9 @@ pub(crate) fn run(args: TestArgs) -> ExitCode {
         out!("{}", coverage.report(&bundle));
     }
     outln!("\ntest result: {passed} passed, {failed} failed");
-    if failed > 0 || broken_files > 0 {
+    if io_failed {
+        ExitCode::from(2)
+    } else if failed > 0 || broken_files > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
@@ -116,46 +133,78 @@ fn collect_tests(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if path.is_dir() {
-            if !name.starts_with('.') && name != "target" {
-                collect_tests(&path, out);
+            if name.starts_with('.') || name == "target" {
+                continue;
             }
+            if is_symlink(&path) {
+                crate::project::warn_linked_folder(&path);
+                continue;
+            }
+            collect_tests(&path, out);
         } else if name.ends_with(".test.yaml") {
             out.push(path);
         }
     }
 }
 
-fn read_scenario(path: &Path) -> Result<Scenario, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let doc: Yaml = serde_yaml::from_str(&text).map_err(|e| e.to_string())?;
+/// Reads and checks a scenario file: its nesting, its YAML, every key, every time and
+/// duration, and the event of every step (as `rapport run` would decode it). `Err` holds
+/// every problem, one `file:line:col: message` each, with its help.
+fn read_scenario(
+    path: &Path,
+    text: &str,
+    settings: &rapport_bundle::Settings,
+) -> Result<Scenario, String> {
+    let file = path.display().to_string();
+    if let Some(at) = rapport_syntax::yaml_too_deep(text, rapport_syntax::MAX_YAML_DEPTH) {
+        let line = text[..at].matches('\n').count() + 1;
+        return Err(format!(
+            "{file}:{line}: nests more than {} levels deep\n  help: a scenario needs a few levels (cases, steps, expectations); look for a `[` or `{{` that is never closed\n",
+            rapport_syntax::MAX_YAML_DEPTH
+        ));
+    }
+    let doc: Yaml = serde_yaml::from_str(text).map_err(|e| match e.location() {
+        Some(l) => format!("{file}:{}:{}: not valid YAML: {e}\n", l.line(), l.column()),
+        None => format!("{file}: not valid YAML: {e}\n"),
+    })?;
+    let (mut problems, steps) = schema::check_keys(&doc);
     let start = match doc.get("start") {
         None => parse_time("2026-11-24T10:00:00Z").unwrap_or(0),
-        Some(v) => {
-            let s = yaml_str(v).ok_or("`start` must be a time such as 2026-11-24T10:00:00Z")?;
-            parse_time(&s).ok_or_else(|| format!("`start: {s}` is not an RFC 3339 time"))?
-        }
+        Some(v) => match yaml_str(v).and_then(|t| parse_time(&t)) {
+            Some(t) => t,
+            None => {
+                problems.push(Problem::at(
+                    &[Seg::Key("start".into())],
+                    "`start` must be an RFC 3339 time such as 2026-11-24T10:00:00Z",
+                ));
+                0
+            }
+        },
     };
     let contact = doc.get("contact");
     let cases = doc
         .get("cases")
         .and_then(Yaml::as_sequence)
-        .ok_or("a scenario needs `cases:`, a list of cases with `name` and `steps`")?
-        .iter()
-        .enumerate()
-        .map(|(i, c)| Case {
-            name: c
-                .get("name")
-                .and_then(yaml_str)
-                .unwrap_or_else(|| format!("case {}", i + 1)),
-            steps: c
-                .get("steps")
-                .and_then(Yaml::as_sequence)
-                .cloned()
-                .unwrap_or_default(),
+        .map(|cases| {
+            cases
+                .iter()
+                .enumerate()
+                .map(|(i, c)| Case {
+                    name: c
+                        .get("name")
+                        .and_then(yaml_str)
+                        .unwrap_or_else(|| format!("case {}", i + 1)),
+                    steps: c
+                        .get("steps")
+                        .and_then(Yaml::as_sequence)
+                        .cloned()
+                        .unwrap_or_default(),
+                })
+                .collect()
         })
-        .collect();
-    Ok(Scenario {
-        path: path.display().to_string(),
+        .unwrap_or_default();
+    let scenario = Scenario {
+        path: file.clone(),
         flow: doc.get("flow").and_then(yaml_str),
         start,
         contact: contact
@@ -169,7 +218,51 @@ fn read_scenario(path: &Path) -> Result<Scenario, String> {
             .and_then(|v| v.as_object().cloned())
             .unwrap_or_default(),
         cases,
-    })
+    };
+    for (path, step) in steps {
+        let n = match path.last() {
+            Some(Seg::Index(j)) => j + 1,
+            _ => 0,
+        };
+        if let Err(why) = step::step_event(step, &scenario, n, scenario.start, settings) {
+            problems.push(Problem::at(&path, why));
+        }
+    }
+    // Times and durations, for every step (a `wait` step included).
+    for (i, case) in scenario.cases.iter().enumerate() {
+        for (j, step) in case.steps.iter().enumerate() {
+            let path = || {
+                vec![
+                    Seg::Key("cases".into()),
+                    Seg::Index(i),
+                    Seg::Key("steps".into()),
+                    Seg::Index(j),
+                ]
+            };
+            if let Some(at) = step.get("at") {
+                if yaml_str(at).and_then(|t| parse_time(&t)).is_none() {
+                    let mut p = path();
+                    p.push(Seg::Key("at".into()));
+                    problems.push(Problem::at(
+                        &p,
+                        "`at` must be an RFC 3339 time such as 2026-11-24T10:00:00Z",
+                    ));
+                }
+            }
+            for key in ["after", "wait"] {
+                if let Some(Err(why)) = step.get(key).map(duration_ms) {
+                    let mut p = path();
+                    p.push(Seg::Key(key.into()));
+                    problems.push(Problem::at(&p, format!("`{key}`: {why}")));
+                }
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(scenario)
+    } else {
+        Err(schema::render(&file, text, &problems))
+    }
 }
 
 fn yaml_str(v: &Yaml) -> Option<String> {
@@ -198,6 +291,7 @@ fn run_case(
     let mut engine = Engine::new(bundle.clone());
     let mut now = s.start;
     let mut first_message = true;
+    let mut not_enrolled: Vec<String> = Vec::new();
     for (i, step) in case.steps.iter().enumerate() {
         let n = i + 1;
         let fail = |msg: String| format!("    step {n}: {msg}");
@@ -214,22 +308,12 @@ fn run_case(
         if let Some(after) = step.get("after") {
             now += duration_ms(after).map_err(fail)?;
         }
-        let id = format!("s{n}");
         let out = if let Some(wait) = step.get("wait") {
             now += duration_ms(wait).map_err(fail)?;
             engine.advance(now)
         } else {
-            let body = step_body(step, s).map_err(fail)?;
-            let mut event = Event {
-                id,
-                at: placed.unwrap_or(now),
-                contact: Some(s.contact.clone()),
-                channel: step
-                    .get("channel")
-                    .and_then(yaml_str)
-                    .or_else(|| s.channel.clone()),
-                body,
-            };
+            let at = placed.unwrap_or(now);
+            let mut event = step::step_event(step, s, n, at, &bundle.settings).map_err(fail)?;
             if let Body::Message { profile, .. } = &mut event.body {
                 if first_message {
                     for (k, v) in &s.profile {
@@ -246,15 +330,31 @@ fn run_case(
             engine.step(&event)
         };
         coverage.observe(&out.audit);
+        for a in out.audit.iter().filter(|a| a.kind == "not_enrolled") {
+            let why = format!(
+                "the contact was not enrolled in `{}`: {}",
+                a.flow.as_deref().unwrap_or("?"),
+                a.reason.as_deref().unwrap_or("no reason given")
+            );
+            if !not_enrolled.contains(&why) {
+                not_enrolled.push(why);
+            }
+        }
+        // A failure after a refused enrolment is usually explained by it: say so.
+        let failure = |d: String| {
+            let mut text = format!("    step {n} ({}):\n{d}", describe_step(step));
+            for why in &not_enrolled {
+                text.push_str(&format!("      note: {why}\n"));
+            }
+            text
+        };
         if let Some(expect) = step.get("expect") {
             let expected = expect.as_sequence().cloned().unwrap_or_default();
-            compare_actions(&expected, &out.actions)
-                .map_err(|d| format!("    step {n} ({}):\n{d}", describe_step(step)))?;
+            compare_actions(&expected, &out.actions).map_err(failure)?;
         }
         if let Some(audit) = step.get("audit") {
             let expected = audit.as_sequence().cloned().unwrap_or_default();
-            compare_audit(&expected, &out.audit)
-                .map_err(|d| format!("    step {n} ({}):\n{d}", describe_step(step)))?;
+            compare_audit(&expected, &out.audit).map_err(failure)?;
         }
     }
     Ok(())
@@ -272,84 +372,6 @@ fn describe_step(step: &Yaml) -> String {
         }
     }
     "step".into()
-}
-
-fn step_body(step: &Yaml, s: &Scenario) -> Result<Body, String> {
-    let json = |v: Option<&Yaml>| -> Map<String, Value> {
-        v.and_then(|v| serde_json::to_value(v).ok())
-            .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default()
-    };
-    if let Some(text) = step.get("message") {
-        return Ok(Body::Message {
-            text: yaml_str(text).ok_or("`message` needs text")?,
-            profile: json(step.get("profile")).into_iter().collect(),
-            intent: step.get("intent").and_then(yaml_str),
-            sentiment: step.get("sentiment").and_then(Yaml::as_f64),
-        });
-    }
-    if let Some(text) = step.get("comment") {
-        return Ok(Body::Comment {
-            comment: step
-                .get("id")
-                .and_then(yaml_str)
-                .unwrap_or_else(|| "comment1".into()),
-            text: yaml_str(text).ok_or("`comment` needs text")?,
-            post: step.get("post").and_then(yaml_str),
-            author: step.get("author").and_then(yaml_str),
-            intent: step.get("intent").and_then(yaml_str),
-            sentiment: step.get("sentiment").and_then(Yaml::as_f64),
-        });
-    }
-    if let Some(name) = step.get("event") {
-        return Ok(Body::External {
-            name: yaml_str(name).ok_or("`event` needs a name")?,
-            data: json(step.get("data")),
-        });
-    }
-    if let Some(c) = step.get("consent") {
-        return Ok(Body::Consent {
-            purpose: c
-                .get("purpose")
-                .and_then(yaml_str)
-                .unwrap_or_else(|| "marketing".into()),
-            granted: c.get("granted").and_then(Yaml::as_bool).unwrap_or(true),
-            source: c.get("source").and_then(yaml_str),
-            wording: c.get("wording").and_then(yaml_str),
-        });
-    }
-    if let Some(a) = step.get("agent") {
-        let action = yaml_str(a).unwrap_or_default();
-        return match action.as_str() {
-            "released" | "replied" => Ok(Body::Agent {
-                released: action == "released",
-                agent: Some("agent".into()),
-            }),
-            _ => Err("`agent` is `released` or `replied`".into()),
-        };
-    }
-    if let Some(o) = step.get("operator") {
-        let action = match o.get("action").and_then(yaml_str).as_deref() {
-            Some("promote") => rapport_engine::event::OperatorAction::Promote,
-            Some("halt") => rapport_engine::event::OperatorAction::Halt,
-            Some("resume") => rapport_engine::event::OperatorAction::Resume,
-            _ => return Err("`operator` needs `action`: promote, halt or resume".into()),
-        };
-        let flow = o
-            .get("flow")
-            .and_then(yaml_str)
-            .or_else(|| s.flow.clone())
-            .ok_or("`operator` needs `flow`")?;
-        return Ok(Body::Operator {
-            action,
-            flow,
-            actor: Some("test".into()),
-        });
-    }
-    if step.get("tick").is_some() {
-        return Ok(Body::Tick);
-    }
-    Err("a step is one of message, comment, event, consent, agent, operator, tick or wait".into())
 }
 
 /// The type an expected action names, and the action field its main value is.

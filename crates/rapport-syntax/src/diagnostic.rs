@@ -165,6 +165,8 @@ pub enum Code {
     TemplateParams,
     /// More automated sends than the rate limit allows within its window (warning).
     MessageBudget,
+    /// A state left only by flow-wide transitions, which holds a run (warning).
+    FlowWideExitOnly,
     /// `rapport.yaml` is not valid YAML.
     YamlSyntax,
     /// An unknown key in `rapport.yaml`.
@@ -175,7 +177,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in documentation order.
-    pub const ALL: [Code; 32] = [
+    pub const ALL: [Code; 33] = [
         Code::Syntax,
         Code::UnterminatedString,
         Code::BadEscape,
@@ -208,6 +210,7 @@ impl Code {
         Code::VariantKeys,
         Code::TemplateParams,
         Code::MessageBudget,
+        Code::FlowWideExitOnly,
     ];
 
     /// The code as users see it, e.g. `RP0001`.
@@ -245,6 +248,7 @@ impl Code {
             Code::VariantKeys => "RP0213",
             Code::TemplateParams => "RP0214",
             Code::MessageBudget => "RP0215",
+            Code::FlowWideExitOnly => "RP0216",
         }
     }
 }

@@ -15,4 +15,5 @@ mod text;
 pub use diagnostic::{did_you_mean, Code, Diagnostic, Label, Severity, Span};
 pub use parser::build::{parse_duration, DurationProblem};
 pub use parser::{parse, Parsed};
+pub use settings::depth::{too_deep as yaml_too_deep, MAX_YAML_DEPTH};
 pub use settings::{parse_settings, ParsedSettings, Settings};

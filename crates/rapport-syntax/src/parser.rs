@@ -32,6 +32,16 @@ impl Parsed {
 /// Parses one `.flow` file. Never panics and never gives up early: the result holds every
 /// flow and state that parsed, and a diagnostic for each that did not.
 pub fn parse(source: &str) -> Parsed {
+    // A byte-order mark (editors on Windows write one) is not text: it is read as three
+    // spaces, the length of its UTF-8 encoding, so every span stays a byte offset into
+    // the file as it is on disk.
+    match source.strip_prefix('\u{feff}') {
+        Some(rest) => parse_text(&format!("   {rest}")),
+        None => parse_text(source),
+    }
+}
+
+fn parse_text(source: &str) -> Parsed {
     let mut diagnostics = Vec::new();
     if let Some(d) = recover::too_deep(source) {
         return Parsed {
@@ -81,3 +91,19 @@ pub(crate) fn parse_piece<'i>(
 }
 
 pub(crate) use build::Builder;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_spans_count_its_bytes() {
+        let text = "flow Welcome {\n  start on message \"hi\"\n  state a { end }\n}\n";
+        let with_bom = parse(&format!("\u{feff}{text}"));
+        let without = parse(text);
+        assert_eq!(with_bom.file.flows.len(), 1);
+        assert_eq!(with_bom.diagnostics.len(), 1, "{:?}", with_bom.diagnostics);
+        let shifted = without.diagnostics[0].span().map(|s| s.shift(3));
+        assert_eq!(with_bom.diagnostics[0].span(), shifted);
+    }
+}

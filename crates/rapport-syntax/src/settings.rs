@@ -2,6 +2,7 @@
 //! into typed settings with every default applied. Unknown keys and wrong types become
 //! diagnostics that point at the YAML line and column.
 
+pub mod depth;
 mod raw;
 
 use std::collections::BTreeMap;
@@ -107,6 +108,27 @@ pub struct ParsedSettings {
 /// Reads the text of a `rapport.yaml`. An empty file is a project of defaults.
 pub fn parse_settings(source: &str) -> ParsedSettings {
     let mut diagnostics = Vec::new();
+    if let Some(at) = depth::too_deep(source, depth::MAX_YAML_DEPTH) {
+        let end = source[at..]
+            .char_indices()
+            .nth(1)
+            .map_or(source.len(), |(i, _)| at + i);
+        diagnostics.push(
+            Diagnostic::error(
+                Code::YamlSyntax,
+                format!(
+                    "rapport.yaml nests more than {} levels deep",
+                    depth::MAX_YAML_DEPTH
+                ),
+            )
+            .label(Span::new(at, end), "too deep from here")
+            .help("settings need a few levels (a key, a list, a mapping); look for a `[` or `{` that is never closed, or flatten the structure"),
+        );
+        return ParsedSettings {
+            settings: Settings::default(),
+            diagnostics,
+        };
+    }
     // First as plain YAML, so syntax errors and type errors get different codes.
     let settings = match serde_yaml::from_str::<serde_yaml::Value>(source) {
         Err(e) => {
