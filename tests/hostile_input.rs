@@ -8,39 +8,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo_root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-fn rapport(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .args(args)
-        .current_dir(repo_root())
-        .stdin(Stdio::null())
-        .output()
-        .expect("the rapport binary runs")
-}
+mod common;
+use common::{build, rapport, repo_root, s, text};
 
 fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("rapport-hostile-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn build(project: &str, out: &Path) -> PathBuf {
-    let bundle = out.join("bundle.json");
-    let o = rapport(&["build", project, "-o", s(&bundle)]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
-    bundle
+    common::temp_dir("hostile", name)
 }
 
 fn write_lines(path: &Path, lines: &[String]) {

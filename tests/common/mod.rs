@@ -1,0 +1,44 @@
+//! What the tests that drive the `rapport` binary share: where the repository is, running
+//! the binary from there, scratch folders.
+#![allow(dead_code)] // each test file uses some of these
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub(crate) fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// `rapport ARGS` run from the repository root, with no input, to completion.
+pub(crate) fn rapport(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(args)
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .output()
+        .expect("the rapport binary runs")
+}
+
+/// An empty scratch folder for one test (`prefix` names the test file).
+pub(crate) fn temp_dir(prefix: &str, name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rapport-{prefix}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+pub(crate) fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+pub(crate) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The bundle of a project folder, built into `dir`.
+pub(crate) fn build(project: &str, dir: &Path) -> PathBuf {
+    let bundle = dir.join("bundle.json");
+    let o = rapport(&["build", project, "-o", s(&bundle)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    bundle
+}
