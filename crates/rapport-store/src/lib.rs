@@ -223,7 +223,7 @@ impl HostLock {
     /// Takes the lock of the store at `store`, or says which process holds it.
     pub fn acquire(store: &Path) -> Result<HostLock, StoreError> {
         use std::io::{Read, Seek, Write};
-        let mut name = store.as_os_str().to_owned();
+        let mut name = resolved(store).into_os_string();
         name.push(".lock");
         let path = PathBuf::from(name);
         let lock_error = |source| StoreError::Lock {
@@ -257,6 +257,23 @@ impl HostLock {
             _file: file,
             store: store.to_path_buf(),
         })
+    }
+}
+
+/// The store's path with symbolic links and `.`/`..` resolved, so every spelling of one
+/// store (`x.db`, `./x.db`, its absolute path, a link to it) has one lock. A store not
+/// made yet resolves through its folder.
+fn resolved(store: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(store) {
+        return p;
+    }
+    let dir = match store.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), store.file_name()) {
+        (Ok(d), Some(name)) => d.join(name),
+        _ => store.to_path_buf(),
     }
 }
 

@@ -173,6 +173,17 @@ fn a_second_host_on_one_store_is_refused_with_the_holders_pid() {
         }
         other => panic!("a second host was not refused: {other:?}"),
     }
+    // Another spelling of the same store, or a link to it, is the same store.
+    let link = d.path().join("link.db");
+    std::os::unix::fs::symlink(&path, &link).expect("symlink");
+    let dotted = d.path().join(".").join("s.db");
+    for other in [&link, &dotted] {
+        assert!(
+            matches!(HostLock::acquire(other), Err(StoreError::InUse { .. })),
+            "{} was not seen as the same store",
+            other.display()
+        );
+    }
     // Readers of committed state are not hosts.
     drop(SqliteStore::open_existing(&path).expect("a reader"));
     drop(store);
