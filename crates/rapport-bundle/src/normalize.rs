@@ -28,26 +28,36 @@ pub fn normalize_keyword(text: &str) -> String {
 /// `help`), that STOP, START and HELP are matched in, so that a keyword is recognised as
 /// phones and people type it:
 ///
-/// 1. Unicode NFKC: fullwidth `ＳＴＯＰ` and styled letters become plain `STOP`;
+/// 1. Unicode NFKC: fullwidth `ＳＴＯＰ` and styled letters become plain `STOP`, and so do
+///    letters in squares and circles (`🆂🆃🅾🅿`);
 /// 2. default-ignorable characters are dropped (zero-width space and joiners, word
 ///    joiner, byte-order mark, soft hyphen, direction marks, variation selectors);
 /// 3. [`normalize_keyword`]: trimmed, runs of spaces and hyphens folded, lower-cased;
 /// 4. punctuation and symbols around the words are stripped (`"STOP"`, `(stop)`,
 ///    `STOP…`, `¡stop!`, `stop 🛑`);
-/// 5. a keyword said more than once is said once (`STOP STOP` is `stop`, `opt out opt
-///    out` is `opt out`).
+/// 5. a keyword said more than once, between any spaces, punctuation or symbols, is said
+///    once (`STOP STOP`, `stop, stop` and `Stop!Stop!` are `stop`).
 pub fn normalize_opt_keyword(text: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
     let plain: std::borrow::Cow<'_, str> = if text.is_ascii() {
         std::borrow::Cow::Borrowed(text)
     } else {
-        std::borrow::Cow::Owned(text.nfkc().filter(|c| !is_default_ignorable(*c)).collect())
+        std::borrow::Cow::Owned(
+            text.nfkc()
+                .filter(|c| !is_default_ignorable(*c))
+                .map(unboxed)
+                .collect(),
+        )
     };
     let folded = normalize_keyword(&plain);
     let core = folded.trim_matches(|c: char| !c.is_alphanumeric());
     let core = core.trim();
-    // A keyword said n times: the words are n copies of their first 1/n.
-    let words: Vec<&str> = core.split(' ').collect();
+    // A keyword said n times (`STOP STOP`, `stop, stop`, `Stop!Stop!`): the words,
+    // between any punctuation, symbols or spaces, are n copies of their first 1/n.
+    let words: Vec<&str> = core
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
     for unit in 1..words.len() {
         if words.len().is_multiple_of(unit) && words.chunks(unit).all(|c| c == &words[..unit]) {
             return words[..unit].join(" ");
@@ -115,8 +125,51 @@ fn latin_look_alike(c: char) -> char {
         'х' | 'χ' => 'x',
         'у' | 'ү' | 'γ' => 'y',
         'ζ' => 'z',
+        // Small capitals, as "fancy text" generators write them.
+        'ᴀ' => 'a',
+        'ʙ' => 'b',
+        'ᴄ' => 'c',
+        'ᴅ' => 'd',
+        'ᴇ' => 'e',
+        'ꜰ' => 'f',
+        'ɢ' => 'g',
+        'ʜ' => 'h',
+        'ɪ' => 'i',
+        'ᴊ' => 'j',
+        'ᴋ' => 'k',
+        'ʟ' => 'l',
+        'ᴍ' => 'm',
+        'ɴ' => 'n',
+        'ᴏ' => 'o',
+        'ᴘ' => 'p',
+        'ǫ' => 'q',
+        'ʀ' => 'r',
+        'ꜱ' => 's',
+        'ᴛ' => 't',
+        'ᴜ' => 'u',
+        'ᴠ' => 'v',
+        'ᴡ' => 'w',
+        'ʏ' => 'y',
+        'ᴢ' => 'z',
         other => other,
     }
+}
+
+/// Latin letters drawn in squares or circles, and regional indicators (🆂🆃🅾🅿, 🅢🅣🅞🅟,
+/// 🇸🇹🇴🇵): plain letters, as NFKC does for other styled letters.
+fn unboxed(c: char) -> char {
+    match c {
+        '\u{1F130}'..='\u{1F149}' => letter(c as u32 - 0x1F130),
+        '\u{1F150}'..='\u{1F169}' => letter(c as u32 - 0x1F150),
+        '\u{1F170}'..='\u{1F189}' => letter(c as u32 - 0x1F170),
+        '\u{1F1E6}'..='\u{1F1FF}' => letter(c as u32 - 0x1F1E6),
+        other => other,
+    }
+}
+
+/// The `n`th lower-case Latin letter (0 is `a`).
+fn letter(n: u32) -> char {
+    char::from_u32(u32::from(b'a') + n.min(25)).unwrap_or('a')
 }
 
 /// Unicode's Default_Ignorable_Code_Point property: characters with no visible form
@@ -195,14 +248,16 @@ mod tests {
             "stop 🛑",
             "STOP STOP",
             "stop stop stop",
+            "stop, stop",
+            "Stop!Stop!",
+            "STOP 🛑 STOP",
+            "🆂🆃🅾🅿",
+            "🅢🅣🅞🅟",
             "𝐒𝐓𝐎𝐏",
         ] {
             assert_eq!(normalize_opt_keyword(typed), "stop", "{typed:?}");
         }
-        assert_eq!(
-            normalize_opt_keyword("Opt-out, opt out!"),
-            "opt out, opt out"
-        );
+        assert_eq!(normalize_opt_keyword("Opt-out, opt out!"), "opt out");
         assert_eq!(normalize_opt_keyword("opt out opt out"), "opt out");
         // Not the keyword: more words, or a keyword inside a word.
         assert_eq!(normalize_opt_keyword("stop it"), "stop it");

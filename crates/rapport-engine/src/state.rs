@@ -469,6 +469,10 @@ impl<V: PartialEq + Clone> SmallMap<V> {
     }
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Pushes without the usual doubling: a contact's vectors hold a handful of entries, and
 /// with a hundred thousand contacts the spare capacity would cost more than the entries.
 pub(crate) fn push_exact<T>(v: &mut ThinVec<T>, item: T) {
@@ -486,6 +490,11 @@ pub(crate) struct Contact {
     pub(crate) opted_out: bool,
     pub(crate) ambiguous_pending: bool,
     pub(crate) clarify_sent: bool,
+    /// When the latest STOP was sent, in whole seconds since the epoch rounded up (0: no
+    /// STOP): a START sent before it, arriving late, does not undo it. Seconds in 32 bits
+    /// fill the room the flags leave, so a contact stays 128 bytes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub(crate) opted_out_at: u32,
     /// Boxed: few contacts are in a handoff, and the contact map stores contacts inline.
     pub(crate) handoff: Option<Box<OpenHandoff>>,
     pub(crate) runs: ThinVec<Run>,

@@ -79,8 +79,8 @@ pub struct DurableOptions {
     pub max_clock_jump: Millis,
     /// Lines longer than this many bytes are rejected.
     pub max_line: usize,
-    /// The wall clock when the run started: before the first event, the clock that jumps
-    /// are measured from.
+    /// The wall clock when the run started; the host moves it on by the time elapsed. No
+    /// event may be `max_clock_jump` ahead of it.
     pub started: Millis,
 }
 
@@ -91,7 +91,8 @@ impl Default for DurableOptions {
             cache: 100_000,
             max_clock_jump: crate::DEFAULT_MAX_CLOCK_JUMP,
             max_line: crate::DEFAULT_MAX_LINE,
-            started: Millis::MIN / 2,
+            // No wall clock known: only the stream clock bounds a jump.
+            started: Millis::MAX / 4,
         }
     }
 }
@@ -255,6 +256,10 @@ pub fn run_durable<S: Store + 'static>(
             Input::Stream(r) => (BufReader::with_capacity(1 << 16, r), None, 0, 0),
         };
 
+    let wall = crate::WallClock::new(options.started);
+    // The latest event time of this run: jumps are measured within a run, so a store
+    // that sat idle for months takes today's events (the wall clock bounds the first).
+    let mut run_clock: Option<Millis> = None;
     let mut run = Pipeline {
         committer: Committer::start(store),
         inflight: None,
@@ -301,19 +306,14 @@ pub fn run_durable<S: Store + 'static>(
                 decode(line, &engine.bundle().settings)
             };
             let decoded = decoded.and_then(|event| {
-                match crate::check_clock_jump(
-                    event.at,
-                    engine.clock(),
-                    options.started,
+                crate::admit(
+                    event,
+                    run_clock,
+                    wall.now(),
                     options.max_clock_jump,
-                ) {
-                    Ok(()) => Ok(event),
-                    Err(reason) => Err(rapport_engine::Rejected {
-                        reason,
-                        id: Some(event.id),
-                        contact: event.contact,
-                    }),
-                }
+                    &engine.bundle().settings,
+                    line_no,
+                )
             });
             match decoded {
                 Err(rejected) => {
@@ -338,6 +338,7 @@ pub fn run_durable<S: Store + 'static>(
                     run.pending.output(&o, &purpose, &mut report.counts);
                 }
                 Ok(event) => {
+                    run_clock = Some(run_clock.map_or(event.at, |c| c.max(event.at)));
                     // Timers due before the event fire first, in slices: when one event
                     // makes many contacts' timers come due (a tick after a quiet night),
                     // the contacts loaded for them are committed and leave memory

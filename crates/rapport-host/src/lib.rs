@@ -48,7 +48,8 @@ fn take_line_part(
         Some(i) => (&available[..=i], true),
         None => (available, false),
     };
-    if !read.too_long && buf.len() + part.len() > max.saturating_add(usize::from(ended)) {
+    // The line break (`\n` or `\r\n`) does not count against the cap.
+    if !read.too_long && buf.len() + part.len() > max.saturating_add(2) {
         read.too_long = true;
         buf.clear();
     }
@@ -131,27 +132,87 @@ pub fn needs_one_worker(bundle: &Bundle) -> bool {
         .any(|f| f.rollout.as_ref().is_some_and(|r| r.stages.len() > 1) || f.halt.is_some())
 }
 
-/// The clock an event is judged against: the later of the stream's clock and the wall
-/// clock when the host started, so a far-future time is caught even as the first event.
-/// `Err` says why the event is refused.
+/// Whether an event may move the clock to its `at`: not more than `max_jump` ahead of the
+/// stream's clock (the latest event time so far, `clock`), nor ahead of the wall clock
+/// `wall` by as much. The first bound keeps one bad timestamp in a stream from firing
+/// every contact's timers at once; the second catches a bad first event and keeps a run
+/// of events from walking the clock forward a step at a time. `Err` says why.
 pub fn check_clock_jump(
     at: Millis,
     clock: Option<Millis>,
-    started: Millis,
+    wall: Millis,
     max_jump: Millis,
 ) -> Result<(), String> {
-    let reference = clock.map_or(started, |c| c.max(started));
-    if at > reference.saturating_add(max_jump) {
-        return Err(format!(
-            "`at` {} is more than {} ahead of the clock ({}): rejected so that one bad \
+    let ahead = |of: &str, reference: Millis| {
+        format!(
+            "`at` {} is more than {} ahead of {of} ({}): rejected so that one bad \
              timestamp cannot fire every contact's timers; fix the time, or raise \
              --max-clock-jump if the stream really jumps ahead",
             rapport_engine::format_time(at),
             describe_span(max_jump),
             rapport_engine::format_time(reference),
-        ));
+        )
+    };
+    if let Some(c) = clock.filter(|c| at > c.saturating_add(max_jump)) {
+        return Err(ahead("the clock", c));
+    }
+    if at > wall.saturating_add(max_jump) {
+        return Err(ahead("the wall clock", wall));
     }
     Ok(())
+}
+
+/// The wall clock as a host sees it: the time the caller gave at the start, moved on by
+/// the time elapsed since.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WallClock {
+    started: Millis,
+    at: std::time::Instant,
+}
+
+impl WallClock {
+    pub(crate) fn new(started: Millis) -> Self {
+        WallClock {
+            started,
+            at: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn now(&self) -> Millis {
+        let elapsed = Millis::try_from(self.at.elapsed().as_millis()).unwrap_or(Millis::MAX);
+        self.started.saturating_add(elapsed)
+    }
+}
+
+/// An event held to the clock-jump rule. One too far ahead is rejected, except an opt-out:
+/// a STOP with a bad timestamp is applied at the clock (with a note on stderr), since
+/// dropping it would keep messaging someone who asked to stop.
+pub(crate) fn admit(
+    mut event: Event,
+    clock: Option<Millis>,
+    wall: Millis,
+    max_jump: Millis,
+    settings: &rapport_bundle::Settings,
+    line: u64,
+) -> Result<Event, Rejected> {
+    let Err(reason) = check_clock_jump(event.at, clock, wall, max_jump) else {
+        return Ok(event);
+    };
+    if let rapport_engine::Body::Message { text, .. } = &event.body {
+        let keyword = rapport_bundle::normalize_opt_keyword(text);
+        if settings.opt_out.keywords.contains(&keyword) {
+            eprintln!(
+                "line {line}: {reason}; it is an opt-out, so it is applied at the clock instead"
+            );
+            event.at = clock.unwrap_or(wall).min(wall);
+            return Ok(event);
+        }
+    }
+    Err(Rejected {
+        reason,
+        id: Some(event.id),
+        contact: event.contact,
+    })
 }
 
 /// `31d`, `5m`, `90s`: a span as a person writes it.
@@ -238,8 +299,8 @@ pub struct Options {
     pub process_ends: bool,
     /// Events more than this far ahead of the clock are rejected (milliseconds).
     pub max_clock_jump: Millis,
-    /// The wall clock when the run started (milliseconds since the epoch): before the
-    /// first event, the clock that jumps are measured from.
+    /// The wall clock when the run started (milliseconds since the epoch); the host moves
+    /// it on by the time elapsed. No event may be `max_clock_jump` ahead of it.
     pub started: Millis,
     /// Lines longer than this many bytes are rejected.
     pub max_line: usize,
@@ -380,7 +441,8 @@ where
 
     // The reader decodes each line once; workers receive typed events.
     let settings = bundle.settings.clone();
-    let (max_jump, started, max_line) = (options.max_clock_jump, options.started, options.max_line);
+    let (max_jump, max_line) = (options.max_clock_jump, options.max_line);
+    let wall = WallClock::new(options.started);
     let window = Millis::try_from(bundle.settings.dedupe_window)
         .unwrap_or(Millis::MAX / 2000)
         .saturating_mul(1000);
@@ -421,16 +483,8 @@ where
             } else {
                 decode(line, &settings)
             };
-            let decoded = decoded.and_then(|event| {
-                match check_clock_jump(event.at, latest, started, max_jump) {
-                    Ok(()) => Ok(event),
-                    Err(reason) => Err(Rejected {
-                        reason,
-                        id: Some(event.id),
-                        contact: event.contact,
-                    }),
-                }
-            });
+            let decoded =
+                decoded.and_then(|event| admit(event, latest, wall.now(), max_jump, &settings, n));
             let mut duplicate = false;
             let contact = match &decoded {
                 Ok(event) => {

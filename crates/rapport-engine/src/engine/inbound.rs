@@ -143,6 +143,23 @@ impl Engine {
             return;
         }
         if settings.opt_out.resubscribe.contains(&keyword) {
+            // A START sent before the latest STOP (arriving late, out of order) does not
+            // undo it: an opt-out is only lifted by a later opt-in.
+            let stale = self
+                .contacts
+                .get(contact)
+                .is_some_and(|c| c.opted_out && event.at < Millis::from(c.opted_out_at) * 1000);
+            if stale {
+                self.audit(
+                    cause,
+                    Some(contact),
+                    None,
+                    "opt_in",
+                    Some("older_than_opt_out"),
+                    None,
+                );
+                return;
+            }
             if let Some(c) = self.contacts.get_mut(contact) {
                 c.opted_out = false;
                 c.ambiguous_pending = false;
@@ -167,13 +184,15 @@ impl Engine {
         let opted_out = self.contacts.get(contact).is_some_and(|c| c.opted_out);
         // Ambiguous opt-out: a keyword inside a longer message, or an opt-out keyword in
         // look-alike letters or spelled out letter by letter.
+        let resembles =
+            !opted_out && rapport_bundle::resembles_keyword(&keyword, &settings.opt_out.keywords);
         if !opted_out
-            && (settings
-                .opt_out
-                .ambiguous
-                .iter()
-                .any(|k| rapport_bundle::contains_phrase(&keyword, k))
-                || rapport_bundle::resembles_keyword(&keyword, &settings.opt_out.keywords))
+            && (resembles
+                || settings
+                    .opt_out
+                    .ambiguous
+                    .iter()
+                    .any(|k| rapport_bundle::contains_phrase(&keyword, k)))
         {
             let first = self.contacts.get(contact).is_some_and(|c| !c.clarify_sent);
             if let Some(c) = self.contacts.get_mut(contact) {
@@ -197,6 +216,11 @@ impl Engine {
                     "opt_out_clarify",
                     cause,
                 );
+            }
+            // A look-alike or spelled-out STOP was meant as STOP: it waits for the answer
+            // and reaches no flow (a keyword inside a longer message goes on to routing).
+            if resembles {
+                return;
             }
         }
         // Escalation: a person should see it, opted out or not.
@@ -312,8 +336,10 @@ impl Engine {
                 self.stats[flow as usize].opted_out += 1;
             }
         }
+        let sent = u32::try_from((cause.at.max(0) + 999) / 1000).unwrap_or(u32::MAX);
         let handoff = self.contacts.get_mut(contact).and_then(|c| {
             c.opted_out = true;
+            c.opted_out_at = c.opted_out_at.max(sent);
             c.ambiguous_pending = false;
             c.handoff.take()
         });
