@@ -50,8 +50,15 @@ pub fn normalize_opt_keyword(text: &str) -> String {
         )
     };
     let folded = normalize_keyword(&plain);
-    let core = folded.trim_matches(|c: char| !c.is_alphanumeric());
-    let core = core.trim();
+    let core = folded.trim_matches(|c: char| !c.is_alphanumeric()).trim();
+    if core.chars().all(char::is_alphanumeric) {
+        // One word, the common case: no repeat to look for.
+        return if core.len() == folded.len() {
+            folded
+        } else {
+            core.to_string()
+        };
+    }
     // A keyword said n times (`STOP STOP`, `stop, stop`, `Stop!Stop!`): the words,
     // between any punctuation, symbols or spaces, are n copies of their first 1/n.
     let words: Vec<&str> = core
@@ -73,6 +80,12 @@ pub fn normalize_opt_keyword(text: &str) -> String {
 /// clarification rather than being ignored.
 pub fn resembles_keyword(normal: &str, keywords: &[String]) -> bool {
     if normal.is_empty() || keywords.iter().any(|k| k == normal) {
+        return false;
+    }
+    // Only letters outside ASCII have look-alikes; only several words can be letters
+    // spelled out. Most messages are neither, and cost no allocation here.
+    let spaced = normal.contains(|c: char| !c.is_alphanumeric());
+    if normal.is_ascii() && !spaced {
         return false;
     }
     let skeleton: String = normal.chars().map(latin_look_alike).collect();

@@ -115,12 +115,25 @@ impl std::hash::Hash for IdKey {
 
 impl IdKey {
     pub(crate) fn of(contact: Option<&str>, id: &str) -> Self {
-        use std::io::Read;
-        let (contact, mark): (&[u8], &[u8]) = match contact {
-            Some(c) => (c.as_bytes(), &[0xFF]),
-            None => (&[], &[0xFE]),
+        let (contact, mark) = match contact {
+            Some(c) => (c.as_bytes(), 0xFF),
+            None => (&[][..], 0xFE),
         };
-        let mut bytes = contact.chain(mark).chain(id.as_bytes());
+        // The bytes in one run (on the stack when they fit), which the hash reads in
+        // 16-byte blocks far faster than through a chain of readers.
+        let len = contact.len() + 1 + id.len();
+        let mut stack = [0u8; 128];
+        let mut heap = Vec::new();
+        let buf: &mut [u8] = if len <= stack.len() {
+            &mut stack[..len]
+        } else {
+            heap.resize(len, 0);
+            &mut heap
+        };
+        buf[..contact.len()].copy_from_slice(contact);
+        buf[contact.len()] = mark;
+        buf[contact.len() + 1..].copy_from_slice(id.as_bytes());
+        let mut bytes: &[u8] = buf;
         // Reading from memory cannot fail.
         let h = murmur3::murmur3_x64_128(&mut bytes, 0).unwrap_or(0);
         IdKey::from_parts(h as u64, (h >> 64) as u32)

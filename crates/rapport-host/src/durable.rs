@@ -305,16 +305,14 @@ pub fn run_durable<S: Store + 'static>(
             } else {
                 decode(line, &engine.bundle().settings)
             };
-            let decoded = decoded.and_then(|event| {
-                crate::admit(
-                    event,
-                    run_clock,
-                    wall.now(),
-                    options.max_clock_jump,
-                    &engine.bundle().settings,
-                    line_no,
-                )
-            });
+            let mut decoded = decoded;
+            if let Ok(event) = &mut decoded {
+                let settings = &engine.bundle().settings;
+                let jump = options.max_clock_jump;
+                if let Err(r) = crate::admit(event, run_clock, &wall, jump, settings, line_no) {
+                    decoded = Err(r);
+                }
+            }
             match decoded {
                 Err(rejected) => {
                     report.counts.rejected += 1;

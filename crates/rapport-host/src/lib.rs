@@ -184,19 +184,27 @@ impl WallClock {
     }
 }
 
-/// An event held to the clock-jump rule. One too far ahead is rejected, except an opt-out:
-/// a STOP with a bad timestamp is applied at the clock (with a note on stderr), since
-/// dropping it would keep messaging someone who asked to stop.
+/// Holds an event to the clock-jump rule, in place (an event is large, and the reader is
+/// the run's narrowest path). One too far ahead is rejected, except an opt-out: a STOP
+/// with a bad timestamp is applied at the clock (with a note on stderr), since dropping
+/// it would keep messaging someone who asked to stop.
 pub(crate) fn admit(
-    mut event: Event,
+    event: &mut Event,
     clock: Option<Millis>,
-    wall: Millis,
+    wall: &WallClock,
     max_jump: Millis,
     settings: &rapport_bundle::Settings,
     line: u64,
-) -> Result<Event, Rejected> {
-    let Err(reason) = check_clock_jump(event.at, clock, wall, max_jump) else {
-        return Ok(event);
+) -> Result<(), Rejected> {
+    // The wall clock is read only for an event ahead of where it started.
+    let beyond_start = event.at > wall.started.saturating_add(max_jump);
+    let beyond_clock = clock.is_some_and(|c| event.at > c.saturating_add(max_jump));
+    if !beyond_start && !beyond_clock {
+        return Ok(());
+    }
+    let now = wall.now();
+    let Err(reason) = check_clock_jump(event.at, clock, now, max_jump) else {
+        return Ok(());
     };
     if let rapport_engine::Body::Message { text, .. } = &event.body {
         let keyword = rapport_bundle::normalize_opt_keyword(text);
@@ -204,14 +212,14 @@ pub(crate) fn admit(
             eprintln!(
                 "line {line}: {reason}; it is an opt-out, so it is applied at the clock instead"
             );
-            event.at = clock.unwrap_or(wall).min(wall);
-            return Ok(event);
+            event.at = clock.unwrap_or(now).min(now);
+            return Ok(());
         }
     }
     Err(Rejected {
         reason,
-        id: Some(event.id),
-        contact: event.contact,
+        id: Some(event.id.clone()),
+        contact: event.contact.clone(),
     })
 }
 
@@ -483,8 +491,12 @@ where
             } else {
                 decode(line, &settings)
             };
-            let decoded =
-                decoded.and_then(|event| admit(event, latest, wall.now(), max_jump, &settings, n));
+            let mut decoded = decoded;
+            if let Ok(event) = &mut decoded {
+                if let Err(rejected) = admit(event, latest, &wall, max_jump, &settings, n) {
+                    decoded = Err(rejected);
+                }
+            }
             let mut duplicate = false;
             let contact = match &decoded {
                 Ok(event) => {
