@@ -395,10 +395,16 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
             ))
         }
     };
+    // Ticks and operator events belong to no contact, whatever the line says: they reach
+    // every worker of a sharded host, and their ids are deduplicated as no contact's.
+    let contact = match body {
+        Body::Tick | Body::Operator { .. } => None,
+        _ => raw.contact,
+    };
     Ok(Event {
         id,
         at,
-        contact: raw.contact,
+        contact,
         channel: raw.channel,
         body,
     })
