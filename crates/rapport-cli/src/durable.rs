@@ -159,7 +159,7 @@ pub(crate) fn run(bundle: rapport_bundle::Bundle, url: &str, args: &RunArgs) -> 
         let options = DurableOptions {
             batch: args.commit_every.max(1),
             cache: args.cache,
-            max_clock_jump: crate::run::jump_millis(args),
+            max_clock_jump: args.max_clock_jump,
             started: crate::run::wall_clock(),
             max_line: args.max_line,
         };

@@ -256,7 +256,7 @@ struct RunArgs {
     /// event time so far, or the wall clock at the start if later), so one bad timestamp
     /// cannot fire every contact's timers: `30s`, `15m`, `24h`, `31d`.
     #[arg(long, default_value = "31d", value_name = "DURATION", value_parser = parse_jump)]
-    max_clock_jump: u64,
+    max_clock_jump: rapport_engine::Millis,
     /// Reject an event line longer than this (bytes, or with K or M for KiB and MiB): it
     /// is skipped without being held in memory and reported with its line number.
     #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = parse_size)]
@@ -314,13 +314,14 @@ fn parse_size(text: &str) -> Result<usize, String> {
 }
 
 /// A `--max-clock-jump` duration, in milliseconds.
-fn parse_jump(text: &str) -> Result<u64, String> {
+fn parse_jump(text: &str) -> Result<rapport_engine::Millis, String> {
     rapport_syntax::parse_duration(text)
         .map_err(|_| format!("`{text}` is not a duration: write a whole number and a unit, as in 30s, 15m, 24h or 31d"))
         .and_then(|d| {
             d.seconds
                 .checked_mul(1000)
-                .filter(|ms| *ms <= i64::MAX as u64 / 2)
+                .and_then(|ms| rapport_engine::Millis::try_from(ms).ok())
+                .filter(|ms| *ms <= rapport_engine::Millis::MAX / 2)
                 .ok_or_else(|| format!("`{text}` is too long"))
         })
 }

@@ -172,11 +172,6 @@ impl<W: Write + Unpin> tokio::io::AsyncWrite for LocalFile<W> {
     }
 }
 
-/// `--max-clock-jump` in milliseconds (the parser caps it well inside the range).
-pub(crate) fn jump_millis(args: &RunArgs) -> rapport_engine::Millis {
-    rapport_engine::Millis::try_from(args.max_clock_jump).unwrap_or(rapport_engine::Millis::MAX / 2)
-}
-
 /// Now, in milliseconds since the Unix epoch.
 pub(crate) fn wall_clock() -> rapport_engine::Millis {
     std::time::SystemTime::now()
@@ -235,7 +230,7 @@ fn run_hosted(bundle: rapport_bundle::Bundle, args: &RunArgs) -> ExitCode {
             audit: audit.is_some(),
             // `rapport run` exits when the run ends.
             process_ends: true,
-            max_clock_jump: jump_millis(args),
+            max_clock_jump: args.max_clock_jump,
             started: wall_clock(),
             max_line: args.max_line,
         };
