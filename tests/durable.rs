@@ -586,25 +586,175 @@ fn on_stdin_each_reply_is_released_before_the_next_event_arrives() {
     );
 }
 
+/// Copies the funnel project into `dir/name`, with `edit` applied to its welcome flow.
+fn funnel_variant(dir: &Path, name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+    let project = dir.join(name);
+    std::fs::create_dir_all(&project).expect("project folder");
+    for f in ["rapport.yaml", "cart_recovery.flow", "welcome.flow"] {
+        let text = std::fs::read_to_string(repo_root().join("bench/funnel").join(f)).expect("read");
+        let text = if f == "welcome.flow" {
+            edit(&text)
+        } else {
+            text
+        };
+        std::fs::write(project.join(f), text).expect("write");
+    }
+    let bundle = dir.join(format!("{name}.json"));
+    ok(&rapport(&["build", s(&project), "-o", s(&bundle)]));
+    bundle
+}
+
+fn texts_to(path: &Path, contact: &str) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("actions")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|a| a["contact"] == contact && a["type"] == "send")
+        .map(|a| a["text"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 #[test]
-fn a_store_of_another_bundle_is_refused_and_left_as_it_was() {
-    let dir = temp_dir("other-bundle");
-    let funnel = build_funnel(&dir);
-    let flows = dir.join("flows.json");
-    ok(&rapport(&["build", "flows", "-o", s(&flows)]));
+fn a_new_bundle_on_a_store_keeps_opt_outs_and_running_runs_on_their_version() {
+    let dir = temp_dir("deploy");
+    let v1 = funnel_variant(&dir, "v1", |t| t.to_string());
     let store = store_in(&dir);
     run_lines(
         &dir,
-        &funnel,
+        &v1,
         &store,
         "a",
-        &[message("b1", "2026-11-24T10:00:00Z", "c1", "hi")],
+        &[
+            message("a1", "2026-11-24T10:00:00Z", "running", "hi"),
+            message("a2", "2026-11-24T10:00:01Z", "stopped", "hi"),
+            message("a3", "2026-11-24T10:00:02Z", "stopped", "STOP"),
+        ],
     );
-    let before = std::fs::read(dir.join("store.db")).expect("store");
+    // The new version asks for the category in other words.
+    let v2 = funnel_variant(&dir, "v2", |t| {
+        t.replace(
+            "Which category: A) Footwear B) Outerwear?",
+            "Pick one: A) Footwear B) Outerwear",
+        )
+    });
+    let events = dir.join("b.jsonl");
+    let lines = [
+        message("b1", "2026-11-24T10:05:00Z", "running", "1"),
+        message("b2", "2026-11-24T10:05:01Z", "stopped", "hi"),
+        message("b3", "2026-11-24T10:05:02Z", "newcomer", "hi"),
+        message("b4", "2026-11-24T10:05:03Z", "newcomer", "1"),
+    ];
+    let text: String = lines.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(&events, text).expect("events");
+    let actions = dir.join("b.actions.jsonl");
     let o = rapport(&[
         "run",
         "--bundle",
-        s(&flows),
+        s(&v2),
+        "--events",
+        s(&events),
+        "--actions",
+        s(&actions),
+        "--store",
+        &store,
+    ]);
+    ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("deployed: welcome: new version"), "{err}");
+    assert!(err.contains("deployed: cart_recovery: unchanged"), "{err}");
+    // The run started on the first version finishes on it.
+    assert_eq!(
+        texts_to(&actions, "running"),
+        ["Which category: A) Footwear B) Outerwear?"]
+    );
+    // A new run starts on the new version.
+    assert_eq!(
+        texts_to(&actions, "newcomer").last().map(String::as_str),
+        Some("Pick one: A) Footwear B) Outerwear")
+    );
+    // The opt-out survived the deploy.
+    assert!(texts_to(&actions, "stopped").is_empty());
+
+    // Running the same bundle again deploys nothing.
+    let o = rapport(&[
+        "run",
+        "--bundle",
+        s(&v2),
+        "--events",
+        s(&events),
+        "--actions",
+        "-",
+        "--store",
+        &store,
+    ]);
+    let err = String::from_utf8_lossy(&ok_output(&o)).into_owned();
+    assert!(!err.contains("deployed:"), "{err}");
+
+    // A third version: the first one is neither current nor previous any more, but the
+    // run still waiting on it keeps it loaded and finishes on it.
+    let v3 = funnel_variant(&dir, "v3", |t| {
+        t.replace("What's your budget?", "Your budget?").replace(
+            "Which category: A) Footwear B) Outerwear?",
+            "Pick one: A) Footwear B) Outerwear",
+        )
+    });
+    let events = dir.join("c.jsonl");
+    let line = message("c1", "2026-11-24T10:10:00Z", "running", "A");
+    std::fs::write(&events, format!("{line}\n")).expect("events");
+    let actions = dir.join("c.actions.jsonl");
+    let o = rapport(&[
+        "run",
+        "--bundle",
+        s(&v3),
+        "--events",
+        s(&events),
+        "--actions",
+        s(&actions),
+        "--store",
+        &store,
+    ]);
+    let err = String::from_utf8_lossy(&ok_output(&o)).into_owned();
+    assert!(err.contains("deployed: welcome: new version"), "{err}");
+    assert_eq!(texts_to(&actions, "running"), ["What's your budget?"]);
+}
+
+fn ok_output(o: &Output) -> Vec<u8> {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o.stderr.clone()
+}
+
+#[test]
+fn a_deploy_that_would_strand_runs_is_refused_and_changes_nothing() {
+    let dir = temp_dir("deploy-refused");
+    let v1 = funnel_variant(&dir, "v1", |t| t.to_string());
+    let store = store_in(&dir);
+    run_lines(
+        &dir,
+        &v1,
+        &store,
+        "a",
+        &[message("a1", "2026-11-24T10:00:00Z", "c1", "hi")],
+    );
+    // The same version number with other content would put the waiting run in a
+    // state that may no longer mean the same thing.
+    let same_version = funnel_variant(&dir, "v1b", |t| {
+        t.replace("flow welcome {", "flow welcome {\n  version 1")
+    });
+    run_lines(&dir, &same_version, &store, "b", &[]);
+    let before = std::fs::read(dir.join("store.db")).expect("store");
+    let declared = funnel_variant(&dir, "v1c", |t| {
+        t.replace("flow welcome {", "flow welcome {\n  version 1")
+            .replace("Reply 1 for products", "Reply 1 for our products")
+    });
+    let o = rapport(&[
+        "run",
+        "--bundle",
+        s(&declared),
         "--events",
         "bench/funnel/events-200.jsonl",
         "--actions",
@@ -614,7 +764,10 @@ fn a_store_of_another_bundle_is_refused_and_left_as_it_was() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("another bundle"), "{err}");
+    assert!(
+        err.contains("declares version 1 as the store's does, but its content changed"),
+        "{err}"
+    );
     assert_eq!(
         std::fs::read(dir.join("store.db")).expect("store"),
         before,

@@ -24,6 +24,11 @@ pub struct Bundle {
     pub settings: Settings,
     /// Sorted by name.
     pub flows: Vec<Flow>,
+    /// Versions that runs in a store still use but that are neither a flow of this
+    /// bundle nor its previous version: they run on and enrol no one. A host adds them
+    /// when it deploys a bundle onto a store; `rapport build` never writes any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired: Vec<Flow>,
 }
 
 /// `rapport.yaml` with every default applied; durations in seconds.

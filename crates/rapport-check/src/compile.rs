@@ -40,6 +40,7 @@ pub fn compile(settings: &Settings, files: &[SourceFile<'_>], checked: &Checked<
         format: b::FORMAT,
         settings: bundle_settings(settings),
         flows,
+        retired: Vec::new(),
     }
 }
 

@@ -140,7 +140,17 @@ pub(crate) fn run(bundle: rapport_bundle::Bundle, url: &str, args: &RunArgs) -> 
     let started = Instant::now();
     let result = (|| -> Result<rapport_host::DurableReport, String> {
         // The lock is held until the run has ended and its retention is saved.
-        let (lock, store) = open_as_host(url, true)?;
+        let (lock, mut store) = open_as_host(url, true)?;
+        // A bundle other than the store's is deployed onto it: contacts, consent,
+        // opt-outs, audit and running runs carry over.
+        let deployed =
+            rapport_host::deploy::deploy(&mut store, bundle).map_err(|e| e.to_string())?;
+        if deployed.changed {
+            for change in &deployed.changes {
+                eprintln!("deployed: {}", rapport_host::deploy::describe(change));
+            }
+        }
+        let bundle = deployed.bundle;
         // For a later `rapport purge`; saved once the store has accepted the bundle.
         let retention = bundle.settings.retention;
         let input = match &args.events {

@@ -150,12 +150,16 @@ fn numbered(base: &str, sep: char, n: u32) -> String {
 
 impl Engine {
     pub fn new(bundle: Bundle) -> Self {
-        let mut versions: Vec<Flow> = bundle.flows.clone();
+        let versions: Vec<Flow> = crate::deploy::layout(&bundle)
+            .into_iter()
+            .cloned()
+            .collect();
         let mut by_name = FastMap::default();
+        let mut next_previous = bundle.flows.len();
         for (i, f) in bundle.flows.iter().enumerate() {
-            let previous = f.previous.as_ref().map(|p| {
-                versions.push((**p).clone());
-                versions.len() - 1
+            let previous = f.previous.as_ref().map(|_| {
+                next_previous += 1;
+                next_previous - 1
             });
             by_name.insert(f.name.clone(), (i, previous));
         }
@@ -273,6 +277,26 @@ impl Engine {
                 flow,
                 actor,
             } => self.operator(*action, flow, actor.as_deref(), &mut cause),
+            // An outcome is recorded, never a reason to create a contact.
+            Body::Delivery {
+                action,
+                status,
+                code,
+                detail,
+            } => {
+                let detail = match detail {
+                    Some(d) => format!("{action}: {d}"),
+                    None => action.clone(),
+                };
+                let contact = event.contact.as_deref();
+                let kind = if *status == crate::DeliveryStatus::Failed {
+                    "delivery_failed"
+                } else {
+                    "delivery"
+                };
+                let reason = code.as_deref().unwrap_or(status.as_str());
+                self.audit(&cause, contact, None, kind, Some(reason), Some(detail));
+            }
             _ => {
                 if let Some(contact) = event.contact.as_deref() {
                     self.contact_event(contact, event, now, &mut cause);
@@ -302,6 +326,26 @@ impl Engine {
             self.fire_due(until);
             self.clock = until;
         }
+        std::mem::take(&mut self.out)
+    }
+
+    /// A live host's wall-clock tick at `at`, after it fired the timers due (with
+    /// [`Engine::advance_some`]): evaluates the rollout guards as a `tick` event does, but
+    /// is no event, so it takes no place among the processed event ids.
+    pub fn wall_tick(&mut self, at: Millis) -> Output {
+        if at > self.clock {
+            self.fire_due(at);
+            self.clock = at;
+        }
+        let id: Arc<str> = Arc::from(format!("tick:{at}"));
+        let mut cause = Cause {
+            id: Arc::clone(&id),
+            field: id,
+            at,
+            actions: 0,
+            timers: 0,
+        };
+        self.tick(&mut cause);
         std::mem::take(&mut self.out)
     }
 

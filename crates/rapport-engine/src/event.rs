@@ -55,6 +55,38 @@ pub enum Body {
         flow: String,
         actor: Option<String>,
     },
+    /// What a platform or sink said about an action the engine released: the outcome of
+    /// the host's call, or a status webhook (`sent`, `delivered`, `read`, `failed`).
+    Delivery {
+        /// The action's id.
+        action: String,
+        status: DeliveryStatus,
+        /// The platform's error code (`131047`, `429`, `too_long`…), for `failed`.
+        code: Option<String>,
+        /// The platform's message id or error text.
+        detail: Option<String>,
+    },
+}
+
+/// The outcome of delivering an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Accepted by the platform (its API answered 2xx).
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Read => "read",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +149,9 @@ struct Raw {
     agent: Option<String>,
     flow: Option<String>,
     actor: Option<String>,
+    status: Option<String>,
+    code: Option<Value>,
+    detail: Option<String>,
 }
 
 /// Why a line was rejected, in words for stderr and the audit trail.
@@ -385,6 +420,45 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
                     .take()
                     .ok_or_else(|| reject(rid, contact, "an `operator` event needs `flow`"))?,
                 actor: raw.actor.take(),
+            }
+        }
+        "delivery" => {
+            let status = match raw.status.as_deref() {
+                Some("sent") => DeliveryStatus::Sent,
+                Some("delivered") => DeliveryStatus::Delivered,
+                Some("read") => DeliveryStatus::Read,
+                Some("failed") => DeliveryStatus::Failed,
+                _ => {
+                    return Err(reject(
+                        rid,
+                        contact,
+                        "a `delivery` event needs `status`: sent, delivered, read or failed",
+                    ))
+                }
+            };
+            let code = match raw.code.take() {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                Some(_) => {
+                    return Err(reject(
+                        rid,
+                        contact,
+                        "a `delivery` event's `code` must be a string or a number",
+                    ))
+                }
+            };
+            Body::Delivery {
+                action: raw.action.take().filter(|a| !a.is_empty()).ok_or_else(|| {
+                    reject(
+                        rid,
+                        contact,
+                        "a `delivery` event needs `action` (the action id)",
+                    )
+                })?,
+                status,
+                code,
+                detail: raw.detail.take(),
             }
         }
         other => {

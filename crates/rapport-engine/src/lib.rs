@@ -5,6 +5,7 @@
 //!
 //! Event time is the clock: there is no wall clock, no I/O and no randomness here.
 
+pub mod deploy;
 mod engine;
 pub mod event;
 mod matching;
@@ -13,6 +14,8 @@ pub mod rollout;
 mod state;
 
 pub use engine::{Changes, Engine, Loaded, Loader, Output, SeenEvents, TimerChange};
-pub use event::{decode, format_time, line_text, parse_time, Body, Event, Millis, Rejected};
+pub use event::{
+    decode, format_time, line_text, parse_time, Body, DeliveryStatus, Event, Millis, Rejected,
+};
 pub use output::{Action, ActionKind, Audit};
 pub use state::{Name, VersionStats};

@@ -65,6 +65,36 @@ pub enum Input {
     /// A stream (stdin): a restart reads what the upstream sends again, and event ids
     /// already processed are ignored.
     Stream(Box<dyn Read + Send>),
+    /// A live host's inbox and wall clock: each commit records the last inbox entry it
+    /// holds, and a restart carries on after it.
+    Live(Box<dyn LiveInput>),
+}
+
+/// What a live host gives the durable loop next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// An event line (written into the buffer) and its place in the inbox.
+    Line(u64),
+    /// The wall clock reached this time: fire what is due.
+    Tick(Millis),
+    /// Stop: everything given so far is committed and released.
+    End,
+}
+
+/// A live host's source of events (see [`Input::Live`]).
+pub trait LiveInput: Send {
+    /// Called once before the first `next`: the last inbox entry already processed.
+    fn start_after(&mut self, position: u64);
+    /// Waits for the next line (into `buf`, without a line break), tick or the end.
+    fn next(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Next>;
+    /// Whether nothing more is ready now (then the loop commits and releases at once).
+    fn idle(&mut self) -> bool;
+}
+
+/// Where the loop reads lines.
+enum Reader {
+    Buffered(BufReader<Box<dyn Read + Send>>),
+    Live(Box<dyn LiveInput>),
 }
 
 /// How to run.
@@ -205,56 +235,75 @@ pub fn run_durable<S: Store + 'static>(
 
     // Open the input, carrying on where the last commit left it.
     let mut head = Vec::new();
-    let (mut reader, source, offset, mut line_no): (BufReader<Box<dyn Read + Send>>, _, _, _) =
-        match input {
-            Input::File(path) => {
-                let source = std::fs::canonicalize(&path)
-                    .unwrap_or_else(|_| path.clone())
-                    .display()
-                    .to_string();
-                let input_err = |source: std::io::Error| DurableError::Input {
-                    path: path.display().to_string(),
-                    source,
-                };
-                let mut file = File::open(&path).map_err(input_err)?;
-                let len = file.metadata().map_err(input_err)?.len();
-                // The first bytes tell this file from another one at the same path.
-                (&mut file)
-                    .take(HEAD)
-                    .read_to_end(&mut head)
-                    .map_err(input_err)?;
-                let (mut offset, mut line) = (0, 0);
-                if let Some(c) = resume.checkpoint.as_ref().filter(|c| c.source == source) {
-                    let mut before = [0u8; 1];
-                    let ends_a_line = c.offset == 0
-                        || (file.seek(SeekFrom::Start(c.offset - 1)).is_ok()
-                            && file.read_exact(&mut before).is_ok()
-                            && before[0] == b'\n');
-                    if c.offset <= len
-                        && ends_a_line
-                        && fingerprint(&head, c.offset) == c.fingerprint
-                    {
-                        offset = c.offset;
-                        line = c.line;
-                        report.resumed_after_line = Some(c.line);
-                    } else {
-                        eprintln!(
+    let (mut reader, source, offset, mut line_no): (Reader, _, _, _) = match input {
+        Input::Live(mut live) => {
+            let after = resume
+                .checkpoint
+                .as_ref()
+                .filter(|c| c.source == rapport_store::INBOX_SOURCE)
+                .map_or(0, |c| c.offset);
+            live.start_after(after);
+            (
+                Reader::Live(live),
+                Some(rapport_store::INBOX_SOURCE.to_string()),
+                after,
+                after,
+            )
+        }
+        Input::File(path) => {
+            let source = std::fs::canonicalize(&path)
+                .unwrap_or_else(|_| path.clone())
+                .display()
+                .to_string();
+            let input_err = |source: std::io::Error| DurableError::Input {
+                path: path.display().to_string(),
+                source,
+            };
+            let mut file = File::open(&path).map_err(input_err)?;
+            let len = file.metadata().map_err(input_err)?.len();
+            // The first bytes tell this file from another one at the same path.
+            (&mut file)
+                .take(HEAD)
+                .read_to_end(&mut head)
+                .map_err(input_err)?;
+            let (mut offset, mut line) = (0, 0);
+            if let Some(c) = resume.checkpoint.as_ref().filter(|c| c.source == source) {
+                let mut before = [0u8; 1];
+                let ends_a_line = c.offset == 0
+                    || (file.seek(SeekFrom::Start(c.offset - 1)).is_ok()
+                        && file.read_exact(&mut before).is_ok()
+                        && before[0] == b'\n');
+                if c.offset <= len && ends_a_line && fingerprint(&head, c.offset) == c.fingerprint {
+                    offset = c.offset;
+                    line = c.line;
+                    report.resumed_after_line = Some(c.line);
+                } else {
+                    eprintln!(
                             "note: `{}` is not the file an earlier run read up to line {} (shorter, or other content); reading it from the start (event ids already processed are skipped)",
                             path.display(),
                             c.line
                         );
-                    }
                 }
-                file.seek(SeekFrom::Start(offset)).map_err(input_err)?;
-                (
-                    BufReader::with_capacity(1 << 16, Box::new(file) as Box<dyn Read + Send>),
-                    Some(source),
-                    offset,
-                    line,
-                )
             }
-            Input::Stream(r) => (BufReader::with_capacity(1 << 16, r), None, 0, 0),
-        };
+            file.seek(SeekFrom::Start(offset)).map_err(input_err)?;
+            (
+                Reader::Buffered(BufReader::with_capacity(
+                    1 << 16,
+                    Box::new(file) as Box<dyn Read + Send>,
+                )),
+                Some(source),
+                offset,
+                line,
+            )
+        }
+        Input::Stream(r) => (
+            Reader::Buffered(BufReader::with_capacity(1 << 16, r)),
+            None,
+            0,
+            0,
+        ),
+    };
+    let live_input = matches!(reader, Reader::Live(_));
 
     let wall = crate::WallClock::new(options.started);
     // The latest event time of this run: jumps are measured within a run, so a store
@@ -271,7 +320,9 @@ pub fn run_durable<S: Store + 'static>(
         cache: options.cache,
         audit_in_outbox: audit.is_some(),
     };
-    let live = run.source.is_none();
+    // Release at once whenever nothing more is ready (a stream or a live host), rather
+    // than only at full batches (a file).
+    let live = run.source.is_none() || live_input;
     // The input read up to the last whole line: (byte offset, line number).
     let mut pos = (offset, line_no);
     let mut buf = Vec::with_capacity(1024);
@@ -281,21 +332,61 @@ pub fn run_durable<S: Store + 'static>(
             report.counts.interrupted = true;
             break;
         }
-        let read = crate::read_line_capped(&mut reader, &mut buf, options.max_line)?;
-        let n = read.consumed;
-        if n == 0 {
-            break;
-        }
         let before = pos;
-        line_no += 1;
-        lines += 1;
-        // The input position only moves past whole lines: a last line with no newline
-        // (a writer still appending?) is processed, and read again after a restart.
-        let after = if read.complete {
-            (pos.0 + n as u64, line_no)
-        } else {
-            before
+        let (read, after) = match &mut reader {
+            Reader::Buffered(r) => {
+                let read = crate::read_line_capped(r, &mut buf, options.max_line)?;
+                if read.consumed == 0 {
+                    break;
+                }
+                line_no += 1;
+                // The input position only moves past whole lines: a last line with no
+                // newline (a writer still appending?) is processed, and read again after
+                // a restart.
+                let after = if read.complete {
+                    (pos.0 + read.consumed as u64, line_no)
+                } else {
+                    before
+                };
+                (read, after)
+            }
+            Reader::Live(l) => match l.next(&mut buf)? {
+                Next::End => break,
+                Next::Tick(at) => {
+                    // Due timers first, in slices as before an event, then the guards.
+                    let until = engine.clock().map_or(at, |c| c.max(at));
+                    loop {
+                        let slice = run.cache.clamp(1, TIMER_SLICE);
+                        let (o, more) = engine.advance_some(until, slice);
+                        run.pending.output(&o, &purpose, &mut report.counts);
+                        if !more {
+                            break;
+                        }
+                        if engine.contacts() > run.cache {
+                            run.commit(&mut engine, before, actions, &mut audit, &mut report)?;
+                        }
+                    }
+                    let o = engine.wall_tick(until);
+                    run.pending.output(&o, &purpose, &mut report.counts);
+                    if l.idle() {
+                        run.commit(&mut engine, before, actions, &mut audit, &mut report)?;
+                        run.settle(actions, &mut audit)?;
+                        lines = 0;
+                    }
+                    continue;
+                }
+                Next::Line(seq) => {
+                    line_no = seq;
+                    let read = crate::input::LineRead {
+                        consumed: buf.len(),
+                        complete: true,
+                        too_long: buf.len() > options.max_line,
+                    };
+                    (read, (seq, seq))
+                }
+            },
         };
+        lines += 1;
         let text = rapport_engine::line_text(&buf);
         let line: &str = &text;
         if read.too_long || !line.trim().is_empty() {
@@ -375,7 +466,11 @@ pub fn run_durable<S: Store + 'static>(
         pos = after;
         // A full batch, or a stream with nothing more ready: commit, and on a stream
         // release at once too (never hold a live stream's replies back).
-        let idle = live && reader.buffer().is_empty();
+        let idle = live
+            && match &mut reader {
+                Reader::Buffered(r) => r.buffer().is_empty(),
+                Reader::Live(l) => l.idle(),
+            };
         if lines >= options.batch || idle {
             run.commit(&mut engine, after, actions, &mut audit, &mut report)?;
             lines = 0;

@@ -14,8 +14,11 @@
 //! An event further ahead of the clock than [`Options::max_clock_jump`] is rejected: one
 //! bad timestamp would otherwise fire every contact's timers at once.
 
+pub mod deploy;
 mod durable;
-pub use durable::{run_durable, DurableError, DurableOptions, DurableReport, Input, Sink};
+pub use durable::{
+    run_durable, DurableError, DurableOptions, DurableReport, Input, LiveInput, Next, Sink,
+};
 mod input;
 pub(crate) use input::read_line_capped;
 use input::{admit, read_line_capped_async, too_long, WallClock};

@@ -10,7 +10,10 @@
 
 use std::path::{Path, PathBuf};
 
+mod deploy;
+mod inbox;
 mod lock;
+pub use inbox::{Deliveries, DeliveryRow, Inbox, INBOX_SOURCE};
 pub use lock::HostLock;
 
 use rapport_bundle::Retention;
@@ -20,7 +23,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 /// The schema this build writes; stores of a later schema are refused.
-pub const SCHEMA: i64 = 1;
+pub const SCHEMA: i64 = 2;
 /// `PRAGMA application_id` of a Rapport store ("RPRT").
 const APPLICATION_ID: i64 = 0x5250_5254;
 
@@ -182,6 +185,34 @@ pub trait Store: ContactReader {
     fn forget(&mut self, contact: &str) -> Result<Forgotten, StoreError>;
     /// Removes transcripts older than `retention`, counted back from the store's clock.
     fn purge(&mut self, retention: &Retention) -> Result<Purged, StoreError>;
+    /// The bundle the store last ran (as JSON), with the versions it keeps for runs.
+    fn stored_bundle(&self) -> Result<Option<String>, StoreError>;
+    /// The engine-wide state as last committed, as JSON.
+    fn global_state(&self) -> Result<Option<String>, StoreError>;
+    /// Calls `visit` with every stored contact and timer state (for a deploy's plan).
+    fn scan_state(
+        &mut self,
+        visit: &mut dyn FnMut(StateKind, &str) -> Result<(), String>,
+    ) -> Result<(), StoreError>;
+    /// In one transaction: rewrites every stored contact and timer state with `rewrite`
+    /// (when given), the engine-wide state with `global`, and saves `bundle` as the
+    /// store's bundle.
+    fn deploy(
+        &mut self,
+        rewrite: Option<&Rewrite<'_>>,
+        global: Option<&str>,
+        bundle: &str,
+    ) -> Result<(), StoreError>;
+}
+
+/// Rewrites one stored state (a deploy renumbering flow versions).
+pub type Rewrite<'a> = dyn Fn(StateKind, &str) -> Result<String, String> + 'a;
+
+/// A kind of stored state, for [`Store::scan_state`] and [`Store::deploy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    Contact,
+    Timer,
 }
 
 /// The schema, one entry per version: entry N-1 migrates version N-1 to N.
@@ -199,6 +230,14 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX transcript_contact ON transcript (contact);
      CREATE TABLE forgotten_opt_outs (hash TEXT PRIMARY KEY) WITHOUT ROWID;
      INSERT INTO meta (key, value) VALUES ('salt', lower(hex(randomblob(16))));",
+    // 2: a live host's inbox (events acknowledged to a platform, not yet processed) and
+    // its deliveries (released actions and what became of them).
+    "CREATE TABLE inbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, line TEXT NOT NULL);
+     CREATE TABLE deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT, action TEXT NOT NULL UNIQUE,
+         contact TEXT, channel TEXT, line TEXT NOT NULL, status TEXT NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0, code TEXT, detail TEXT, updated INTEGER NOT NULL);
+     CREATE INDEX deliveries_open ON deliveries (status) WHERE status IN ('pending', 'in_flight');
+     CREATE INDEX deliveries_detail ON deliveries (detail);",
 ];
 
 /// The store on SQLite.
@@ -445,6 +484,30 @@ impl ContactReader for SqliteStore {
 }
 
 impl Store for SqliteStore {
+    fn stored_bundle(&self) -> Result<Option<String>, StoreError> {
+        self.stored_bundle_json()
+    }
+
+    fn global_state(&self) -> Result<Option<String>, StoreError> {
+        self.meta("global")
+    }
+
+    fn scan_state(
+        &mut self,
+        visit: &mut dyn FnMut(StateKind, &str) -> Result<(), String>,
+    ) -> Result<(), StoreError> {
+        self.scan(visit)
+    }
+
+    fn deploy(
+        &mut self,
+        rewrite: Option<&Rewrite<'_>>,
+        global: Option<&str>,
+        bundle: &str,
+    ) -> Result<(), StoreError> {
+        self.rewrite(rewrite, global, bundle)
+    }
+
     fn resume(&mut self, dedupe_window: Millis) -> Result<Resume, StoreError> {
         let seen_since = self.clock()?.map(|c| c.saturating_sub(dedupe_window));
         let mut r = Resume {
@@ -611,6 +674,12 @@ impl Store for SqliteStore {
                 let v = json!({"source": c.source, "offset": c.offset, "line": c.line,
                     "fingerprint": c.fingerprint});
                 meta.execute(params!["checkpoint", v.to_string()])?;
+                // The inbox's events up to the checkpoint are processed: their state
+                // change is in this transaction.
+                if c.source == INBOX_SOURCE {
+                    tx.prepare_cached("DELETE FROM inbox WHERE seq <= ?1")?
+                        .execute([c.offset as i64])?;
+                }
             }
         }
         tx.commit()?;

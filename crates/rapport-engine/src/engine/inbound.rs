@@ -97,7 +97,7 @@ impl Engine {
             Body::Agent { released, agent } => {
                 self.agent(contact, *released, agent.as_deref(), cause)
             }
-            Body::Tick | Body::Operator { .. } => {}
+            Body::Tick | Body::Operator { .. } | Body::Delivery { .. } => {}
         }
     }
 
