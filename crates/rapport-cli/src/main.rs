@@ -34,6 +34,7 @@ mod project;
 mod render;
 mod run;
 mod scenario;
+mod serve;
 mod timings;
 
 use std::path::PathBuf;
@@ -149,6 +150,62 @@ enum Command {
     ///   rapport purge --store sqlite:rapport.db --bundle bundle.json
     #[command(verbatim_doc_comment)]
     Purge(PurgeArgs),
+
+    /// Run the live host: platform webhooks in, the engine on a durable store, platform
+    /// APIs and sinks out (docs/deploy.md).
+    ///
+    /// A webhook is answered 200 only once its events are committed to the store's inbox;
+    /// the engine consumes the inbox and releases actions only after their state is
+    /// committed; each action is delivered with retries, each contact's in order. SIGTERM
+    /// drains: webhooks get 503, the engine commits, calls in flight finish, exit 0.
+    /// Secrets come from the environment (`${NAME}` in host.yaml).
+    ///
+    /// Examples:
+    ///   rapport serve --bundle bundle.json --store sqlite:rapport.db --config host.yaml
+    ///   rapport serve --bundle bundle.json --config host.yaml --check-config
+    #[command(verbatim_doc_comment)]
+    Serve(ServeArgs),
+
+    /// Deploy a bundle to a running `rapport serve` (from CI, say).
+    ///
+    /// Contacts, consent, opt-outs and audit are kept; a flow whose version changed
+    /// enters its rollout against the version running; runs stay on the version they
+    /// started on. Prints what happened to each flow; exits 1 when the host refuses the
+    /// bundle (nothing changes then).
+    ///
+    /// Examples:
+    ///   RAPPORT_API_TOKEN=... rapport deploy bundle.json --host https://rapport.acme.example
+    #[command(verbatim_doc_comment)]
+    Deploy(DeployArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// The bundle written by `rapport build`.
+    #[arg(long)]
+    bundle: PathBuf,
+    /// The store (`sqlite:PATH`); created when nothing exists at PATH.
+    #[arg(long, default_value = "sqlite:rapport.db")]
+    store: String,
+    /// The deployment's host.yaml (listen address, channels, sinks).
+    #[arg(long)]
+    config: PathBuf,
+    /// Check host.yaml, the environment variables it names and how it fits the bundle,
+    /// then exit (0 when it can serve).
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct DeployArgs {
+    /// The bundle written by `rapport build`.
+    bundle: PathBuf,
+    /// The host's base URL.
+    #[arg(long)]
+    host: String,
+    /// The environment variable that holds the host's api_token.
+    #[arg(long, default_value = "RAPPORT_API_TOKEN")]
+    token_env: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -387,6 +444,8 @@ fn main() -> ExitCode {
             durable::export(&store, &contact)
         }
         Command::Forget(args) => durable::forget(&args.store, &args.contact),
+        Command::Serve(args) => serve::run(&args),
+        Command::Deploy(args) => serve::deploy(&args),
         Command::Purge(args) => durable::purge(&args.store, args.bundle.as_deref()),
         Command::Rollout(RolloutCommand::Status { bundle, store }) => {
             durable::rollout_status(&store, &bundle)

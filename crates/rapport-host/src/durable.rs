@@ -353,6 +353,9 @@ pub fn run_durable<S: Store + 'static>(
             Reader::Live(l) => match l.next(&mut buf)? {
                 Next::End => break,
                 Next::Tick(at) => {
+                    // The wall clock is the stream's clock too: a quiet week does not make
+                    // the next message a jump.
+                    run_clock = Some(run_clock.map_or(at, |c| c.max(at)));
                     // Due timers first, in slices as before an event, then the guards.
                     let until = engine.clock().map_or(at, |c| c.max(at));
                     loop {

@@ -34,37 +34,124 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// The inbox of a store opened by its host (open the store with
-/// [`crate::SqliteStore::open`] first: that creates or migrates it).
-pub struct Inbox {
+/// A live host's tables: one connection, and one transaction for everything written
+/// together ([`Live::write`]), so webhooks, releases and delivery outcomes arriving at
+/// once share one sync to disk. Open the store with [`crate::SqliteStore::open`] first:
+/// that creates or migrates it.
+pub struct Live {
     conn: Connection,
 }
 
-impl Inbox {
-    pub fn open(path: &Path) -> Result<Inbox, StoreError> {
-        Ok(Inbox {
+/// A delivery's new status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub action: String,
+    /// `in_flight`, `pending` (waiting to retry), `delivered` or `failed`.
+    pub status: String,
+    pub attempts: u32,
+    pub code: Option<String>,
+    /// The platform's message id (delivered) or error text (failed).
+    pub detail: Option<String>,
+}
+
+/// An audit record that no engine step wrote (a webhook with a bad signature, a part of
+/// a payload that could not be understood).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostAudit {
+    pub at: i64,
+    pub contact: Option<String>,
+    /// The record as JSON.
+    pub record: String,
+}
+
+/// What to write in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct LiveBatch {
+    /// Event lines for the inbox.
+    pub events: Vec<String>,
+    pub audit: Vec<HostAudit>,
+    /// Actions released by the engine.
+    pub released: Vec<DeliveryRow>,
+    pub marks: Vec<Mark>,
+}
+
+/// What [`Live::write`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Written {
+    /// The inbox sequence number of each event.
+    pub seqs: Vec<u64>,
+    /// Per released action: whether it is new (one released again after a restart is
+    /// already there).
+    pub new: Vec<bool>,
+}
+
+impl Live {
+    pub fn open(path: &Path) -> Result<Live, StoreError> {
+        Ok(Live {
             conn: connect(path)?,
         })
     }
 
-    /// Appends event lines in one transaction; returns the sequence number of each.
-    /// When this returns, they are on disk.
-    pub fn append(&mut self, lines: &[String]) -> Result<Vec<u64>, StoreError> {
+    /// Writes `batch` in one transaction; when this returns, it is on disk.
+    pub fn write(&mut self, batch: &LiveBatch, now: i64) -> Result<Written, StoreError> {
         let tx = self.conn.transaction()?;
-        let mut seqs = Vec::with_capacity(lines.len());
+        let mut out = Written::default();
         {
             let mut put = tx.prepare_cached("INSERT INTO inbox (line) VALUES (?1)")?;
-            for line in lines {
+            for line in &batch.events {
                 put.execute([line])?;
-                seqs.push(tx.last_insert_rowid() as u64);
+                out.seqs.push(tx.last_insert_rowid() as u64);
+            }
+            let mut put =
+                tx.prepare_cached("INSERT INTO audit (at, contact, records) VALUES (?1, ?2, ?3)")?;
+            for a in &batch.audit {
+                put.execute(params![a.at, a.contact, a.record])?;
+            }
+            let mut put = tx.prepare_cached(
+                "INSERT OR IGNORE INTO deliveries (action, contact, channel, line, status, updated)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+            )?;
+            for r in &batch.released {
+                out.new
+                    .push(put.execute(params![r.action, r.contact, r.channel, r.line, now])? > 0);
+            }
+            let mut put = tx.prepare_cached(
+                "UPDATE deliveries SET status = ?2, attempts = ?3, code = ?4, detail = ?5, updated = ?6
+                 WHERE action = ?1",
+            )?;
+            for m in &batch.marks {
+                put.execute(params![
+                    m.action, m.status, m.attempts, m.code, m.detail, now
+                ])?;
             }
         }
         tx.commit()?;
-        Ok(seqs)
+        Ok(out)
     }
 
-    /// Up to `limit` events after sequence number `after`, in order.
-    pub fn after(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
+    /// Forgets finished deliveries last changed before `before` (milliseconds).
+    pub fn prune(&mut self, before: i64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM deliveries WHERE status IN ('delivered', 'failed') AND updated < ?1",
+            [before],
+        )?)
+    }
+}
+
+/// Reads a live host's tables (a connection of its own: reading never waits for a write).
+pub struct LiveReader {
+    conn: Connection,
+}
+
+impl LiveReader {
+    pub fn open(path: &Path) -> Result<LiveReader, StoreError> {
+        Ok(LiveReader {
+            conn: connect(path)?,
+        })
+    }
+
+    /// Up to `limit` inbox events after sequence number `after`, in order.
+    pub fn inbox_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>, StoreError> {
         let mut q = self
             .conn
             .prepare_cached("SELECT seq, line FROM inbox WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
@@ -74,75 +161,32 @@ impl Inbox {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Events waiting to be processed.
-    pub fn waiting(&self) -> Result<u64, StoreError> {
+    /// A value of the store's meta table (`global`: the engine-wide state as committed).
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Contacts with a handoff open, as committed.
+    pub fn open_handoffs(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT count(*) FROM contacts WHERE json_extract(state, '$.handoff') IS NOT NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )?
+            .max(0) as u64)
+    }
+
+    /// Inbox events waiting to be processed.
+    pub fn inbox_waiting(&self) -> Result<u64, StoreError> {
         Ok(self
             .conn
             .query_row("SELECT count(*) FROM inbox", [], |r| r.get::<_, i64>(0))?
             .max(0) as u64)
-    }
-}
-
-/// One released action and where its delivery stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryRow {
-    pub action: String,
-    pub contact: Option<String>,
-    pub channel: Option<String>,
-    /// The action as JSON.
-    pub line: String,
-    /// `pending`, `in_flight`, `delivered` or `failed`.
-    pub status: String,
-    pub attempts: u32,
-}
-
-/// The deliveries of a store opened by its host.
-pub struct Deliveries {
-    conn: Connection,
-}
-
-impl Deliveries {
-    pub fn open(path: &Path) -> Result<Deliveries, StoreError> {
-        Ok(Deliveries {
-            conn: connect(path)?,
-        })
-    }
-
-    /// Records released actions as `pending`, in one transaction; returns which of them
-    /// are new (an action released again after a restart is already there).
-    pub fn release(&mut self, rows: &[DeliveryRow], now: i64) -> Result<Vec<bool>, StoreError> {
-        let tx = self.conn.transaction()?;
-        let mut new = Vec::with_capacity(rows.len());
-        {
-            let mut put = tx.prepare_cached(
-                "INSERT OR IGNORE INTO deliveries (action, contact, channel, line, status, updated)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
-            )?;
-            for r in rows {
-                new.push(put.execute(params![r.action, r.contact, r.channel, r.line, now])? > 0);
-            }
-        }
-        tx.commit()?;
-        Ok(new)
-    }
-
-    /// Sets an action's status (and the attempts made, the platform's code and text).
-    pub fn mark(
-        &mut self,
-        action: &str,
-        status: &str,
-        attempts: u32,
-        code: Option<&str>,
-        detail: Option<&str>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "UPDATE deliveries SET status = ?2, attempts = ?3, code = ?4, detail = ?5, updated = ?6
-                 WHERE action = ?1",
-            )?
-            .execute(params![action, status, attempts, code, detail, now])?;
-        Ok(())
     }
 
     /// The actions not delivered yet (`pending` or `in_flight`), in release order.
@@ -164,7 +208,7 @@ impl Deliveries {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// An action's status, if it was released.
+    /// An action's status and attempts, if it was released.
     pub fn status(&self, action: &str) -> Result<Option<(String, u32)>, StoreError> {
         Ok(self
             .conn
@@ -181,24 +225,28 @@ impl Deliveries {
             .optional()?)
     }
 
-    /// The action and contact of a platform message id (the `detail` of a delivered
-    /// send), for status webhooks.
-    pub fn by_detail(&self, detail: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+    /// The action and contact of a delivered message, by the platform's message id.
+    pub fn by_message_id(&self, id: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
         Ok(self
             .conn
             .query_row(
-                "SELECT action, contact FROM deliveries WHERE detail = ?1 LIMIT 1",
-                [detail],
+                "SELECT action, contact FROM deliveries WHERE detail = ?1 AND status = 'delivered' LIMIT 1",
+                [id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)
     }
+}
 
-    /// Forgets finished deliveries last changed before `before` (milliseconds).
-    pub fn prune(&mut self, before: i64) -> Result<usize, StoreError> {
-        Ok(self.conn.execute(
-            "DELETE FROM deliveries WHERE status IN ('delivered', 'failed') AND updated < ?1",
-            [before],
-        )?)
-    }
+/// One released action and where its delivery stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub action: String,
+    pub contact: Option<String>,
+    pub channel: Option<String>,
+    /// The action as JSON.
+    pub line: String,
+    /// `pending`, `in_flight`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: u32,
 }

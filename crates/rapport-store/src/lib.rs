@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 mod deploy;
 mod inbox;
 mod lock;
-pub use inbox::{Deliveries, DeliveryRow, Inbox, INBOX_SOURCE};
+pub use inbox::{DeliveryRow, HostAudit, Live, LiveBatch, LiveReader, Mark, Written, INBOX_SOURCE};
 pub use lock::HostLock;
 
 use rapport_bundle::Retention;

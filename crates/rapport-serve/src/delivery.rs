@@ -1,0 +1,617 @@
+//! Delivery: from a released action to the platform or the sink.
+//!
+//! - A contact's actions go out in order: its next one waits for the previous one's
+//!   outcome. Contacts do not wait for each other (one task per contact with work).
+//! - Each action is marked `in_flight` (on disk) before its call and `delivered` or
+//!   `failed` after it, with the platform's message id or error; the outcome goes back to
+//!   the engine as a `delivery` event through the inbox.
+//! - 429, 5xx, network errors and the platforms' throttling codes are retried with
+//!   exponential backoff and jitter, honouring `Retry-After`, up to `max_attempts`; any
+//!   other error fails the action at once.
+//! - A crash between the platform's 2xx and the `delivered` mark resends the action at
+//!   the next start (it is still `in_flight`); such resends are counted.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rapport_store::{DeliveryRow, Mark};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Connector, HostConfig};
+use crate::metrics::Metrics;
+use crate::writer::Request;
+
+/// One action to deliver.
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub(crate) row: DeliveryRow,
+    /// When the engine released it (for the delivery latency).
+    pub(crate) released: Instant,
+}
+
+/// What the delivery side shares.
+pub(crate) struct Delivery {
+    pub(crate) config: Arc<HostConfig>,
+    pub(crate) templates: Mutex<std::collections::BTreeMap<String, Option<Vec<String>>>>,
+    pub(crate) writer: std::sync::mpsc::Sender<Request>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Per contact (or per action, for actions of no contact): actions waiting.
+    queues: Mutex<HashMap<String, VecDeque<Job>>>,
+    /// Per channel: the platform's rate limit.
+    buckets: HashMap<String, tokio::sync::Mutex<Bucket>>,
+    /// Set on stop: no new call starts.
+    pub(crate) draining: AtomicBool,
+    /// Calls and waits in progress.
+    active: tokio::sync::watch::Sender<usize>,
+    /// Inbound messages waiting for their first automated answer, by contact.
+    pub(crate) waiting_answer: Mutex<HashMap<String, Instant>>,
+    now: fn() -> i64,
+}
+
+/// A token bucket: `rate` tokens a second, at most `burst` kept.
+#[derive(Debug)]
+pub(crate) struct Bucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    pub(crate) fn new(rate: f64, burst: f64) -> Self {
+        Bucket {
+            rate,
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token; returns how long to wait before using it.
+    pub(crate) fn take(&mut self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+        self.tokens -= 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    /// Accepted; the platform's message id when it gives one.
+    Ok(Option<String>),
+    /// Try again, after at least this long when the platform said so.
+    Retry {
+        code: String,
+        detail: String,
+        after: Option<Duration>,
+    },
+    Failed {
+        code: String,
+        detail: String,
+    },
+}
+
+impl Delivery {
+    pub(crate) fn new(
+        config: Arc<HostConfig>,
+        templates: std::collections::BTreeMap<String, Option<Vec<String>>>,
+        writer: std::sync::mpsc::Sender<Request>,
+        metrics: Arc<Metrics>,
+        now: fn() -> i64,
+    ) -> Result<Arc<Delivery>, String> {
+        let client = reqwest::Client::builder()
+            .timeout(config.delivery.timeout)
+            .user_agent(concat!("rapport/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot make the HTTP client: {e}"))?;
+        let buckets = config
+            .channels
+            .iter()
+            .map(|(name, c)| match c {
+                Connector::WhatsApp(wa) => (
+                    name.clone(),
+                    tokio::sync::Mutex::new(Bucket::new(wa.rate, wa.rate.max(1.0))),
+                ),
+            })
+            .collect();
+        Ok(Arc::new(Delivery {
+            config,
+            templates: Mutex::new(templates),
+            writer,
+            client,
+            metrics,
+            queues: Mutex::new(HashMap::new()),
+            buckets,
+            draining: AtomicBool::new(false),
+            active: tokio::sync::watch::channel(0).0,
+            waiting_answer: Mutex::new(HashMap::new()),
+            now,
+        }))
+    }
+
+    /// Takes jobs from `rx` until it closes, each contact's in order.
+    pub(crate) async fn run(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Job>) {
+        while let Some(job) = rx.recv().await {
+            self.enqueue(job);
+        }
+    }
+
+    /// Queues a job behind its contact's earlier ones; starts the contact's task if idle.
+    pub(crate) fn enqueue(self: &Arc<Self>, job: Job) {
+        let key = job
+            .row
+            .contact
+            .clone()
+            .unwrap_or_else(|| format!("action:{}", job.row.action));
+        self.metrics.outbox_depth.inc();
+        let start = {
+            let Ok(mut queues) = self.queues.lock() else {
+                return;
+            };
+            match queues.get_mut(&key) {
+                Some(q) => {
+                    q.push_back(job);
+                    false
+                }
+                None => {
+                    queues.insert(key.clone(), VecDeque::from([job]));
+                    true
+                }
+            }
+        };
+        if start {
+            self.active.send_modify(|n| *n += 1);
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                me.contact_task(key).await;
+                me.active.send_modify(|n| *n = n.saturating_sub(1));
+            });
+        }
+    }
+
+    async fn contact_task(self: &Arc<Self>, key: String) {
+        // Per recipient: WhatsApp asks for a pause between messages to one person.
+        let mut last_send: Option<Instant> = None;
+        loop {
+            if self.draining.load(Ordering::Relaxed) {
+                // What was not started stays `pending` in the store for the next start.
+                if let Ok(mut q) = self.queues.lock() {
+                    if let Some(left) = q.remove(&key) {
+                        self.metrics.outbox_depth.dec_by(left.len() as i64);
+                    }
+                }
+                return;
+            }
+            let job = {
+                let Ok(mut queues) = self.queues.lock() else {
+                    return;
+                };
+                match queues.get_mut(&key).and_then(VecDeque::pop_front) {
+                    Some(j) => j,
+                    None => {
+                        queues.remove(&key);
+                        return;
+                    }
+                }
+            };
+            self.deliver(job, &mut last_send).await;
+            self.metrics.outbox_depth.dec();
+        }
+    }
+
+    async fn mark(&self, mark: Mark, events: Vec<String>) -> Result<(), String> {
+        let (done, rx) = oneshot::channel();
+        if !events.is_empty() {
+            let (d2, r2) = oneshot::channel();
+            self.writer
+                .send(Request::Append {
+                    events,
+                    audit: Vec::new(),
+                    done: d2,
+                })
+                .map_err(|_| "the writer stopped".to_string())?;
+            self.writer
+                .send(Request::Mark { mark, done })
+                .map_err(|_| "the writer stopped".to_string())?;
+            r2.await.map_err(|_| "the writer stopped".to_string())??;
+        } else {
+            self.writer
+                .send(Request::Mark { mark, done })
+                .map_err(|_| "the writer stopped".to_string())?;
+        }
+        rx.await.map_err(|_| "the writer stopped".to_string())?
+    }
+
+    async fn deliver(&self, job: Job, last_send: &mut Option<Instant>) {
+        let action: Value = serde_json::from_str(&job.row.line).unwrap_or(Value::Null);
+        let kind = action
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let channel = job.row.channel.clone().unwrap_or_default();
+        let metric_channel = if matches!(kind.as_str(), "send" | "reply" | "hide") {
+            channel.clone()
+        } else {
+            format!("sink:{}", sink_name(&kind))
+        };
+        if job.row.status == "in_flight" {
+            // It was out when the host stopped: the platform may have it already.
+            self.metrics.resends_after_crash.inc();
+        }
+        let mut attempts = job.row.attempts;
+        let max = self.config.delivery.max_attempts;
+        let outcome = loop {
+            attempts += 1;
+            let in_flight = Mark {
+                action: job.row.action.clone(),
+                status: "in_flight".into(),
+                attempts,
+                code: None,
+                detail: None,
+            };
+            if let Err(e) = self.mark(in_flight, Vec::new()).await {
+                tracing::error!("cannot record a delivery: {e}; it stays pending");
+                return;
+            }
+            let outcome = self.call(&kind, &channel, &action, last_send).await;
+            let label = match &outcome {
+                Outcome::Ok(_) => "ok",
+                Outcome::Retry { .. } => "retry",
+                Outcome::Failed { .. } => "failed",
+            };
+            self.metrics.delivery_attempt(&metric_channel, label);
+            match outcome {
+                Outcome::Retry {
+                    code,
+                    detail,
+                    after,
+                } if attempts < max => {
+                    let wait = backoff(&self.config, attempts, &job.row.action)
+                        .max(after.unwrap_or_default());
+                    tracing::warn!(
+                        "delivery of {} failed ({code}: {detail}); attempt {attempts} of {max}, retrying in {:.1}s",
+                        job.row.action,
+                        wait.as_secs_f64()
+                    );
+                    let pending = Mark {
+                        action: job.row.action.clone(),
+                        status: "pending".into(),
+                        attempts,
+                        code: Some(code),
+                        detail: Some(detail),
+                    };
+                    if self.mark(pending, Vec::new()).await.is_err() {
+                        return;
+                    }
+                    if self.sleep_unless_draining(wait).await {
+                        return;
+                    }
+                }
+                Outcome::Retry { code, detail, .. } => {
+                    break Outcome::Failed {
+                        code,
+                        detail: format!("{detail} (after {attempts} attempts)"),
+                    }
+                }
+                other => break other,
+            }
+        };
+        let now = (self.now)();
+        let at = rapport_engine::format_time(now);
+        let (mark, status, code, detail) = match &outcome {
+            Outcome::Ok(id) => {
+                self.metrics
+                    .delivery_latency
+                    .observe(job.released.elapsed().as_secs_f64());
+                if kind == "send" {
+                    if let Some(contact) = &job.row.contact {
+                        let first = self
+                            .waiting_answer
+                            .lock()
+                            .ok()
+                            .and_then(|mut w| w.remove(contact));
+                        if let Some(t) = first {
+                            self.metrics
+                                .first_response
+                                .observe(t.elapsed().as_secs_f64());
+                        }
+                    }
+                }
+                // A platform's 2xx means accepted (its status webhooks say delivered and
+                // read later); a sink's means delivered.
+                let status = if matches!(kind.as_str(), "send" | "reply" | "hide") {
+                    "sent"
+                } else {
+                    "delivered"
+                };
+                ("delivered", status, None, id.clone())
+            }
+            Outcome::Failed { code, detail } => {
+                tracing::warn!("delivery of {} failed: {code}: {detail}", job.row.action);
+                ("failed", "failed", Some(code.clone()), Some(detail.clone()))
+            }
+            Outcome::Retry { .. } => return,
+        };
+        let mut event = json!({
+            "id": format!("dlv:{}", job.row.action),
+            "at": at,
+            "type": "delivery",
+            "action": job.row.action,
+            "status": status,
+        });
+        if let Some(c) = &job.row.contact {
+            event["contact"] = Value::String(c.clone());
+        }
+        if !channel.is_empty() {
+            event["channel"] = Value::String(channel.clone());
+        }
+        if let Some(c) = &code {
+            event["code"] = Value::String(c.clone());
+        }
+        if let Some(d) = &detail {
+            event["detail"] = Value::String(d.clone());
+        }
+        let mark = Mark {
+            action: job.row.action.clone(),
+            status: mark.into(),
+            attempts,
+            code,
+            detail,
+        };
+        if let Err(e) = self.mark(mark, vec![event.to_string()]).await {
+            tracing::error!("cannot record the outcome of {}: {e}", job.row.action);
+        }
+    }
+
+    /// Sleeps `wait`; returns true when a stop came first.
+    async fn sleep_unless_draining(&self, wait: Duration) -> bool {
+        let end = Instant::now() + wait;
+        while Instant::now() < end {
+            if self.draining.load(Ordering::Relaxed) {
+                return true;
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            tokio::time::sleep(left.min(Duration::from_millis(200))).await;
+        }
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    async fn call(
+        &self,
+        kind: &str,
+        channel: &str,
+        action: &Value,
+        last_send: &mut Option<Instant>,
+    ) -> Outcome {
+        match kind {
+            "send" | "reply" | "hide" => {
+                let Some(connector) = self.config.channels.get(channel) else {
+                    return Outcome::Failed {
+                        code: "no_connector".into(),
+                        detail: format!("host.yaml connects no channel `{channel}`"),
+                    };
+                };
+                match connector {
+                    Connector::WhatsApp(wa) => {
+                        if kind != "send" {
+                            return Outcome::Failed {
+                                code: "unsupported".into(),
+                                detail: format!("WhatsApp has no `{kind}` of comments"),
+                            };
+                        }
+                        let request = {
+                            let templates = match self.templates.lock() {
+                                Ok(t) => t.clone(),
+                                Err(_) => Default::default(),
+                            };
+                            crate::whatsapp::send_request(wa, action, channel, &templates)
+                        };
+                        let (url, body) = match request {
+                            Ok(r) => r,
+                            Err(u) => {
+                                return Outcome::Failed {
+                                    code: u.code.into(),
+                                    detail: u.detail,
+                                }
+                            }
+                        };
+                        // The platform's limits: per number, then per person.
+                        if let Some(b) = self.buckets.get(channel) {
+                            let wait = b.lock().await.take(Instant::now());
+                            tokio::time::sleep(wait).await;
+                        }
+                        if let Some(last) = *last_send {
+                            let gap = last.elapsed();
+                            if gap < wa.per_recipient {
+                                tokio::time::sleep(wa.per_recipient - gap).await;
+                            }
+                        }
+                        *last_send = Some(Instant::now());
+                        let response = self
+                            .client
+                            .post(url)
+                            .bearer_auth(&wa.access_token)
+                            .json(&body)
+                            .send()
+                            .await;
+                        whatsapp_outcome(response).await
+                    }
+                }
+            }
+            other => {
+                let name = sink_name(other);
+                let Some(sink) = self.config.sinks.get(name) else {
+                    return Outcome::Failed {
+                        code: "no_sink".into(),
+                        detail: format!("host.yaml has no `{name}` sink"),
+                    };
+                };
+                let body = action.to_string();
+                let unix = (self.now)() / 1000;
+                let signature =
+                    crate::signature::rapport_header(&sink.secret, unix, body.as_bytes());
+                let id = action.get("id").and_then(Value::as_str).unwrap_or("");
+                let response = self
+                    .client
+                    .post(&sink.url)
+                    .header("content-type", "application/json")
+                    .header("x-rapport-signature", signature)
+                    .header("idempotency-key", id)
+                    .body(body)
+                    .send()
+                    .await;
+                http_outcome(response).await
+            }
+        }
+    }
+
+    /// Waits until no contact task is working, or `grace` passed.
+    pub(crate) async fn drain(&self, grace: Duration) -> bool {
+        self.draining.store(true, Ordering::Relaxed);
+        let mut rx = self.active.subscribe();
+        let done = tokio::time::timeout(grace, rx.wait_for(|n| *n == 0)).await;
+        done.is_ok()
+    }
+}
+
+/// The sink of an action type (`handoff_closed` goes where `handoff` goes).
+fn sink_name(kind: &str) -> &str {
+    match kind {
+        "handoff_closed" => "handoff",
+        other => other,
+    }
+}
+
+/// Exponential backoff with full jitter: a random wait up to `first * 2^(n-1)`, capped
+/// at `max`, and never less than half of it, so retries of many actions spread out.
+fn backoff(config: &HostConfig, attempt: u32, action: &str) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let first = config.delivery.first.as_secs_f64();
+    let cap = config.delivery.max.as_secs_f64();
+    let ceiling = (first * 2f64.powi(attempt.saturating_sub(1).min(30) as i32)).min(cap);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(action.as_bytes());
+    h.write_u32(attempt);
+    let unit = (h.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    Duration::from_secs_f64(ceiling * (0.5 + unit / 2.0))
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    // Seconds; an HTTP date is rare from these APIs and taken as a minute.
+    match v.trim().parse::<u64>() {
+        Ok(s) => Some(Duration::from_secs(s.min(3600))),
+        Err(_) => Some(Duration::from_secs(60)),
+    }
+}
+
+async fn http_outcome(response: reqwest::Result<reqwest::Response>) -> Outcome {
+    let r = match response {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Retry {
+                code: "network".into(),
+                detail: e.to_string(),
+                after: None,
+            }
+        }
+    };
+    let status = r.status();
+    let after = retry_after(r.headers());
+    let text: String = r
+        .text()
+        .await
+        .unwrap_or_default()
+        .chars()
+        .take(500)
+        .collect();
+    if status.is_success() {
+        Outcome::Ok(None)
+    } else if status.as_u16() == 429 || status.is_server_error() || status.as_u16() == 408 {
+        Outcome::Retry {
+            code: status.as_u16().to_string(),
+            detail: text,
+            after,
+        }
+    } else {
+        Outcome::Failed {
+            code: status.as_u16().to_string(),
+            detail: text,
+        }
+    }
+}
+
+async fn whatsapp_outcome(response: reqwest::Result<reqwest::Response>) -> Outcome {
+    let r = match response {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Retry {
+                code: "network".into(),
+                detail: e.to_string(),
+                after: None,
+            }
+        }
+    };
+    let status = r.status();
+    let after = retry_after(r.headers());
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        let id = body
+            .pointer("/messages/0/id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        return Outcome::Ok(id);
+    }
+    let error = body.get("error");
+    let code = error.and_then(|e| e.get("code")).and_then(Value::as_i64);
+    let detail = error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let code_text = code.map_or_else(|| status.as_u16().to_string(), |c| c.to_string());
+    let retry = status.as_u16() == 429
+        || status.is_server_error()
+        || code.is_some_and(crate::whatsapp::throttled);
+    if retry {
+        Outcome::Retry {
+            code: code_text,
+            detail,
+            after,
+        }
+    } else {
+        Outcome::Failed {
+            code: code_text,
+            detail,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_lets_a_burst_through_then_spaces_calls_at_its_rate() {
+        let start = Instant::now();
+        let mut b = Bucket::new(2.0, 2.0);
+        assert_eq!(b.take(start), Duration::ZERO);
+        assert_eq!(b.take(start), Duration::ZERO);
+        let wait = b.take(start);
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-9, "{wait:?}");
+        // A second later two more tokens came, one of them owed.
+        assert_eq!(b.take(start + Duration::from_secs(1)), Duration::ZERO);
+    }
+}

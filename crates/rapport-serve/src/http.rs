@@ -1,0 +1,613 @@
+//! The HTTP endpoints (docs/deploy.md, "Endpoints").
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rapport_bundle::Bundle;
+use rapport_store::{HostAudit, LiveReader};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::config::{Connector, HostConfig};
+use crate::delivery::Delivery;
+use crate::engine::Control;
+use crate::feed::Feed;
+use crate::metrics::{Endpoint, Metrics, TypeChannel};
+use crate::writer::Request;
+
+/// Bodies over this size get 413.
+pub(crate) const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub(crate) struct App {
+    pub(crate) config: Arc<HostConfig>,
+    pub(crate) writer: std::sync::mpsc::Sender<Request>,
+    pub(crate) reader: Mutex<LiveReader>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) delivery: Arc<Delivery>,
+    pub(crate) control: std::sync::mpsc::Sender<Control>,
+    pub(crate) feed: std::sync::mpsc::Sender<Feed>,
+    pub(crate) bundle: Arc<RwLock<Arc<Bundle>>>,
+    pub(crate) store_path: PathBuf,
+    pub(crate) draining: Arc<AtomicBool>,
+    pub(crate) engine_running: Arc<AtomicBool>,
+    pub(crate) now: fn() -> i64,
+}
+
+type Shared = Arc<App>;
+
+pub(crate) fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/webhooks/meta", get(meta_handshake).post(meta_webhook))
+        .route("/v1/events", post(post_events))
+        .route("/v1/bundle", post(post_bundle))
+        .route("/v1/rollouts", get(get_rollouts))
+        .route("/v1/contacts/{id}", get(get_contact).delete(delete_contact))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(app)
+}
+
+fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+impl App {
+    fn draining(&self) -> Option<Response> {
+        self.draining.load(Ordering::Relaxed).then(|| {
+            problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the host is stopping; send it again later",
+            )
+        })
+    }
+
+    /// `None` when the bearer token is right, else the 401 to answer.
+    fn unauthorised(&self, headers: &HeaderMap) -> Option<Response> {
+        let given = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(t) if crate::signature::same_token(t.trim(), &self.config.api_token) => None,
+            _ => Some(problem(
+                StatusCode::UNAUTHORIZED,
+                "a bearer token (host.yaml api_token) is needed: Authorization: Bearer <token>",
+            )),
+        }
+    }
+
+    /// Appends to the inbox and waits until it is on disk.
+    async fn append(&self, events: Vec<String>, audit: Vec<HostAudit>) -> Result<Vec<u64>, String> {
+        let (done, rx) = oneshot::channel();
+        self.writer
+            .send(Request::Append {
+                events,
+                audit,
+                done,
+            })
+            .map_err(|_| "the store's writer stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the store's writer stopped".to_string())?
+    }
+
+    fn audit_record(
+        &self,
+        kind: &str,
+        contact: Option<String>,
+        reason: &str,
+        detail: String,
+    ) -> HostAudit {
+        let at = (self.now)();
+        let mut record = json!({"at": rapport_engine::format_time(at), "actor": "system",
+            "kind": kind, "reason": reason, "detail": detail});
+        if let Some(c) = &contact {
+            record["contact"] = Value::String(c.clone());
+        }
+        HostAudit {
+            at,
+            contact,
+            record: record.to_string(),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Handshake {
+    #[serde(rename = "hub.mode")]
+    mode: Option<String>,
+    #[serde(rename = "hub.verify_token")]
+    verify_token: Option<String>,
+    #[serde(rename = "hub.challenge")]
+    challenge: Option<String>,
+}
+
+async fn meta_handshake(State(app): State<Shared>, Query(q): Query<Handshake>) -> Response {
+    let token = q.verify_token.unwrap_or_default();
+    let known = app.config.channels.values().any(|c| match c {
+        Connector::WhatsApp(wa) => crate::signature::same_token(&token, &wa.verify_token),
+    });
+    match (q.mode.as_deref(), q.challenge) {
+        (Some("subscribe"), Some(challenge)) if known => challenge.into_response(),
+        _ => problem(
+            StatusCode::FORBIDDEN,
+            "the verify token does not match host.yaml",
+        ),
+    }
+}
+
+async fn meta_webhook(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let response = meta_webhook_inner(&app, &headers, &body).await;
+    app.metrics
+        .webhook_seconds
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Response {
+    if let Some(r) = app.draining() {
+        return r;
+    }
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    // Checked on the raw bytes, with each app secret host.yaml knows (there are few).
+    let signed = app.config.channels.values().any(|c| match c {
+        Connector::WhatsApp(wa) => crate::signature::meta_valid(&wa.app_secret, body, signature),
+    });
+    if !signed {
+        app.metrics
+            .signature_failures
+            .get_or_create(&Endpoint {
+                endpoint: "meta".into(),
+            })
+            .inc();
+        let why = if signature.is_none() {
+            "missing"
+        } else {
+            "does not match"
+        };
+        let record = app.audit_record(
+            "rejected",
+            None,
+            "bad_signature",
+            format!("POST /webhooks/meta: X-Hub-Signature-256 {why}"),
+        );
+        let _ = app.append(Vec::new(), vec![record]).await;
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "bad or missing X-Hub-Signature-256",
+        );
+    }
+    let payload: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            // Signed but unreadable: answered 200 so the platform does not retry it for
+            // days, and recorded.
+            let record = app.audit_record(
+                "ignored",
+                None,
+                "unreadable",
+                format!("a signed webhook that is not JSON: {e}"),
+            );
+            let _ = app.append(Vec::new(), vec![record]).await;
+            app.metrics.ignored_parts.inc();
+            return (StatusCode::OK, "ok").into_response();
+        }
+    };
+    let mut events = Vec::new();
+    let mut audit = Vec::new();
+    if payload.get("object").and_then(Value::as_str) == Some("whatsapp_business_account") {
+        for (name, c) in &app.config.channels {
+            let Connector::WhatsApp(wa) = c;
+            let n = crate::whatsapp::normalise(&payload, &wa.phone_number_id, name);
+            for (contact, what) in n.ignored {
+                app.metrics.ignored_parts.inc();
+                audit.push(app.audit_record("ignored", contact, "not_understood", what));
+            }
+            for e in &n.events {
+                app.metrics
+                    .events_received
+                    .get_or_create(&TypeChannel {
+                        r#type: "message".into(),
+                        channel: name.clone(),
+                    })
+                    .inc();
+                if let Some(contact) = serde_json::from_str::<Value>(e)
+                    .ok()
+                    .and_then(|v| v.get("contact").and_then(Value::as_str).map(str::to_string))
+                {
+                    if let Ok(mut w) = app.delivery.waiting_answer.lock() {
+                        if w.len() > 100_000 {
+                            w.retain(|_, t| t.elapsed().as_secs() < 3600);
+                        }
+                        w.entry(contact).or_insert_with(Instant::now);
+                    }
+                }
+            }
+            events.extend(n.events);
+            for s in n.statuses {
+                let found = app
+                    .reader
+                    .lock()
+                    .ok()
+                    .and_then(|r| r.by_message_id(&s.message_id).ok().flatten());
+                let Some((action, contact)) = found else {
+                    continue;
+                };
+                let mut e = json!({"id": format!("was:{}:{}", s.message_id, s.status),
+                    "at": rapport_engine::format_time(s.at), "type": "delivery",
+                    "action": action, "status": s.status, "channel": name});
+                if let Some(c) = contact {
+                    e["contact"] = Value::String(c);
+                }
+                if let Some(c) = s.code {
+                    e["code"] = Value::String(c);
+                }
+                if let Some(d) = s.detail {
+                    e["detail"] = Value::String(d);
+                }
+                app.metrics
+                    .events_received
+                    .get_or_create(&TypeChannel {
+                        r#type: "delivery".into(),
+                        channel: name.clone(),
+                    })
+                    .inc();
+                events.push(e.to_string());
+            }
+        }
+    } else {
+        app.metrics.ignored_parts.inc();
+        let object = payload
+            .get("object")
+            .and_then(Value::as_str)
+            .unwrap_or("(none)");
+        audit.push(app.audit_record(
+            "ignored",
+            None,
+            "not_understood",
+            format!("a webhook for object `{object}`, which no channel of host.yaml takes"),
+        ));
+    }
+    if events.is_empty() && audit.is_empty() {
+        return (StatusCode::OK, "ok").into_response();
+    }
+    match app.append(events, audit).await {
+        // Acknowledged only now: the events are on disk.
+        Ok(_) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => {
+            tracing::error!("cannot commit a webhook to the inbox: {e}");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the inbox could not be written; send it again",
+            )
+        }
+    }
+}
+
+async fn post_events(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = app.unauthorised(&headers) {
+        return r;
+    }
+    if let Some(r) = app.draining() {
+        return r;
+    }
+    let text = match std::str::from_utf8(&body) {
+        Ok(t) => t,
+        Err(_) => return problem(StatusCode::BAD_REQUEST, "the body is not UTF-8"),
+    };
+    let bundle = app.bundle.read().map(|b| Arc::clone(&b)).ok();
+    let Some(bundle) = bundle else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "no bundle loaded");
+    };
+    // One JSON event, or one per line; all are checked before any is accepted.
+    let trimmed = text.trim();
+    let lines: Vec<String> = if trimmed.starts_with('{') && !trimmed.contains('\n') {
+        vec![trimmed.to_string()]
+    } else {
+        trimmed
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    if lines.is_empty() {
+        return problem(StatusCode::BAD_REQUEST, "no event in the body");
+    }
+    let mut errors = Vec::new();
+    let mut kinds = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        match rapport_engine::decode(line, &bundle.settings) {
+            Ok(e) => kinds.push((kind_name(&e.body), e.channel.unwrap_or_default())),
+            Err(r) => errors.push(json!({"line": i + 1, "id": r.id, "error": r.reason})),
+        }
+    }
+    if !errors.is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(
+                json!({"error": "some events are not valid; none was accepted", "events": errors}),
+            ),
+        )
+            .into_response();
+    }
+    match app.append(lines, Vec::new()).await {
+        Ok(seqs) => {
+            for (kind, channel) in kinds {
+                app.metrics
+                    .events_received
+                    .get_or_create(&TypeChannel {
+                        r#type: kind.into(),
+                        channel,
+                    })
+                    .inc();
+            }
+            Json(json!({"accepted": seqs.len()})).into_response()
+        }
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+fn kind_name(b: &rapport_engine::Body) -> &'static str {
+    use rapport_engine::Body;
+    match b {
+        Body::Message { .. } => "message",
+        Body::Comment { .. } => "comment",
+        Body::Consent { .. } => "consent",
+        Body::External { .. } => "event",
+        Body::Agent { .. } => "agent",
+        Body::Tick => "tick",
+        Body::Operator { .. } => "operator",
+        Body::Delivery { .. } => "delivery",
+    }
+}
+
+/// Asks the engine's thread something between two commits: stops its loop, which
+/// handles the request and starts again.
+async fn ask_engine<T>(
+    app: &App,
+    control: Control,
+    rx: oneshot::Receiver<Result<T, String>>,
+) -> Result<T, String> {
+    app.control
+        .send(control)
+        .map_err(|_| "the engine stopped".to_string())?;
+    app.feed
+        .send(Feed::Stop)
+        .map_err(|_| "the engine stopped".to_string())?;
+    rx.await.map_err(|_| "the engine stopped".to_string())?
+}
+
+async fn post_bundle(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(r) = app.unauthorised(&headers) {
+        return r;
+    }
+    if let Some(r) = app.draining() {
+        return r;
+    }
+    let bundle: Bundle = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!("not a bundle written by `rapport build`: {e}"),
+            )
+        }
+    };
+    if bundle.format != rapport_bundle::FORMAT {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "bundle format {} is not the format this host runs ({})",
+                bundle.format,
+                rapport_bundle::FORMAT
+            ),
+        );
+    }
+    let problems: Vec<String> = crate::config::against_bundle(&app.config, &bundle)
+        .into_iter()
+        .filter(|p| p.error)
+        .map(|p| p.to_string())
+        .collect();
+    if !problems.is_empty() {
+        return (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "the bundle does not fit host.yaml; nothing was deployed", "problems": problems})),
+        )
+            .into_response();
+    }
+    let (done, rx) = oneshot::channel();
+    match ask_engine(
+        &app,
+        Control::Deploy {
+            bundle: Box::new(bundle),
+            done,
+        },
+        rx,
+    )
+    .await
+    {
+        Ok(changes) => {
+            let flows: Vec<Value> = changes.iter().map(change_json).collect();
+            Json(json!({"deployed": true, "flows": flows})).into_response()
+        }
+        Err(e) => problem(StatusCode::CONFLICT, e),
+    }
+}
+
+fn change_json(c: &rapport_engine::deploy::FlowChange) -> Value {
+    use rapport_engine::deploy::FlowChange;
+    let text = rapport_host::deploy::describe(c);
+    match c {
+        FlowChange::Unchanged { flow, version } => {
+            json!({"flow": flow, "version": version, "change": "unchanged", "summary": text})
+        }
+        FlowChange::NewVersion {
+            flow,
+            version,
+            previous,
+            stage,
+        } => json!({"flow": flow,
+            "version": version, "change": "new_version", "previous": previous,
+            "rollout_percent": stage, "summary": text}),
+        FlowChange::Added { flow, version } => {
+            json!({"flow": flow, "version": version, "change": "added", "summary": text})
+        }
+        FlowChange::Removed {
+            flow,
+            version,
+            runs,
+        } => json!({"flow": flow, "version": version,
+            "change": "removed", "runs_continue": runs, "summary": text}),
+    }
+}
+
+async fn get_rollouts(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    if let Some(r) = app.unauthorised(&headers) {
+        return r;
+    }
+    let global = app
+        .reader
+        .lock()
+        .map_err(|_| "lock".to_string())
+        .and_then(|r| r.meta("global").map_err(|e| e.to_string()));
+    let global: Value = match global {
+        Ok(Some(g)) => serde_json::from_str(&g).unwrap_or(Value::Null),
+        Ok(None) => Value::Null,
+        Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, e),
+    };
+    let Ok(bundle) = app.bundle.read().map(|b| Arc::clone(&b)) else {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "no bundle loaded");
+    };
+    let mut stats: HashMap<(String, String), Value> = HashMap::new();
+    if let (Some(v), Some(s)) = (
+        global.get("versions").and_then(Value::as_array),
+        global.get("stats").and_then(Value::as_array),
+    ) {
+        for (name, stat) in v.iter().zip(s) {
+            if let (Some(n), Some(ver)) = (
+                name.get(0).and_then(Value::as_str),
+                name.get(1).and_then(Value::as_str),
+            ) {
+                stats.insert((n.to_string(), ver.to_string()), stat.clone());
+            }
+        }
+    }
+    let describe = |f: &rapport_bundle::Flow, role: &str| {
+        let st = stats
+            .get(&(f.name.clone(), f.version.clone()))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let stage_ix = st.get("stage").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let percent = f
+            .rollout
+            .as_ref()
+            .map(|r| r.stages.get(stage_ix).copied().unwrap_or(10_000) as f64 / 100.0);
+        json!({"flow": f.name, "version": f.version, "role": role,
+            "rollout_percent": percent,
+            "halted": st.get("halted").and_then(Value::as_bool).unwrap_or(false),
+            "enrolled": st.get("enrolled").and_then(Value::as_u64).unwrap_or(0),
+            "finished": st.get("finished").and_then(Value::as_u64).unwrap_or(0),
+            "opted_out": st.get("opted_out").and_then(Value::as_u64).unwrap_or(0),
+            "handoffs": st.get("handoffs").and_then(Value::as_u64).unwrap_or(0),
+            "errors": st.get("errors").and_then(Value::as_u64).unwrap_or(0),
+            "converted": st.get("converted").and_then(Value::as_u64).unwrap_or(0)})
+    };
+    let mut out = Vec::new();
+    for f in &bundle.flows {
+        out.push(describe(f, "current"));
+        if let Some(p) = &f.previous {
+            out.push(describe(p, "previous"));
+        }
+    }
+    for f in &bundle.retired {
+        out.push(describe(f, "retired"));
+    }
+    Json(json!({"versions": out})).into_response()
+}
+
+async fn get_contact(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(r) = app.unauthorised(&headers) {
+        return r;
+    }
+    let path = app.store_path.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        use rapport_store::Store;
+        let mut store =
+            rapport_store::SqliteStore::open_existing(&path).map_err(|e| e.to_string())?;
+        store.export_contact(&id).map_err(|e| e.to_string())
+    })
+    .await;
+    match result {
+        Ok(Ok(Some(v))) => Json(v).into_response(),
+        Ok(Ok(None)) => problem(
+            StatusCode::NOT_FOUND,
+            "the store holds nothing about this contact",
+        ),
+        Ok(Err(e)) => problem(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn delete_contact(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(r) = app.unauthorised(&headers) {
+        return r;
+    }
+    if let Some(r) = app.draining() {
+        return r;
+    }
+    let (done, rx) = oneshot::channel();
+    match ask_engine(&app, Control::Forget { contact: id, done }, rx).await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn metrics(State(app): State<Shared>) -> Response {
+    if let Ok(r) = app.reader.lock() {
+        if let Ok(n) = r.inbox_waiting() {
+            app.metrics.inbox_lag.set(n as i64);
+        }
+    }
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn readyz(State(app): State<Shared>) -> Response {
+    if app.draining.load(Ordering::Relaxed) {
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "stopping");
+    }
+    if !app.engine_running.load(Ordering::Relaxed) {
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the engine is not running (starting, or deploying)",
+        );
+    }
+    (StatusCode::OK, "ready\n").into_response()
+}
