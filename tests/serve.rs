@@ -341,3 +341,362 @@ async fn the_events_api_checks_every_line_before_accepting_any() {
     let (status, body) = api(Method::POST, &url, Some(good.to_string())).await;
     assert_eq!((status, &body["accepted"]), (200, &Value::from(1)));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_0_and_nothing_acknowledged_is_lost() {
+    let dir = temp_dir("sigterm");
+    let mock = Mock::start().await.expect("mock");
+    let bundle = bundle(&dir);
+    let yaml = host_yaml(&mock.url(), "");
+    let mut host = Host::start(&dir, &bundle, &yaml);
+    let mut acknowledged = Vec::new();
+    for i in 0..30 {
+        let who = format!("4071000{i:04}");
+        let id = format!("wamid.T{i}");
+        if webhook(&host.url, &wa_messages(&[(&id, &who, "hi")]))
+            .await
+            .0
+            == 200
+        {
+            acknowledged.push(who);
+        }
+    }
+    let status = host.term();
+    assert!(status.success(), "{status:?}\n{}", host.log());
+    assert!(host
+        .log()
+        .contains("stopped; everything acknowledged is committed"));
+    // Whatever the first host did not deliver, the next one does.
+    let host = Host::start(&dir, &bundle, &yaml);
+    mock.wait_calls(acknowledged.len(), WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = sends(&mock.calls());
+    for who in &acknowledged {
+        assert!(
+            sent.iter().any(|(to, _)| to == who),
+            "{who} was not answered\n{}",
+            host.log()
+        );
+    }
+    assert_eq!(
+        sent.len(),
+        acknowledged.len(),
+        "no message twice after a clean stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_keeps_waiting_runs_on_their_version_and_opt_outs() {
+    let dir = temp_dir("deploy");
+    let mock = Mock::start().await.expect("mock");
+    let v1 = bundle(&dir);
+    let host = Host::start(&dir, &v1, &host_yaml(&mock.url(), ""));
+    let (waiting, stopped) = ("40755555555", "40766666666");
+    webhook(
+        &host.url,
+        &wa_messages(&[("wamid.D1", waiting, "hi"), ("wamid.D2", stopped, "hi")]),
+    )
+    .await;
+    mock.wait_calls(2, WAIT).await;
+    webhook(
+        &host.url,
+        &wa_messages(&[("wamid.D3", waiting, "1"), ("wamid.D4", stopped, "STOP")]),
+    )
+    .await;
+    mock.wait_calls(4, WAIT).await;
+
+    // Version 2 asks in other words and rolls out to half of the contacts first.
+    let project = dir.join("v2");
+    std::fs::create_dir_all(&project).expect("dir");
+    for f in ["rapport.yaml", "cart_recovery.flow", "welcome.flow"] {
+        let text = std::fs::read_to_string(common::repo_root().join("tests/serve/project").join(f))
+            .expect("read");
+        let text = text
+            .replace(
+                "Which category: A) Footwear B) Outerwear?",
+                "Footwear (A) or outerwear (B)?",
+            )
+            .replace("Our best {category} picks", "New {category} picks")
+            .replace(
+                "  start on message\n",
+                "  start on message\n  rollout 50% -> 100% every 24h\n",
+            );
+        std::fs::write(project.join(f), text).expect("write");
+    }
+    let v2 = dir.join("v2.json");
+    let o = common::rapport(&["build", common::s(&project), "-o", common::s(&v2)]);
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["deploy", common::s(&v2), "--host", &host.url])
+        .env("RAPPORT_API_TOKEN", API_TOKEN)
+        .output()
+        .expect("deploy runs");
+    let out = common::text(&o.stdout);
+    assert!(o.status.success(), "{}{}", out, common::text(&o.stderr));
+    assert!(
+        out.contains("welcome: new version") && out.contains("entering its rollout at 50%"),
+        "{out}"
+    );
+    assert!(out.contains("cart_recovery: unchanged"), "{out}");
+
+    // The waiting run finishes on version 1.
+    webhook(&host.url, &wa_messages(&[("wamid.D5", waiting, "A")])).await;
+    // Bucket 2 of 100 starts on version 2; bucket 89 on version 1 (the previous version).
+    let (new_v2, new_v1) = ("40744444444", "40722222222");
+    webhook(
+        &host.url,
+        &wa_messages(&[("wamid.D6", new_v2, "hi"), ("wamid.D7", new_v1, "hi")]),
+    )
+    .await;
+    webhook(&host.url, &wa_messages(&[("wamid.D8", stopped, "hi")])).await;
+    mock.wait_calls(7, WAIT).await;
+    webhook(
+        &host.url,
+        &wa_messages(&[("wamid.D9", new_v2, "1"), ("wamid.D10", new_v1, "1")]),
+    )
+    .await;
+    mock.wait_calls(9, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = sends(&mock.calls());
+    let to = |who: &str| -> Vec<String> {
+        sent.iter()
+            .filter(|(t, _)| t == who)
+            .map(|(_, w)| w.clone())
+            .collect()
+    };
+    assert_eq!(
+        to(waiting).last().map(String::as_str),
+        Some("Our best footwear picks: https://acme.example/footwear"),
+        "{sent:?}"
+    );
+    assert_eq!(
+        to(new_v2).last().map(String::as_str),
+        Some("Footwear (A) or outerwear (B)?"),
+        "{sent:?}"
+    );
+    assert_eq!(
+        to(new_v1).last().map(String::as_str),
+        Some("Which category: A) Footwear B) Outerwear?"),
+        "{sent:?}"
+    );
+    // The opt-out survived the deploy: only the greeting and the confirmation.
+    assert_eq!(to(stopped).len(), 2, "{sent:?}");
+
+    let (status, rollouts) = api(Method::GET, &format!("{}/v1/rollouts", host.url), None).await;
+    assert_eq!(status, 200);
+    let welcome: Vec<&Value> = rollouts["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["flow"] == "welcome")
+        .collect();
+    assert_eq!(welcome.len(), 2, "{rollouts}");
+    assert_eq!(
+        (&welcome[0]["role"], &welcome[0]["rollout_percent"]),
+        (&json!("current"), &json!(50.0))
+    );
+    assert_eq!(welcome[1]["role"], "previous");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_request_forgets_the_contact_but_keeps_the_opt_out() {
+    let dir = temp_dir("forget");
+    let mock = Mock::start().await.expect("mock");
+    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let who = "40777777777";
+    webhook(&host.url, &wa_messages(&[("wamid.F1", who, "hi")])).await;
+    mock.wait_calls(1, WAIT).await;
+    webhook(&host.url, &wa_messages(&[("wamid.F2", who, "STOP")])).await;
+    mock.wait_calls(2, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = format!("{}/v1/contacts/whatsapp:{who}", host.url);
+    let (status, export) = api(Method::GET, &url, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        export.to_string().contains("Welcome to Acme Shoes"),
+        "{export}"
+    );
+    let (status, gone) = api(Method::DELETE, &url, None).await;
+    assert_eq!(status, 200, "{gone}");
+    assert_eq!(gone["opted_out_kept_as_hash"], true, "{gone}");
+    // Only the fact that this contact opted out is held, as a salted hash.
+    let (status, after) = api(Method::GET, &url, None).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["erased_but_opted_out"], true, "{after}");
+    assert_eq!(after["transcript"], json!([]), "{after}");
+    assert_eq!(after["profile"], Value::Null, "{after}");
+    // Erased, and still opted out.
+    webhook(&host.url, &wa_messages(&[("wamid.F3", who, "hi")])).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sends(&mock.calls()).len(), 2, "{}", host.log());
+}
+
+#[test]
+fn check_config_names_every_missing_variable_and_every_unconnected_channel() {
+    let dir = temp_dir("check-config");
+    let bundle = bundle(&dir);
+    let config = dir.join("host.yaml");
+    std::fs::write(&config, host_yaml("http://127.0.0.1:9", "")).expect("write");
+    let run = |envs: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"));
+        cmd.args([
+            "serve",
+            "--bundle",
+            common::s(&bundle),
+            "--config",
+            common::s(&config),
+            "--check-config",
+        ])
+        .env_clear();
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("runs")
+    };
+    let o = run(&[("RAPPORT_API_TOKEN", API_TOKEN)]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = common::text(&o.stderr);
+    for var in [
+        "WA_ACCESS_TOKEN",
+        "META_APP_SECRET",
+        "META_VERIFY_TOKEN",
+        "SINK_SECRET",
+    ] {
+        assert!(err.contains(&format!("`{var}` is not set")), "{var}: {err}");
+    }
+    assert!(err.contains("channels.whatsapp.app_secret"), "{err}");
+    let all = [
+        ("RAPPORT_API_TOKEN", API_TOKEN),
+        ("WA_ACCESS_TOKEN", "t"),
+        ("META_APP_SECRET", "s"),
+        ("META_VERIFY_TOKEN", "v"),
+        ("SINK_SECRET", "k"),
+    ];
+    let o = run(&all);
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
+    // The example project also uses Instagram and Messenger, which host.yaml does not connect.
+    std::fs::create_dir_all(dir.join("example")).expect("dir");
+    let example = common::build("flows", &dir.join("example"));
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args([
+            "serve",
+            "--bundle",
+            common::s(&example),
+            "--config",
+            common::s(&config),
+            "--check-config",
+        ])
+        .env_clear()
+        .envs(all)
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(2));
+    let err = common::text(&o.stderr);
+    assert!(
+        err.contains("the bundle uses channel `instagram`, which host.yaml does not connect"),
+        "{err}"
+    );
+    assert!(err.contains("the bundle uses channel `messenger`"), "{err}");
+}
+
+/// A small deterministic generator for the kill times (seeded from the clock, printed so
+/// a failure can be replayed by hand).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_at_random_moments_loses_no_acknowledged_message() {
+    let dir = temp_dir("sigkill");
+    let mock = Mock::start().await.expect("mock");
+    let bundle = bundle(&dir);
+    let yaml = host_yaml(&mock.url(), "");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64);
+    println!("seed {seed}");
+    let mut rng = Lcg(seed);
+    let url = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut host = Host::start(&dir, &bundle, &yaml);
+    *url.lock().expect("url") = host.url.clone();
+    // A client that, as Meta does, sends each message again until it gets a 200.
+    let contacts: Vec<String> = (0..120).map(|i| format!("4072000{i:04}")).collect();
+    let client_url = std::sync::Arc::clone(&url);
+    let sent_all = contacts.clone();
+    let client = tokio::spawn(async move {
+        let mut deliveries = 0u32;
+        for (i, who) in sent_all.iter().enumerate() {
+            let payload = wa_messages(&[(&format!("wamid.K{i}"), who, "hi")]);
+            loop {
+                deliveries += 1;
+                let target = client_url.lock().map(|u| u.clone()).unwrap_or_default();
+                if webhook(&target, &payload).await.0 == 200 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            // Paced, so the kills land while messages are on their way.
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        deliveries
+    });
+    let mut logs = String::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(100 + rng.next(500))).await;
+        host.kill();
+        logs.push_str(&host.log());
+        host = Host::start(&dir, &bundle, &yaml);
+        *url.lock().expect("url") = host.url.clone();
+    }
+    let attempts = client.await.expect("client");
+    // Every acknowledged message is answered.
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    let answered = loop {
+        let sent = sends(&mock.calls());
+        let missing: Vec<&String> = contacts
+            .iter()
+            .filter(|c| !sent.iter().any(|(to, _)| to == *c))
+            .collect();
+        if missing.is_empty() {
+            break sent;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "not answered: {missing:?}\n{logs}{}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    logs.push_str(&host.log());
+    // A message answered twice is one that was in flight at a kill: the host says so at
+    // the next start, and no more than that may happen.
+    let twice = answered.len() - contacts.len();
+    let in_flight: usize = logs
+        .lines()
+        .filter_map(|l| {
+            l.split(" were in flight")
+                .next()?
+                .rsplit('(')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    println!(
+        "{} messages, {attempts} webhook deliveries, {} replies, {twice} sent twice, {in_flight} reported in flight at a kill",
+        contacts.len(),
+        answered.len()
+    );
+    assert!(
+        twice <= in_flight,
+        "{twice} duplicates, {in_flight} reported\n{logs}"
+    );
+}

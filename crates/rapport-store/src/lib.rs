@@ -844,6 +844,8 @@ impl Store for SqliteStore {
                 )?;
             }
         }
+        // A live host's record of the contact's deliveries holds the texts sent.
+        f.outbox += tx.execute("DELETE FROM deliveries WHERE contact = ?1", [contact])?;
         f.found |= f.timers + f.transcript + f.audit + f.outbox > 0;
         if opted_out {
             tx.execute(
