@@ -700,3 +700,58 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_message() {
         "{twice} duplicates, {in_flight} reported\n{logs}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_webhooks_reach_the_audit_trail_and_stickers_are_acknowledged_not_retried() {
+    let dir = temp_dir("statuses");
+    let mock = Mock::start().await.expect("mock");
+    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let who = "40788888888";
+    webhook(&host.url, &wa_messages(&[("wamid.ST1", who, "hi")])).await;
+    mock.wait_calls(1, WAIT).await;
+    // The mock answered the send with the message id wamid.MOCK0; WhatsApp then reports
+    // it delivered and read (out of order, and one of them twice).
+    let status = |s: &str| {
+        json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
+            "value": {"messaging_product": "whatsapp", "metadata": {"phone_number_id": PHONE_NUMBER_ID},
+                "statuses": [{"id": "wamid.MOCK0", "status": s, "timestamp": unix_now().to_string(),
+                    "recipient_id": who}]}}]}]})
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for s in ["read", "delivered", "read"] {
+        assert_eq!(webhook(&host.url, &status(s)).await.0, 200);
+    }
+    let sticker = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
+        "value": {"messaging_product": "whatsapp", "metadata": {"phone_number_id": PHONE_NUMBER_ID},
+            "messages": [{"from": who, "id": "wamid.STICKER", "timestamp": unix_now().to_string(),
+                "type": "sticker", "sticker": {"id": "123", "mime_type": "image/webp"}}]}}]}]});
+    assert_eq!(webhook(&host.url, &sticker).await.0, 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, export) = api(
+        Method::GET,
+        &format!("{}/v1/contacts/whatsapp:{who}", host.url),
+        None,
+    )
+    .await;
+    let kinds: Vec<(String, String)> = export["audit_trail"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["kind"] == "delivery" || a["kind"] == "ignored")
+        .map(|a| {
+            (
+                a["kind"].as_str().unwrap_or("").to_string(),
+                a["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let count = |k: &str, r: &str| kinds.iter().filter(|(a, b)| a == k && b == r).count();
+    // The send's own outcome (sent), then each status once: the repeated `read` is a
+    // duplicate.
+    assert_eq!(count("delivery", "sent"), 1, "{kinds:?}");
+    assert_eq!(count("delivery", "delivered"), 1, "{kinds:?}");
+    assert_eq!(count("delivery", "read"), 1, "{kinds:?}");
+    assert_eq!(count("ignored", "not_understood"), 1, "{kinds:?}");
+    // Nothing answers a sticker.
+    assert_eq!(sends(&mock.calls()).len(), 1);
+}

@@ -488,6 +488,51 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
 mod tests {
     use super::*;
 
+    fn settings() -> Settings {
+        let bundle: rapport_bundle::Bundle = serde_json::from_value(serde_json::json!({
+            "format": 1, "flows": [], "settings": {"brand": "b", "vars": {}, "channels": {},
+            "templates": {}, "queues": [], "profile": {}, "events": {}, "disclosure": "",
+            "opt_out": {"keywords": [], "confirm": "", "resubscribe": [], "resubscribe_confirm": "",
+                "help": [], "help_reply": "", "footer": "", "ambiguous": [], "clarify": ""},
+            "rate_limit": null, "quiet_hours": null, "escalation": null,
+            "retention": {"transcripts": 1, "transactional": 1}, "dedupe_window": 60}}))
+        .expect("a bundle");
+        bundle.settings
+    }
+
+    #[test]
+    fn a_delivery_event_names_its_action_and_status_and_keeps_its_contact() {
+        let line = r#"{"id":"dlv:a1","at":"2026-12-01T10:00:00Z","type":"delivery","contact":"whatsapp:1","action":"a1","status":"failed","code":131047,"detail":"Re-engagement message"}"#;
+        let e = decode(line, &settings()).expect("valid");
+        assert_eq!(e.contact.as_deref(), Some("whatsapp:1"));
+        assert_eq!(
+            e.body,
+            Body::Delivery {
+                action: "a1".into(),
+                status: DeliveryStatus::Failed,
+                code: Some("131047".into()),
+                detail: Some("Re-engagement message".into()),
+            }
+        );
+        for (bad, why) in [
+            (
+                r#"{"id":"x","at":"2026-12-01T10:00:00Z","type":"delivery","action":"a1","status":"lost"}"#,
+                "needs `status`",
+            ),
+            (
+                r#"{"id":"x","at":"2026-12-01T10:00:00Z","type":"delivery","status":"sent"}"#,
+                "needs `action`",
+            ),
+            (
+                r#"{"id":"x","at":"2026-12-01T10:00:00Z","type":"delivery","action":"a","status":"sent","code":[1]}"#,
+                "`code` must be",
+            ),
+        ] {
+            let r = decode(bad, &settings()).expect_err("invalid");
+            assert!(r.reason.contains(why), "{}", r.reason);
+        }
+    }
+
     #[test]
     fn written_times_match_the_full_formatter() {
         let mut samples = vec![0, 1, 999, 86_399_999, 86_400_000, -1, -86_400_001];

@@ -513,17 +513,21 @@ pub fn against_bundle(config: &HostConfig, bundle: &rapport_bundle::Bundle) -> V
             help: None,
         });
     }
-    for sink in SINKS {
-        if !config.sinks.contains_key(sink) {
-            problems.push(Problem {
-                error: false,
-                at: "sinks".into(),
-                message: format!(
-                    "no `{sink}` sink: {sink} actions are recorded as failed with code no_sink"
-                ),
-                help: None,
-            });
-        }
+    let missing: Vec<&str> = SINKS
+        .iter()
+        .copied()
+        .filter(|s| !config.sinks.contains_key(*s))
+        .collect();
+    if !missing.is_empty() {
+        problems.push(Problem {
+            error: false,
+            at: "sinks".into(),
+            message: format!(
+                "no sink for {}: such actions are recorded as failed with code no_sink",
+                missing.join(", ")
+            ),
+            help: Some("add `sinks: { NAME: { url: ..., secret: ${NAME_SECRET} } }` for the ones the flows use".into()),
+        });
     }
     problems
 }
