@@ -187,21 +187,23 @@ async fn a_500_is_retried_and_a_429_waits_for_its_retry_after() {
         "Service temporarily unavailable",
     ));
     mock.push(Reply::whatsapp_error(429, 130429, "Rate limit hit").header("retry-after", "2"));
+    // WhatsApp's throughput limit, answered as a 400: retried too.
+    mock.push(Reply::whatsapp_error(400, 130429, "Rate limit hit"));
     let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
     webhook(
         &host.url,
         &wa_messages(&[("wamid.R1", "40700000004", "hi")]),
     )
     .await;
-    let calls = mock.wait_calls(3, WAIT).await;
+    let calls = mock.wait_calls(4, WAIT).await;
     assert_eq!(
         calls.iter().map(|c| c.status).collect::<Vec<_>>(),
-        [500, 429, 200],
+        [500, 429, 400, 200],
         "{}",
         host.log()
     );
     // The same message each time.
-    assert_eq!(calls[0].body, calls[2].body);
+    assert_eq!(calls[0].body, calls[3].body);
     let waited = calls[2].at.duration_since(calls[1].at);
     assert!(
         waited >= Duration::from_secs(2),
@@ -754,4 +756,100 @@ async fn status_webhooks_reach_the_audit_trail_and_stickers_are_acknowledged_not
     assert_eq!(count("ignored", "not_understood"), 1, "{kinds:?}");
     // Nothing answers a sticker.
     assert_eq!(sends(&mock.calls()).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_contacts_next_message_waits_for_the_previous_ones_outcome() {
+    let dir = temp_dir("order");
+    let mock = Mock::start().await.expect("mock");
+    // The greeting fails once; the STOP confirmation, released meanwhile, must not pass it.
+    mock.push(Reply::whatsapp_error(
+        503,
+        2,
+        "Service temporarily unavailable",
+    ));
+    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let who = "40799999999";
+    webhook(
+        &host.url,
+        &wa_messages(&[("wamid.O1", who, "hi"), ("wamid.O2", who, "STOP")]),
+    )
+    .await;
+    let calls = mock.wait_calls(3, WAIT).await;
+    let order: Vec<(u16, String)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c.status,
+                c.body["text"]["body"]
+                    .as_str()
+                    .unwrap_or("")
+                    .chars()
+                    .take(19)
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (503, "Automated reply: Hi".to_string()),
+            (200, "Automated reply: Hi".to_string()),
+            (200, "You're unsubscribed".to_string())
+        ],
+        "{}",
+        host.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_over_3_mb_gets_413_and_a_restart_keeps_the_last_deploy() {
+    let dir = temp_dir("limits");
+    let mock = Mock::start().await.expect("mock");
+    let v1 = bundle(&dir);
+    let yaml = host_yaml(&mock.url(), "");
+    let mut host = Host::start(&dir, &v1, &yaml);
+    let big = format!("{{\"object\":\"{}\"}}", "x".repeat(3 * 1024 * 1024));
+    let sig = rapport_serve::signature::meta_header(APP_SECRET, big.as_bytes());
+    assert_eq!(post_raw(&host.url, &big, Some(&sig)).await.0, 413);
+
+    // Deploy a new greeting, then restart with the same --bundle file as before: the
+    // deployed bundle stays.
+    let project = dir.join("v2");
+    std::fs::create_dir_all(&project).expect("dir");
+    for f in ["rapport.yaml", "cart_recovery.flow", "welcome.flow"] {
+        let text = std::fs::read_to_string(common::repo_root().join("tests/serve/project").join(f))
+            .expect("read");
+        std::fs::write(
+            project.join(f),
+            text.replace("Welcome to {brand}.", "Welcome back to {brand}."),
+        )
+        .expect("write");
+    }
+    let v2 = dir.join("v2.json");
+    assert!(
+        common::rapport(&["build", common::s(&project), "-o", common::s(&v2)])
+            .status
+            .success()
+    );
+    let body = std::fs::read_to_string(&v2).expect("bundle");
+    let (status, out) = api(Method::POST, &format!("{}/v1/bundle", host.url), Some(body)).await;
+    assert_eq!(status, 200, "{out}");
+    assert!(host.term().success());
+    let host = Host::start(&dir, &v1, &yaml);
+    webhook(
+        &host.url,
+        &wa_messages(&[("wamid.L1", "40712121212", "hi")]),
+    )
+    .await;
+    let calls = mock.wait_calls(1, WAIT).await;
+    let text = calls[0].body["text"]["body"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        text.contains("Welcome back to Acme Shoes"),
+        "{text}\n{}",
+        host.log()
+    );
 }

@@ -44,8 +44,6 @@ struct Raw {
     delivery: Option<RawDelivery>,
     #[serde(default)]
     grace: Option<String>,
-    #[serde(default)]
-    plain_http: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,8 +136,6 @@ pub struct HostConfig {
     pub delivery: DeliveryConfig,
     /// How long a stop waits for calls in flight.
     pub grace: Duration,
-    /// The host is served over plain HTTP (no TLS in front): session cookies drop `Secure`.
-    pub plain_http: bool,
 }
 
 /// The sink names `host.yaml` knows.
@@ -460,7 +456,6 @@ pub fn parse(
             sinks,
             delivery,
             grace,
-            plain_http: raw.plain_http,
         }),
         _ => None,
     };
@@ -493,7 +488,7 @@ pub fn against_bundle(config: &HostConfig, bundle: &rapport_bundle::Bundle) -> V
             problems.push(Problem {
                 error: false,
                 at: format!("channels.{name}"),
-                message: format!("host.yaml connects `{name}`, which the bundle does not use; its messages will be audited and dropped"),
+                message: format!("host.yaml connects `{name}`, which the bundle does not use: its messages start no flow"),
                 help: None,
             });
         }

@@ -49,6 +49,8 @@ pub(crate) struct Delivery {
     active: tokio::sync::watch::Sender<usize>,
     /// Inbound messages waiting for their first automated answer, by contact.
     pub(crate) waiting_answer: Mutex<HashMap<String, Instant>>,
+    /// When each recipient was last sent to (the per-recipient spacing).
+    last_sent: Mutex<HashMap<String, Instant>>,
     now: fn() -> i64,
 }
 
@@ -136,6 +138,7 @@ impl Delivery {
             draining: AtomicBool::new(false),
             active: tokio::sync::watch::channel(0).0,
             waiting_answer: Mutex::new(HashMap::new()),
+            last_sent: Mutex::new(HashMap::new()),
             now,
         }))
     }
@@ -181,8 +184,6 @@ impl Delivery {
     }
 
     async fn contact_task(self: &Arc<Self>, key: String) {
-        // Per recipient: WhatsApp asks for a pause between messages to one person.
-        let mut last_send: Option<Instant> = None;
         loop {
             if self.draining.load(Ordering::Relaxed) {
                 // What was not started stays `pending` in the store for the next start.
@@ -205,12 +206,15 @@ impl Delivery {
                     }
                 }
             };
-            self.deliver(job, &mut last_send).await;
+            self.deliver(job).await;
             self.metrics.outbox_depth.dec();
         }
     }
 
-    async fn mark(&self, mark: Mark, events: Vec<String>) -> Result<(), String> {
+    /// Records a delivery's new status (with `events` for the inbox, in the same
+    /// transaction); `false` when the delivery is no longer recorded (its contact was
+    /// erased).
+    async fn mark(&self, mark: Mark, events: Vec<String>) -> Result<bool, String> {
         let (done, rx) = oneshot::channel();
         if !events.is_empty() {
             let (d2, r2) = oneshot::channel();
@@ -233,7 +237,7 @@ impl Delivery {
         rx.await.map_err(|_| "the writer stopped".to_string())?
     }
 
-    async fn deliver(&self, job: Job, last_send: &mut Option<Instant>) {
+    async fn deliver(&self, job: Job) {
         let action: Value = serde_json::from_str(&job.row.line).unwrap_or(Value::Null);
         let kind = action
             .get("type")
@@ -261,11 +265,18 @@ impl Delivery {
                 code: None,
                 detail: None,
             };
-            if let Err(e) = self.mark(in_flight, Vec::new()).await {
-                tracing::error!("cannot record a delivery: {e}; it stays pending");
-                return;
+            match self.mark(in_flight, Vec::new()).await {
+                Ok(true) => {}
+                // The contact was erased since the action was released: nothing goes out.
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::error!("cannot record a delivery: {e}; it stays pending");
+                    return;
+                }
             }
-            let outcome = self.call(&kind, &channel, &action, last_send).await;
+            let outcome = self
+                .call(&kind, &channel, &action, job.row.contact.as_deref())
+                .await;
             let label = match &outcome {
                 Outcome::Ok(_) => "ok",
                 Outcome::Retry { .. } => "retry",
@@ -292,7 +303,7 @@ impl Delivery {
                         code: Some(code),
                         detail: Some(detail),
                     };
-                    if self.mark(pending, Vec::new()).await.is_err() {
+                    if !matches!(self.mark(pending, Vec::new()).await, Ok(true)) {
                         return;
                     }
                     if self.sleep_unless_draining(wait).await {
@@ -393,7 +404,7 @@ impl Delivery {
         kind: &str,
         channel: &str,
         action: &Value,
-        last_send: &mut Option<Instant>,
+        contact: Option<&str>,
     ) -> Outcome {
         match kind {
             "send" | "reply" | "hide" => {
@@ -432,13 +443,23 @@ impl Delivery {
                             let wait = b.lock().await.take(Instant::now());
                             tokio::time::sleep(wait).await;
                         }
-                        if let Some(last) = *last_send {
-                            let gap = last.elapsed();
-                            if gap < wa.per_recipient {
-                                tokio::time::sleep(wa.per_recipient - gap).await;
+                        // A contact's actions go out one at a time, so nothing else
+                        // sends to this recipient between the look and the note.
+                        if let Some(c) = contact {
+                            let last = self.last_sent.lock().ok().and_then(|m| m.get(c).copied());
+                            if let Some(gap) = last.map(|l| l.elapsed()) {
+                                if gap < wa.per_recipient {
+                                    tokio::time::sleep(wa.per_recipient - gap).await;
+                                }
+                            }
+                            if let Ok(mut m) = self.last_sent.lock() {
+                                if m.len() > 100_000 {
+                                    let keep = wa.per_recipient;
+                                    m.retain(|_, t| t.elapsed() < keep);
+                                }
+                                m.insert(c.to_string(), Instant::now());
                             }
                         }
-                        *last_send = Some(Instant::now());
                         let response = self
                             .client
                             .post(url)
@@ -582,7 +603,7 @@ async fn whatsapp_outcome(response: reqwest::Result<reqwest::Response>) -> Outco
         .unwrap_or("")
         .to_string();
     let code_text = code.map_or_else(|| status.as_u16().to_string(), |c| c.to_string());
-    let retry = status.as_u16() == 429
+    let retry = matches!(status.as_u16(), 408 | 429)
         || status.is_server_error()
         || code.is_some_and(crate::whatsapp::throttled);
     if retry {

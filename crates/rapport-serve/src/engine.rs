@@ -55,12 +55,48 @@ pub(crate) struct EngineThread {
     pub(crate) min_dedupe: u64,
 }
 
+/// A fingerprint of a bundle file's content (SHA-256 of its JSON), to tell whether the
+/// `--bundle` file changed between two starts.
+fn fingerprint(bundle: &Bundle) -> String {
+    use sha2::Digest;
+    let json = serde_json::to_string(bundle).unwrap_or_default();
+    sha2::Sha256::digest(json.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl EngineThread {
+    /// The bundle to start with: the `--bundle` file when it changed since the last start
+    /// (a deploy by file), else the store's own (which may hold a later `rapport deploy`:
+    /// restarting with the file the unit names must not roll that back).
+    fn starting_bundle(&self, file: Bundle) -> Result<Bundle, String> {
+        let mut store = SqliteStore::open(&self.path, &self.lock).map_err(|e| e.to_string())?;
+        let print = fingerprint(&file);
+        let same_file = store
+            .host_note("bundle_file")
+            .map_err(|e| e.to_string())?
+            .as_deref()
+            == Some(print.as_str());
+        store
+            .set_host_note("bundle_file", &print)
+            .map_err(|e| e.to_string())?;
+        if same_file {
+            if let Some(stored) = store.stored_bundle().map_err(|e| e.to_string())? {
+                if let Ok(b) = serde_json::from_str::<Bundle>(&stored) {
+                    tracing::info!("the --bundle file is the one of the last start: running the bundle last deployed to the store");
+                    return Ok(b);
+                }
+            }
+        }
+        Ok(file)
+    }
+
     /// Runs until a shutdown; `first` is deployed before the first run.
     pub(crate) fn run(self, first: Bundle) -> Result<(), String> {
-        let mut next = Some(first);
         let mut pending_reply: Option<oneshot::Sender<Result<Vec<FlowChange>, String>>> = None;
         let mut current: Option<Bundle> = None;
+        let mut next = Some(self.starting_bundle(first)?);
         loop {
             let mut store = SqliteStore::open(&self.path, &self.lock).map_err(|e| e.to_string())?;
             if let Some(mut bundle) = next.take() {
@@ -200,15 +236,6 @@ impl Sink for ActionSink {
                     version: s("version").unwrap_or_default(),
                 })
                 .inc();
-            match kind.as_str() {
-                "handoff" => {
-                    self.metrics.open_handoffs.inc();
-                }
-                "handoff_closed" => {
-                    self.metrics.open_handoffs.dec();
-                }
-                _ => {}
-            }
             rows.push(DeliveryRow {
                 action: s("id").unwrap_or_default(),
                 contact: s("contact"),
@@ -302,9 +329,42 @@ impl Sink for AuditSink {
     }
 }
 
-/// A rejection's reason as a label: its first words, so a label never holds an id or a
-/// time.
+/// A rejection's reason as a label: its first words, without back-quotes and without
+/// the words that hold a number (a time, an id), so the label set stays small.
 fn short_reason(reason: &str) -> String {
-    let cut = reason.find([':', '`', '(']).unwrap_or(reason.len());
-    reason[..cut].trim().chars().take(60).collect()
+    let plain: String = reason.chars().filter(|c| *c != '`').collect();
+    let cut = [": ", "(", "\""]
+        .iter()
+        .filter_map(|p| plain.find(p))
+        .min()
+        .unwrap_or(plain.len());
+    let words: Vec<&str> = plain[..cut]
+        .split_whitespace()
+        .filter(|w| !w.chars().any(|c| c.is_ascii_digit()))
+        .take(10)
+        .collect();
+    if words.is_empty() {
+        "other".into()
+    } else {
+        words.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rejection_labels_keep_the_words_and_drop_the_values() {
+        assert_eq!(
+            super::short_reason(
+                "`at` 2099-01-01T00:00:00.000Z is more than 5m ahead of the wall clock (2026-12-05T10:00:00.000Z): rejected"
+            ),
+            "at is more than ahead of the wall clock"
+        );
+        assert_eq!(super::short_reason("missing `at`"), "missing at");
+        assert_eq!(
+            super::short_reason("not a JSON event: expected value"),
+            "not a JSON event"
+        );
+        assert_eq!(super::short_reason(""), "other");
+    }
 }

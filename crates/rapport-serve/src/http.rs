@@ -40,6 +40,8 @@ pub(crate) struct App {
     pub(crate) draining: Arc<AtomicBool>,
     pub(crate) engine_running: Arc<AtomicBool>,
     pub(crate) now: fn() -> i64,
+    /// When open handoffs were last counted from the store.
+    pub(crate) handoffs_counted: Mutex<Option<Instant>>,
 }
 
 type Shared = Arc<App>;
@@ -54,7 +56,14 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // 413 for a body over the limit, before it is read; 408 for a request that takes
+        // longer than a platform would wait (a client trickling bytes holds nothing long).
+        .layer(DefaultBodyLimit::disable())
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_secs(30),
+        ))
         .with_state(app)
 }
 
@@ -238,6 +247,10 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
             }
             events.extend(n.events);
             for s in n.statuses {
+                // `sent` was recorded when the API accepted the message.
+                if s.status == "sent" {
+                    continue;
+                }
                 let found = app
                     .reader
                     .lock()
@@ -587,6 +600,15 @@ async fn metrics(State(app): State<Shared>) -> Response {
     if let Ok(r) = app.reader.lock() {
         if let Ok(n) = r.inbox_waiting() {
             app.metrics.inbox_lag.set(n as i64);
+        }
+        // Counting open handoffs reads every contact: at most every 10 seconds.
+        if let Ok(mut last) = app.handoffs_counted.lock() {
+            if last.is_none_or(|t| t.elapsed().as_secs() >= 10) {
+                if let Ok(n) = r.open_handoffs() {
+                    app.metrics.open_handoffs.set(n as i64);
+                }
+                *last = Some(Instant::now());
+            }
         }
     }
     (

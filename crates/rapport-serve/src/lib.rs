@@ -68,9 +68,6 @@ pub async fn serve(s: Serve) -> Result<(), String> {
         wall_ms,
     )?;
     let reader = LiveReader::open(&store).map_err(|e| e.to_string())?;
-    if let Ok(n) = reader.open_handoffs() {
-        metrics.open_handoffs.set(n as i64);
-    }
     let (jobs_tx, jobs_rx) = tokio::sync::mpsc::unbounded_channel();
     // What was released but not delivered before the last stop goes out first.
     let unfinished = reader.unfinished().map_err(|e| e.to_string())?;
@@ -146,6 +143,7 @@ pub async fn serve(s: Serve) -> Result<(), String> {
         draining: Arc::clone(&draining),
         engine_running: running,
         now: wall_ms,
+        handoffs_counted: Mutex::new(None),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

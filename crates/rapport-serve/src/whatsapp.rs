@@ -1,5 +1,5 @@
 //! The WhatsApp Cloud API: webhook payloads into the runtime's events, and actions into
-//! the calls that send them (docs/channels-whatsapp.md has the mapping).
+//! the calls that send them (docs/deploy.md, "WhatsApp mapping").
 
 use serde_json::{json, Map, Value};
 

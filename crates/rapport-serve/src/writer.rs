@@ -22,10 +22,11 @@ pub(crate) enum Request {
         rows: Vec<DeliveryRow>,
         done: oneshot::Sender<Result<Vec<bool>, String>>,
     },
-    /// A delivery's new status; answered once on disk.
+    /// A delivery's new status; answered once on disk, with whether the delivery is
+    /// still recorded.
     Mark {
         mark: Mark,
-        done: oneshot::Sender<Result<(), String>>,
+        done: oneshot::Sender<Result<bool, String>>,
     },
 }
 
@@ -81,9 +82,17 @@ fn write(live: &mut Live, requests: Vec<Request>, feed: &Committed, now: i64) {
             let _ = feed.send(crate::feed::Feed::Event(*seq, line.clone()));
         }
     }
-    let (mut seqs, mut new) = match &result {
-        Ok(w) => (w.seqs.clone().into_iter(), w.new.clone().into_iter()),
-        Err(_) => (Vec::new().into_iter(), Vec::new().into_iter()),
+    let (mut seqs, mut new, mut marked) = match &result {
+        Ok(w) => (
+            w.seqs.clone().into_iter(),
+            w.new.clone().into_iter(),
+            w.marked.clone().into_iter(),
+        ),
+        Err(_) => (
+            Vec::new().into_iter(),
+            Vec::new().into_iter(),
+            Vec::new().into_iter(),
+        ),
     };
     for r in requests {
         match r {
@@ -100,7 +109,10 @@ fn write(live: &mut Live, requests: Vec<Request>, feed: &Committed, now: i64) {
                 });
             }
             Request::Mark { done, .. } => {
-                let _ = done.send(result.as_ref().map(|_| ()).map_err(Clone::clone));
+                let _ = done.send(match &result {
+                    Ok(_) => Ok(marked.next().unwrap_or(false)),
+                    Err(e) => Err(e.clone()),
+                });
             }
         }
     }

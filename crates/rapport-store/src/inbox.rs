@@ -83,6 +83,8 @@ pub struct Written {
     /// Per released action: whether it is new (one released again after a restart is
     /// already there).
     pub new: Vec<bool>,
+    /// Per mark: whether the delivery was there to mark (an erasure removes a contact's).
+    pub marked: Vec<bool>,
 }
 
 impl Live {
@@ -120,9 +122,10 @@ impl Live {
                  WHERE action = ?1",
             )?;
             for m in &batch.marks {
-                put.execute(params![
+                let n = put.execute(params![
                     m.action, m.status, m.attempts, m.code, m.detail, now
                 ])?;
+                out.marked.push(n > 0);
             }
         }
         tx.commit()?;

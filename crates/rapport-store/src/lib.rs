@@ -395,6 +395,21 @@ impl SqliteStore {
         self.meta("global")
     }
 
+    /// A host's own bookkeeping value, kept with the store (`serve` notes which bundle
+    /// file it last started with).
+    pub fn host_note(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.meta(&format!("host.{key}"))
+    }
+
+    /// Sets a host's bookkeeping value.
+    pub fn set_host_note(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            params![format!("host.{key}"), value],
+        )?;
+        Ok(())
+    }
+
     /// The engine's clock as last committed.
     pub fn clock(&self) -> Result<Option<Millis>, StoreError> {
         let Some(g) = self.meta("global")? else {
@@ -764,8 +779,32 @@ impl Store for SqliteStore {
             })
             .cloned()
             .collect();
+        // A live host's record of what was sent to the contact and what became of it.
+        let deliveries: Vec<Value> = {
+            let mut q = self.conn.prepare(
+                "SELECT line, status, attempts, code, detail FROM deliveries WHERE contact = ?1 ORDER BY seq",
+            )?;
+            let rows = q
+                .query_map([contact], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(line, status, attempts, code, detail)| {
+                    json!({"action": serde_json::from_str::<Value>(&line).unwrap_or(Value::Null),
+                        "status": status, "attempts": attempts, "code": code, "detail": detail})
+                })
+                .collect()
+        };
         Ok(Some(json!({
             "contact": contact,
+            "deliveries": deliveries,
             "profile": as_object(&s["profile"]),
             "consent_ledger": s["consent"],
             "opted_out": s["opted_out"].as_bool().unwrap_or(erased_opt_out),
