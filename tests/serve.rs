@@ -637,18 +637,23 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_message() {
         let mut deliveries = 0u32;
         for (i, who) in sent_all.iter().enumerate() {
             let payload = wa_messages(&[(&format!("wamid.K{i}"), who, "hi")]);
+            let give_up = std::time::Instant::now() + Duration::from_secs(60);
             loop {
                 deliveries += 1;
                 let target = client_url.lock().map(|u| u.clone()).unwrap_or_default();
-                if webhook(&target, &payload).await.0 == 200 {
+                let (status, body) = webhook(&target, &payload).await;
+                if status == 200 {
                     break;
+                }
+                if std::time::Instant::now() > give_up {
+                    return Err(format!("{who}: no 200 in 60 s (last: {status} {body})"));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             // Paced, so the kills land while messages are on their way.
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        deliveries
+        Ok(deliveries)
     });
     let mut logs = String::new();
     for _ in 0..6 {
@@ -658,7 +663,10 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_message() {
         host = Host::start(&dir, &bundle, &yaml);
         *url.lock().expect("url") = host.url.clone();
     }
-    let attempts = client.await.expect("client");
+    let attempts = match client.await.expect("client") {
+        Ok(n) => n,
+        Err(e) => panic!("{e}\n{logs}{}", host.log()),
+    };
     // Every acknowledged message is answered.
     let end = std::time::Instant::now() + Duration::from_secs(30);
     let answered = loop {
@@ -837,12 +845,14 @@ async fn a_body_over_3_mb_gets_413_and_a_restart_keeps_the_last_deploy() {
     assert_eq!(status, 200, "{out}");
     assert!(host.term().success());
     let host = Host::start(&dir, &v1, &yaml);
-    webhook(
+    let (status, _) = webhook(
         &host.url,
         &wa_messages(&[("wamid.L1", "40712121212", "hi")]),
     )
     .await;
+    assert_eq!(status, 200, "{}", host.log());
     let calls = mock.wait_calls(1, WAIT).await;
+    assert_eq!(calls.len(), 1, "{}", host.log());
     let text = calls[0].body["text"]["body"]
         .as_str()
         .unwrap_or("")

@@ -35,7 +35,11 @@ impl SqliteStore {
         global: Option<&str>,
         bundle: &str,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the write lock is taken (waiting for it) at the start, so a read
+        // inside never has to be upgraded while another connection writes.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         if let Some(rewrite) = rewrite {
             for (kind, select, update) in [
                 (

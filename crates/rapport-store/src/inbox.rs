@@ -29,8 +29,8 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         path: path.to_path_buf(),
         source,
     })?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
     conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
     Ok(conn)
 }
 
@@ -96,7 +96,11 @@ impl Live {
 
     /// Writes `batch` in one transaction; when this returns, it is on disk.
     pub fn write(&mut self, batch: &LiveBatch, now: i64) -> Result<Written, StoreError> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the write lock is taken (waiting for it) at the start, so a read
+        // inside never has to be upgraded while another connection writes.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Written::default();
         {
             let mut put = tx.prepare_cached("INSERT INTO inbox (line) VALUES (?1)")?;

@@ -334,11 +334,13 @@ impl SqliteStore {
                 found: version,
             });
         }
+        // First: a live host's other connections may be writing, and even switching to
+        // WAL (a no-op on a store already in WAL) waits for their locks.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit is on disk when it returns, so a released action's state change
         // survives a power cut too, not only a crash of the process.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let mut store = SqliteStore {
             conn,
             path: path.to_path_buf(),
@@ -361,7 +363,11 @@ impl SqliteStore {
         if from >= SCHEMA {
             return Ok(());
         }
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the write lock is taken (waiting for it) at the start, so a read
+        // inside never has to be upgraded while another connection writes.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         for (i, sql) in MIGRATIONS.iter().enumerate() {
             if (i as i64) >= from {
                 tx.execute_batch(sql)?;
@@ -588,7 +594,11 @@ impl Store for SqliteStore {
     }
 
     fn commit(&mut self, batch: Batch) -> Result<Option<i64>, StoreError> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the write lock is taken (waiting for it) at the start, so a read
+        // inside never has to be upgraded while another connection writes.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut last = None;
         {
             let mut put = tx.prepare_cached(
@@ -824,7 +834,11 @@ impl Store for SqliteStore {
         let hash = self.erased_hash(contact);
         // Erased rows are overwritten with zeros, not only unlinked.
         self.conn.pragma_update(None, "secure_delete", "ON")?;
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the write lock is taken (waiting for it) at the start, so a read
+        // inside never has to be upgraded while another connection writes.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let state: Option<String> = tx
             .query_row("SELECT state FROM contacts WHERE id = ?1", [contact], |r| {
                 r.get(0)
@@ -932,7 +946,11 @@ impl Store for SqliteStore {
             cutoff(retention.transactional),
             cutoff(retention.transcripts)
         ];
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the write lock is taken (waiting for it) at the start, so a read
+        // inside never has to be upgraded while another connection writes.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let removed: i64 = tx.query_row(
             &format!("SELECT coalesce(sum(n), 0) {which}"),
             limits,
