@@ -576,6 +576,16 @@ fn check_config_names_every_missing_variable_and_every_unconnected_channel() {
     ];
     let o = run(&all);
     assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
+    // The example host.yaml of the docs fits the test project.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args(["serve", "--bundle", common::s(&bundle), "--config"])
+        .arg(common::repo_root().join("docs/host.example.yaml"))
+        .arg("--check-config")
+        .env_clear()
+        .envs(all)
+        .output()
+        .expect("runs");
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
     // The example project also uses Instagram and Messenger, which host.yaml does not connect.
     std::fs::create_dir_all(dir.join("example")).expect("dir");
     let example = common::build("flows", &dir.join("example"));

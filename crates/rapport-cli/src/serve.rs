@@ -55,10 +55,11 @@ pub(crate) fn run(args: &crate::ServeArgs) -> ExitCode {
         return ExitCode::from(2);
     };
     if args.check_config {
+        let n = config.channels.len();
         eprintln!(
-            "{}: fits the bundle ({} channels connected, listening on {})",
+            "{}: fits the bundle ({n} channel{} connected, listening on {})",
             args.config.display(),
-            config.channels.len(),
+            if n == 1 { "" } else { "s" },
             config.listen
         );
         return ExitCode::SUCCESS;
@@ -76,6 +77,8 @@ pub(crate) fn run(args: &crate::ServeArgs) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: journald and log files get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

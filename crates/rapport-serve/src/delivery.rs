@@ -257,6 +257,17 @@ impl Delivery {
         let mut attempts = job.row.attempts;
         let max = self.config.delivery.max_attempts;
         let outcome = loop {
+            // The platform's limits, waited for before the action is marked in flight
+            // (a stop during the wait leaves it pending).
+            if self
+                .sleep_unless_draining(
+                    self.pacing(&kind, &channel, job.row.contact.as_deref())
+                        .await,
+                )
+                .await
+            {
+                return;
+            }
             attempts += 1;
             let in_flight = Mark {
                 action: job.row.action.clone(),
@@ -386,6 +397,30 @@ impl Delivery {
         }
     }
 
+    /// How long a message must wait for the platform's limits: the channel's rate (a
+    /// token taken now), then the time since the last message to the same person.
+    async fn pacing(&self, kind: &str, channel: &str, contact: Option<&str>) -> Duration {
+        if kind != "send" {
+            return Duration::ZERO;
+        }
+        let Some(Connector::WhatsApp(wa)) = self.config.channels.get(channel) else {
+            return Duration::ZERO;
+        };
+        let mut wait = match self.buckets.get(channel) {
+            Some(b) => b.lock().await.take(Instant::now()),
+            None => Duration::ZERO,
+        };
+        // A contact's actions go out one at a time, so nothing else sends to this
+        // recipient between this look and the call.
+        if let Some(c) = contact {
+            let last = self.last_sent.lock().ok().and_then(|m| m.get(c).copied());
+            if let Some(gap) = last.map(|l| l.elapsed()) {
+                wait = wait.max(wa.per_recipient.saturating_sub(gap));
+            }
+        }
+        wait
+    }
+
     /// Sleeps `wait`; returns true when a stop came first.
     async fn sleep_unless_draining(&self, wait: Duration) -> bool {
         let end = Instant::now() + wait;
@@ -438,20 +473,16 @@ impl Delivery {
                                 }
                             }
                         };
-                        // The platform's limits: per number, then per person.
-                        if let Some(b) = self.buckets.get(channel) {
-                            let wait = b.lock().await.take(Instant::now());
-                            tokio::time::sleep(wait).await;
-                        }
-                        // A contact's actions go out one at a time, so nothing else
-                        // sends to this recipient between the look and the note.
-                        if let Some(c) = contact {
-                            let last = self.last_sent.lock().ok().and_then(|m| m.get(c).copied());
-                            if let Some(gap) = last.map(|l| l.elapsed()) {
-                                if gap < wa.per_recipient {
-                                    tokio::time::sleep(wa.per_recipient - gap).await;
-                                }
-                            }
+                        let response = self
+                            .client
+                            .post(url)
+                            .bearer_auth(&wa.access_token)
+                            .json(&body)
+                            .send()
+                            .await;
+                        let outcome = whatsapp_outcome(response).await;
+                        // Only a message the platform took counts for the spacing.
+                        if let (Outcome::Ok(_), Some(c)) = (&outcome, contact) {
                             if let Ok(mut m) = self.last_sent.lock() {
                                 if m.len() > 100_000 {
                                     let keep = wa.per_recipient;
@@ -460,14 +491,7 @@ impl Delivery {
                                 m.insert(c.to_string(), Instant::now());
                             }
                         }
-                        let response = self
-                            .client
-                            .post(url)
-                            .bearer_auth(&wa.access_token)
-                            .json(&body)
-                            .send()
-                            .await;
-                        whatsapp_outcome(response).await
+                        outcome
                     }
                 }
             }
