@@ -42,6 +42,34 @@ pub(crate) struct App {
     pub(crate) now: fn() -> i64,
     /// When open handoffs were last counted from the store.
     pub(crate) handoffs_counted: Mutex<Option<Instant>>,
+    /// How many rejected webhooks were audited this minute.
+    pub(crate) forged_audit: PerMinute,
+}
+
+/// At most `limit` a minute.
+pub(crate) struct PerMinute {
+    limit: u32,
+    window: Mutex<(Instant, u32)>,
+}
+
+impl PerMinute {
+    pub(crate) fn new(limit: u32) -> Self {
+        PerMinute {
+            limit,
+            window: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    pub(crate) fn allow(&self) -> bool {
+        let Ok(mut w) = self.window.lock() else {
+            return false;
+        };
+        if w.0.elapsed().as_secs() >= 60 {
+            *w = (Instant::now(), 0);
+        }
+        w.1 = w.1.saturating_add(1);
+        w.1 <= self.limit
+    }
 }
 
 type Shared = Arc<App>;
@@ -182,18 +210,22 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
                 endpoint: "meta".into(),
             })
             .inc();
-        let why = if signature.is_none() {
-            "missing"
-        } else {
-            "does not match"
-        };
-        let record = app.audit_record(
-            "rejected",
-            None,
-            "bad_signature",
-            format!("POST /webhooks/meta: X-Hub-Signature-256 {why}"),
-        );
-        let _ = app.append(Vec::new(), vec![record]).await;
+        // Audited, but at most 60 a minute: a flood of forged requests must not fill
+        // the disk (the metric counts them all).
+        if app.forged_audit.allow() {
+            let why = if signature.is_none() {
+                "missing"
+            } else {
+                "does not match"
+            };
+            let record = app.audit_record(
+                "rejected",
+                None,
+                "bad_signature",
+                format!("POST /webhooks/meta: X-Hub-Signature-256 {why}"),
+            );
+            let _ = app.append(Vec::new(), vec![record]).await;
+        }
         return problem(
             StatusCode::UNAUTHORIZED,
             "bad or missing X-Hub-Signature-256",

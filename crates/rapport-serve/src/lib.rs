@@ -144,6 +144,7 @@ pub async fn serve(s: Serve) -> Result<(), String> {
         engine_running: running,
         now: wall_ms,
         handoffs_counted: Mutex::new(None),
+        forged_audit: http::PerMinute::new(60),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

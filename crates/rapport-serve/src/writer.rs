@@ -30,6 +30,9 @@ pub(crate) enum Request {
     },
 }
 
+/// How long finished deliveries are kept (milliseconds).
+const KEEP_DELIVERIES: i64 = 14 * 86_400_000;
+
 /// Requests drained into one transaction at most.
 const GROUP: usize = 4096;
 
@@ -47,9 +50,15 @@ pub(crate) fn start(
     let thread = std::thread::Builder::new()
         .name("live-writer".into())
         .spawn(move || {
-            // Finished deliveries are kept two weeks for status webhooks and reports.
-            let _ = live.prune(now() - 14 * 86_400_000);
+            // Finished deliveries are kept two weeks for status webhooks and reports;
+            // older ones are dropped at the start and every hour.
+            let mut pruned = std::time::Instant::now();
+            let _ = live.prune(now() - KEEP_DELIVERIES);
             while let Ok(first) = rx.recv() {
+                if pruned.elapsed() >= std::time::Duration::from_secs(3600) {
+                    let _ = live.prune(now() - KEEP_DELIVERIES);
+                    pruned = std::time::Instant::now();
+                }
                 let mut requests = vec![first];
                 while requests.len() < GROUP {
                     match rx.try_recv() {
