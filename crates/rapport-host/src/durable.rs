@@ -358,17 +358,15 @@ pub fn run_durable<S: Store + 'static>(
                     run_clock = Some(run_clock.map_or(at, |c| c.max(at)));
                     // Due timers first, in slices as before an event, then the guards.
                     let until = engine.clock().map_or(at, |c| c.max(at));
-                    loop {
-                        let slice = run.cache.clamp(1, TIMER_SLICE);
-                        let (o, more) = engine.advance_some(until, slice);
-                        run.pending.output(&o, &purpose, &mut report.counts);
-                        if !more {
-                            break;
-                        }
-                        if engine.contacts() > run.cache {
-                            run.commit(&mut engine, before, actions, &mut audit, &mut report)?;
-                        }
-                    }
+                    run.fire_due(
+                        &mut engine,
+                        until,
+                        before,
+                        &purpose,
+                        actions,
+                        &mut audit,
+                        &mut report,
+                    )?;
                     let o = engine.wall_tick(until);
                     run.pending.output(&o, &purpose, &mut report.counts);
                     if l.idle() {
@@ -431,24 +429,17 @@ pub fn run_durable<S: Store + 'static>(
                 }
                 Ok(event) => {
                     run_clock = Some(run_clock.map_or(event.at, |c| c.max(event.at)));
-                    // Timers due before the event fire first, in slices: when one event
-                    // makes many contacts' timers come due (a tick after a quiet night),
-                    // the contacts loaded for them are committed and leave memory
-                    // between slices instead of all staying until the event is done.
+                    // Timers due before the event fire first (in slices).
                     let until = engine.clock().map_or(event.at, |c| c.max(event.at));
-                    loop {
-                        let slice = run.cache.clamp(1, TIMER_SLICE);
-                        let (o, more) = engine.advance_some(until, slice);
-                        run.pending.output(&o, &purpose, &mut report.counts);
-                        if !more {
-                            break;
-                        }
-                        if engine.contacts() > run.cache {
-                            // The input position stays before this line: a restart reads
-                            // it again, and the timers fired so far are committed.
-                            run.commit(&mut engine, before, actions, &mut audit, &mut report)?;
-                        }
-                    }
+                    run.fire_due(
+                        &mut engine,
+                        until,
+                        before,
+                        &purpose,
+                        actions,
+                        &mut audit,
+                        &mut report,
+                    )?;
                     let o = engine.step(&event);
                     if let (Some(contact), Some(text)) =
                         (event.contact.as_ref(), inbound_text(&event.body))
@@ -642,6 +633,35 @@ impl Pipeline {
             engine.evict(self.cache / 2);
         }
         Ok(())
+    }
+
+    /// Fires the timers due up to `until`, in slices of at most the cache (and
+    /// `TIMER_SLICE`): when one event makes many contacts' timers come due (a tick after a
+    /// quiet night), the contacts loaded for them are committed and leave memory between
+    /// slices. Such a commit keeps the input position at `before`: a restart reads the
+    /// event again, and the timers fired so far are committed.
+    #[allow(clippy::too_many_arguments)]
+    fn fire_due(
+        &mut self,
+        engine: &mut Engine,
+        until: Millis,
+        before: (u64, u64),
+        purpose: &HashMap<String, Purpose>,
+        actions: &mut dyn Sink,
+        audit: &mut Option<&mut dyn Sink>,
+        report: &mut DurableReport,
+    ) -> Result<(), DurableError> {
+        loop {
+            let slice = self.cache.clamp(1, TIMER_SLICE);
+            let (o, more) = engine.advance_some(until, slice);
+            self.pending.output(&o, purpose, &mut report.counts);
+            if !more {
+                return Ok(());
+            }
+            if engine.contacts() > self.cache {
+                self.commit(engine, before, actions, audit, report)?;
+            }
+        }
     }
 
     /// Waits for the batch being committed and releases its output.

@@ -480,7 +480,7 @@ impl Delivery {
                             .json(&body)
                             .send()
                             .await;
-                        let outcome = whatsapp_outcome(response).await;
+                        let outcome = outcome(response, true).await;
                         // Only a message the platform took counts for the spacing.
                         if let (Outcome::Ok(_), Some(c)) = (&outcome, contact) {
                             if let Ok(mut m) = self.last_sent.lock() {
@@ -517,7 +517,7 @@ impl Delivery {
                     .body(body)
                     .send()
                     .await;
-                http_outcome(response).await
+                outcome(response, false).await
             }
         }
     }
@@ -562,7 +562,9 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     }
 }
 
-async fn http_outcome(response: reqwest::Result<reqwest::Response>) -> Outcome {
+/// How a call ended. WhatsApp's answers carry a message id (success) or an error code
+/// in JSON; a sink's carry only their status and text.
+async fn outcome(response: reqwest::Result<reqwest::Response>, whatsapp: bool) -> Outcome {
     let r = match response {
         Ok(r) => r,
         Err(e) => {
@@ -575,72 +577,46 @@ async fn http_outcome(response: reqwest::Result<reqwest::Response>) -> Outcome {
     };
     let status = r.status();
     let after = retry_after(r.headers());
-    let text: String = r
-        .text()
-        .await
-        .unwrap_or_default()
-        .chars()
-        .take(500)
-        .collect();
-    if status.is_success() {
-        Outcome::Ok(None)
-    } else if status.as_u16() == 429 || status.is_server_error() || status.as_u16() == 408 {
-        Outcome::Retry {
-            code: status.as_u16().to_string(),
-            detail: text,
-            after,
+    let transient = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
+    let (code, detail, throttled) = if whatsapp {
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            let id = body.pointer("/messages/0/id").and_then(Value::as_str);
+            return Outcome::Ok(id.map(str::to_string));
         }
-    } else {
-        Outcome::Failed {
-            code: status.as_u16().to_string(),
-            detail: text,
-        }
-    }
-}
-
-async fn whatsapp_outcome(response: reqwest::Result<reqwest::Response>) -> Outcome {
-    let r = match response {
-        Ok(r) => r,
-        Err(e) => {
-            return Outcome::Retry {
-                code: "network".into(),
-                detail: e.to_string(),
-                after: None,
-            }
-        }
-    };
-    let status = r.status();
-    let after = retry_after(r.headers());
-    let body: Value = r.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        let id = body
-            .pointer("/messages/0/id")
+        let error = body.get("error");
+        let code = error.and_then(|e| e.get("code")).and_then(Value::as_i64);
+        let detail = error
+            .and_then(|e| e.get("message"))
             .and_then(Value::as_str)
-            .map(str::to_string);
-        return Outcome::Ok(id);
-    }
-    let error = body.get("error");
-    let code = error.and_then(|e| e.get("code")).and_then(Value::as_i64);
-    let detail = error
-        .and_then(|e| e.get("message"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    let code_text = code.map_or_else(|| status.as_u16().to_string(), |c| c.to_string());
-    let retry = matches!(status.as_u16(), 408 | 429)
-        || status.is_server_error()
-        || code.is_some_and(crate::whatsapp::throttled);
-    if retry {
+            .unwrap_or("")
+            .to_string();
+        (
+            code.map_or_else(|| status.as_u16().to_string(), |c| c.to_string()),
+            detail,
+            code.is_some_and(crate::whatsapp::throttled),
+        )
+    } else {
+        let text: String = r
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(500)
+            .collect();
+        if status.is_success() {
+            return Outcome::Ok(None);
+        }
+        (status.as_u16().to_string(), text, false)
+    };
+    if transient || throttled {
         Outcome::Retry {
-            code: code_text,
+            code,
             detail,
             after,
         }
     } else {
-        Outcome::Failed {
-            code: code_text,
-            detail,
-        }
+        Outcome::Failed { code, detail }
     }
 }
 
