@@ -780,7 +780,7 @@ async fn status_webhooks_reach_the_audit_trail_and_stickers_are_acknowledged_not
 async fn a_contacts_next_message_waits_for_the_previous_ones_outcome() {
     let dir = temp_dir("order");
     let mock = Mock::start().await.expect("mock");
-    // The greeting fails once; the STOP confirmation, released meanwhile, must not pass it.
+    // The greeting fails once; the answer to "1", released meanwhile, must not pass it.
     mock.push(Reply::whatsapp_error(
         503,
         2,
@@ -790,7 +790,7 @@ async fn a_contacts_next_message_waits_for_the_previous_ones_outcome() {
     let who = "40799999999";
     webhook(
         &host.url,
-        &wa_messages(&[("wamid.O1", who, "hi"), ("wamid.O2", who, "STOP")]),
+        &wa_messages(&[("wamid.O1", who, "hi"), ("wamid.O2", who, "1")]),
     )
     .await;
     let calls = mock.wait_calls(3, WAIT).await;
@@ -813,7 +813,7 @@ async fn a_contacts_next_message_waits_for_the_previous_ones_outcome() {
         [
             (503, "Automated reply: Hi".to_string()),
             (200, "Automated reply: Hi".to_string()),
-            (200, "You're unsubscribed".to_string())
+            (200, "Which category: A) ".to_string())
         ],
         "{}",
         host.log()
@@ -872,4 +872,178 @@ async fn a_body_over_3_mb_gets_413_and_a_restart_keeps_the_last_deploy() {
         "{text}\n{}",
         host.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_waiting_to_be_retried_is_dropped_when_the_contact_says_stop() {
+    let dir = temp_dir("stop-overtakes");
+    let mock = Mock::start().await.expect("mock");
+    // The greeting meets WhatsApp's rate limit and must wait 5 s to be retried.
+    mock.push(Reply::whatsapp_error(429, 130429, "Rate limit hit").header("retry-after", "5"));
+    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let who = "40711112222";
+    webhook(&host.url, &wa_messages(&[("wamid.SO1", who, "hi")])).await;
+    mock.wait_calls(1, WAIT).await;
+    webhook(&host.url, &wa_messages(&[("wamid.SO2", who, "STOP")])).await;
+    let calls = mock.wait_calls(2, WAIT).await;
+    // The confirmation goes out at once, not after the retry wait, and the greeting never.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let calls_after = mock.calls();
+    assert_eq!(calls_after.len(), 2, "{}", host.log());
+    assert!(calls[1].at.duration_since(calls[0].at) < Duration::from_secs(4));
+    let confirm = calls_after[1].body["text"]["body"].as_str().unwrap_or("");
+    assert!(confirm.starts_with("You're unsubscribed"), "{confirm}");
+    let (_, export) = api(
+        Method::GET,
+        &format!("{}/v1/contacts/whatsapp:{who}", host.url),
+        None,
+    )
+    .await;
+    let text = export.to_string();
+    assert!(
+        text.contains("\"reason\":\"opted_out\"") && text.contains("delivery_failed"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn damaged_bundles_and_foreign_channels_are_refused_at_the_door() {
+    let dir = temp_dir("refused");
+    let mock = Mock::start().await.expect("mock");
+    let v1 = bundle(&dir);
+    let host = Host::start(&dir, &v1, &host_yaml(&mock.url(), ""));
+    // A bundle whose transition names a state the flow lacks would stop the engine.
+    let mut damaged: Value =
+        serde_json::from_str(&std::fs::read_to_string(&v1).expect("read")).expect("json");
+    damaged["flows"][1]["states"][0]["transitions"][0]["target"] = json!(99);
+    let (status, body) = api(
+        Method::POST,
+        &format!("{}/v1/bundle", host.url),
+        Some(damaged.to_string()),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("names state #99"),
+        "{body}"
+    );
+    // An event on a channel the bundle does not have; more events than one request takes.
+    let url = format!("{}/v1/events", host.url);
+    let odd = json!({"id": "x1", "at": rapport_engine_now(), "contact": "c", "channel": "zz\"} 1\nfake 9\n#",
+        "type": "consent", "purpose": "marketing", "granted": true});
+    let (status, body) = api(Method::POST, &url, Some(odd.to_string())).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["events"][0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a channel of the bundle"),
+        "{body}"
+    );
+    let many: String = (0..10_001)
+        .map(|i| format!("{{\"id\":\"m{i}\"}}\n"))
+        .collect();
+    let (status, _) = api(Method::POST, &url, Some(many)).await;
+    assert_eq!(status, 413);
+    // The bearer scheme is case-insensitive.
+    let r = client()
+        .get(format!("{}/v1/rollouts", host.url))
+        .header("authorization", format!("bearer {API_TOKEN}"))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bundle_the_store_refuses_stops_the_start_every_time() {
+    let dir = temp_dir("refused-start");
+    let mock = Mock::start().await.expect("mock");
+    let v1 = bundle(&dir);
+    let yaml = host_yaml(&mock.url(), "");
+    let mut host = Host::start(&dir, &v1, &yaml);
+    assert!(host.term().success());
+    // The same declared version with other content.
+    let project = dir.join("same-version");
+    std::fs::create_dir_all(&project).expect("dir");
+    for (f, edit) in [
+        ("rapport.yaml", false),
+        ("cart_recovery.flow", false),
+        ("welcome.flow", true),
+    ] {
+        let text = std::fs::read_to_string(common::repo_root().join("tests/serve/project").join(f))
+            .expect("read");
+        let text = if edit {
+            text.replace("flow welcome {", "flow welcome {\n  version 1")
+        } else {
+            text
+        };
+        std::fs::write(project.join(f), text).expect("write");
+    }
+    let declared = dir.join("declared.json");
+    assert!(
+        common::rapport(&["build", common::s(&project), "-o", common::s(&declared)])
+            .status
+            .success()
+    );
+    let mut host = Host::start(&dir, &declared, &yaml);
+    assert!(host.term().success());
+    for f in ["welcome.flow"] {
+        let text = std::fs::read_to_string(project.join(f)).expect("read");
+        std::fs::write(
+            project.join(f),
+            text.replace("Reply 1 for products", "Reply 1 for our products"),
+        )
+        .expect("write");
+    }
+    let changed = dir.join("changed.json");
+    assert!(
+        common::rapport(&["build", common::s(&project), "-o", common::s(&changed)])
+            .status
+            .success()
+    );
+    for _ in 0..2 {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"));
+        let o = env(&mut cmd)
+            .args([
+                "serve",
+                "--bundle",
+                common::s(&changed),
+                "--config",
+                common::s(&dir.join("host.yaml")),
+                "--store",
+            ])
+            .arg(format!("sqlite:{}", common::s(&dir.join("store.db"))))
+            .output()
+            .expect("runs");
+        let err = common::text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("declares version 1 as the store's does"),
+            "{err}"
+        );
+        assert!(!err.contains("listening on"), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_erasure_during_a_call_leaves_nothing_of_the_contact_behind() {
+    let dir = temp_dir("erase-inflight");
+    let mock = Mock::start().await.expect("mock");
+    let mut slow = Reply::status(200, json!({"messages": [{"id": "wamid.SLOW"}]}));
+    slow.delay = Duration::from_secs(2);
+    mock.push(slow);
+    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let who = "40733333333";
+    webhook(&host.url, &wa_messages(&[("wamid.E1", who, "hi")])).await;
+    mock.wait_calls(1, WAIT).await;
+    let url = format!("{}/v1/contacts/whatsapp:{who}", host.url);
+    let (status, _) = api(Method::DELETE, &url, None).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, left) = api(Method::GET, &url, None).await;
+    assert_eq!(status, 404, "{left}");
 }

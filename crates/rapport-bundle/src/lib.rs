@@ -462,3 +462,124 @@ impl Bundle {
         }
     }
 }
+
+impl Bundle {
+    /// Checks what a host relies on and serde cannot: every state index inside the flow
+    /// it belongs to, at least one state per flow, the format this build runs. `rapport
+    /// build` always writes bundles that pass; a hand-edited or damaged file may not, and
+    /// a host refuses it before running anything. `Err` says what and where.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != FORMAT {
+            return Err(format!(
+                "bundle format {} is not the format this build runs ({FORMAT}); rebuild it with this version of `rapport build`",
+                self.format
+            ));
+        }
+        let mut all: Vec<(&Flow, &str)> = Vec::new();
+        for f in &self.flows {
+            all.push((f, "flow"));
+            if let Some(p) = &f.previous {
+                all.push((p, "previous version of flow"));
+            }
+        }
+        all.extend(self.retired.iter().map(|f| (f, "retired version of flow")));
+        for (flow, what) in all {
+            let at =
+                |detail: String| format!("{what} `{}` ({}): {detail}", flow.name, flow.version);
+            let n = flow.states.len();
+            if n == 0 {
+                return Err(at("it has no state".into()));
+            }
+            if n > u32::MAX as usize {
+                return Err(at("it has too many states".into()));
+            }
+            let check = |i: usize, place: &str| -> Result<(), String> {
+                if i < n {
+                    Ok(())
+                } else {
+                    Err(at(format!(
+                        "{place} names state #{i}, and the flow has {n}"
+                    )))
+                }
+            };
+            for t in &flow.transitions {
+                check(t.target, "a flow-wide transition")?;
+            }
+            for s in &flow.states {
+                for t in &s.transitions {
+                    check(t.target, &format!("a transition of state `{}`", s.name))?;
+                }
+                for a in &s.actions {
+                    match a {
+                        Action::Goto { state } => {
+                            check(*state, &format!("a goto in state `{}`", s.name))?
+                        }
+                        Action::Ask(ask) => {
+                            check(ask.then, &format!("the ask of state `{}`", s.name))?;
+                            if let Some(o) = ask.otherwise {
+                                check(o, &format!("the ask of state `{}`", s.name))?;
+                            }
+                        }
+                        Action::SendVariant { texts, .. }
+                            if texts.len() != flow.variants.len() || texts.is_empty() =>
+                        {
+                            return Err(at(format!(
+                                "a `send one of` in state `{}` has {} texts for {} variants",
+                                s.name,
+                                texts.len(),
+                                flow.variants.len()
+                            )));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(r) = &flow.rollout {
+                if r.stages.is_empty() || r.stages.iter().any(|s| *s > 10_000) {
+                    return Err(at("its rollout stages are not between 0% and 100%".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::*;
+
+    fn bundle() -> Bundle {
+        serde_json::from_value(serde_json::json!({
+            "format": 1, "settings": {"brand": "b", "vars": {}, "channels": {}, "templates": {},
+                "queues": [], "profile": {}, "events": {}, "disclosure": "",
+                "opt_out": {"keywords": [], "confirm": "", "resubscribe": [], "resubscribe_confirm": "",
+                    "help": [], "help_reply": "", "footer": "", "ambiguous": [], "clarify": ""},
+                "rate_limit": null, "quiet_hours": null, "escalation": null,
+                "retention": {"transcripts": 1, "transactional": 1}, "dedupe_window": 60},
+            "flows": [{"name": "f", "title": null, "version": "1", "content_hash": "x",
+                "purpose": "transactional", "channels": [], "triggers": [], "priority": 0,
+                "reentry": {"kind": "always"}, "expire_after": 60, "rollout": null, "halt": null, "goal": null,
+                "variants": [], "transitions": [],
+                "states": [{"name": "a", "actions": [{"type": "end"}], "handoff": false,
+                    "transitions": [{"on": {"kind": "after", "seconds": 1}, "target": 0}],
+                    "source": {"file": "f.flow", "line": 1, "column": 1}}],
+                "source": {"file": "f.flow", "line": 1, "column": 1}}]
+        }))
+        .expect("a bundle")
+    }
+
+    #[test]
+    fn a_state_index_outside_the_flow_or_a_flow_without_states_is_refused() {
+        assert_eq!(bundle().validate(), Ok(()));
+        let mut b = bundle();
+        b.flows[0].states[0].transitions[0].target = 99;
+        let e = b.validate().expect_err("refused");
+        assert!(e.contains("names state #99, and the flow has 1"), "{e}");
+        let mut b = bundle();
+        b.flows[0].states.clear();
+        assert!(b.validate().expect_err("refused").contains("no state"));
+        let mut b = bundle();
+        b.format = 99;
+        assert!(b.validate().expect_err("refused").contains("format 99"));
+    }
+}

@@ -100,6 +100,12 @@ pub(crate) fn read_bundle(path: &Path) -> Result<Bundle, String> {
             rapport_bundle::FORMAT
         ));
     }
+    bundle.validate().map_err(|e| {
+        format!(
+            "`{}` is damaged: {e}; rebuild it with `rapport build`",
+            path.display()
+        )
+    })?;
     Ok(bundle)
 }
 

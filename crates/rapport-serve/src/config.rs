@@ -446,6 +446,10 @@ pub fn parse(
             });
         }
     }
+    // Messages quote values as written: `${NAME}`, not the parser's brackets.
+    for p in &mut problems {
+        p.message = p.message.replace(OPEN, "${").replace(CLOSE, "}");
+    }
     let ok = !problems.iter().any(|p| p.error);
     let config = match (ok, listen) {
         (true, Some(listen)) => Some(HostConfig {

@@ -30,6 +30,18 @@ pub(crate) struct Job {
     pub(crate) row: DeliveryRow,
     /// When the engine released it (for the delivery latency).
     pub(crate) released: Instant,
+    /// Its place in release order (set when queued).
+    pub(crate) seq: u64,
+}
+
+/// How a wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    Done,
+    /// The host is stopping: leave the action for the next start.
+    Stopping,
+    /// The contact said STOP after this message was released: it must not go out.
+    OptedOut,
 }
 
 /// What the delivery side shares.
@@ -51,6 +63,11 @@ pub(crate) struct Delivery {
     pub(crate) waiting_answer: Mutex<HashMap<String, Instant>>,
     /// When each recipient was last sent to (the per-recipient spacing).
     last_sent: Mutex<HashMap<String, Instant>>,
+    /// Release order of queued jobs.
+    next_seq: std::sync::atomic::AtomicU64,
+    /// Contacts whose opt-out confirmation was released, with its place in release
+    /// order: a message released before it must not go out any more.
+    stopped: Mutex<HashMap<String, (u64, Instant)>>,
     now: fn() -> i64,
 }
 
@@ -139,6 +156,8 @@ impl Delivery {
             active: tokio::sync::watch::channel(0).0,
             waiting_answer: Mutex::new(HashMap::new()),
             last_sent: Mutex::new(HashMap::new()),
+            next_seq: std::sync::atomic::AtomicU64::new(0),
+            stopped: Mutex::new(HashMap::new()),
             now,
         }))
     }
@@ -151,7 +170,24 @@ impl Delivery {
     }
 
     /// Queues a job behind its contact's earlier ones; starts the contact's task if idle.
-    pub(crate) fn enqueue(self: &Arc<Self>, job: Job) {
+    pub(crate) fn enqueue(self: &Arc<Self>, mut job: Job) {
+        job.seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        // An opt-out confirmation: what was released to the contact before it and has
+        // not gone out yet stays unsent.
+        if job.row.line.contains("\"opt_out_confirm\"") {
+            let policy = serde_json::from_str::<Value>(&job.row.line)
+                .ok()
+                .and_then(|a| a.get("policy").and_then(Value::as_str).map(str::to_string));
+            if let (Some("opt_out_confirm"), Some(c)) = (policy.as_deref(), &job.row.contact) {
+                if let Ok(mut stopped) = self.stopped.lock() {
+                    if stopped.len() > 100_000 {
+                        // Nothing waits a day: retries give up well before.
+                        stopped.retain(|_, (_, at)| at.elapsed().as_secs() < 86_400);
+                    }
+                    stopped.insert(c.clone(), (job.seq, Instant::now()));
+                }
+            }
+        }
         let key = job
             .row
             .contact
@@ -211,29 +247,14 @@ impl Delivery {
         }
     }
 
-    /// Records a delivery's new status (with `events` for the inbox, in the same
-    /// transaction); `false` when the delivery is no longer recorded (its contact was
-    /// erased).
-    async fn mark(&self, mark: Mark, events: Vec<String>) -> Result<bool, String> {
+    /// Records a delivery's new status (with its `delivery` event for the inbox, in the
+    /// same transaction); `false` when the delivery is no longer recorded (its contact
+    /// was erased), and then the event is dropped too.
+    async fn mark(&self, mark: Mark, event: Option<String>) -> Result<bool, String> {
         let (done, rx) = oneshot::channel();
-        if !events.is_empty() {
-            let (d2, r2) = oneshot::channel();
-            self.writer
-                .send(Request::Append {
-                    events,
-                    audit: Vec::new(),
-                    done: d2,
-                })
-                .map_err(|_| "the writer stopped".to_string())?;
-            self.writer
-                .send(Request::Mark { mark, done })
-                .map_err(|_| "the writer stopped".to_string())?;
-            r2.await.map_err(|_| "the writer stopped".to_string())??;
-        } else {
-            self.writer
-                .send(Request::Mark { mark, done })
-                .map_err(|_| "the writer stopped".to_string())?;
-        }
+        self.writer
+            .send(Request::Mark { mark, event, done })
+            .map_err(|_| "the writer stopped".to_string())?;
         rx.await.map_err(|_| "the writer stopped".to_string())?
     }
 
@@ -256,17 +277,21 @@ impl Delivery {
         }
         let mut attempts = job.row.attempts;
         let max = self.config.delivery.max_attempts;
+        // A message to the person (not a policy reply: the STOP confirmation itself, HELP)
+        // is dropped if the contact says STOP before it goes out.
+        let cancellable = matches!(kind.as_str(), "send" | "reply")
+            && action.get("policy").is_none_or(Value::is_null);
+        let opted_out = || cancellable && self.opted_out_since(&job);
         let outcome = loop {
             // The platform's limits, waited for before the action is marked in flight
             // (a stop during the wait leaves it pending).
-            if self
-                .sleep_unless_draining(
-                    self.pacing(&kind, &channel, job.row.contact.as_deref())
-                        .await,
-                )
-                .await
-            {
-                return;
+            let pace = self
+                .pacing(&kind, &channel, job.row.contact.as_deref())
+                .await;
+            match self.wait(pace, &opted_out).await {
+                Waited::Done => {}
+                Waited::Stopping => return,
+                Waited::OptedOut => break opted_out_outcome(),
             }
             attempts += 1;
             let in_flight = Mark {
@@ -276,7 +301,7 @@ impl Delivery {
                 code: None,
                 detail: None,
             };
-            match self.mark(in_flight, Vec::new()).await {
+            match self.mark(in_flight, None).await {
                 Ok(true) => {}
                 // The contact was erased since the action was released: nothing goes out.
                 Ok(false) => return,
@@ -314,11 +339,13 @@ impl Delivery {
                         code: Some(code),
                         detail: Some(detail),
                     };
-                    if !matches!(self.mark(pending, Vec::new()).await, Ok(true)) {
+                    if !matches!(self.mark(pending, None).await, Ok(true)) {
                         return;
                     }
-                    if self.sleep_unless_draining(wait).await {
-                        return;
+                    match self.wait(wait, &opted_out).await {
+                        Waited::Done => {}
+                        Waited::Stopping => return,
+                        Waited::OptedOut => break opted_out_outcome(),
                     }
                 }
                 Outcome::Retry { code, detail, .. } => {
@@ -392,7 +419,7 @@ impl Delivery {
             code,
             detail,
         };
-        if let Err(e) = self.mark(mark, vec![event.to_string()]).await {
+        if let Err(e) = self.mark(mark, Some(event.to_string())).await {
             tracing::error!("cannot record the outcome of {}: {e}", job.row.action);
         }
     }
@@ -421,17 +448,35 @@ impl Delivery {
         wait
     }
 
-    /// Sleeps `wait`; returns true when a stop came first.
-    async fn sleep_unless_draining(&self, wait: Duration) -> bool {
+    /// Sleeps `wait`, looking every 100 ms whether the host is stopping or the contact
+    /// opted out.
+    async fn wait(&self, wait: Duration, opted_out: &(dyn Fn() -> bool + Sync)) -> Waited {
         let end = Instant::now() + wait;
-        while Instant::now() < end {
+        loop {
             if self.draining.load(Ordering::Relaxed) {
-                return true;
+                return Waited::Stopping;
+            }
+            if opted_out() {
+                return Waited::OptedOut;
             }
             let left = end.saturating_duration_since(Instant::now());
-            tokio::time::sleep(left.min(Duration::from_millis(200))).await;
+            if left.is_zero() {
+                return Waited::Done;
+            }
+            tokio::time::sleep(left.min(Duration::from_millis(100))).await;
         }
-        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Whether the contact's opt-out confirmation was released after `job`.
+    fn opted_out_since(&self, job: &Job) -> bool {
+        let Some(c) = &job.row.contact else {
+            return false;
+        };
+        self.stopped
+            .lock()
+            .ok()
+            .and_then(|s| s.get(c).map(|(seq, _)| *seq > job.seq))
+            .unwrap_or(false)
     }
 
     async fn call(
@@ -528,6 +573,14 @@ impl Delivery {
         let mut rx = self.active.subscribe();
         let done = tokio::time::timeout(grace, rx.wait_for(|n| *n == 0)).await;
         done.is_ok()
+    }
+}
+
+/// A message the contact's STOP overtook: never sent, recorded as failed.
+fn opted_out_outcome() -> Outcome {
+    Outcome::Failed {
+        code: "opted_out".into(),
+        detail: "the contact said STOP before it went out; not sent".into(),
     }
 }
 

@@ -66,37 +66,59 @@ fn fingerprint(bundle: &Bundle) -> String {
         .collect()
 }
 
-impl EngineThread {
-    /// The bundle to start with: the `--bundle` file when it changed since the last start
-    /// (a deploy by file), else the store's own (which may hold a later `rapport deploy`:
-    /// restarting with the file the unit names must not roll that back).
-    fn starting_bundle(&self, file: Bundle) -> Result<Bundle, String> {
-        let mut store = SqliteStore::open(&self.path, &self.lock).map_err(|e| e.to_string())?;
-        let print = fingerprint(&file);
-        let same_file = store
-            .host_note("bundle_file")
-            .map_err(|e| e.to_string())?
-            .as_deref()
-            == Some(print.as_str());
-        store
-            .set_host_note("bundle_file", &print)
-            .map_err(|e| e.to_string())?;
-        if same_file {
-            if let Some(stored) = store.stored_bundle().map_err(|e| e.to_string())? {
-                if let Ok(b) = serde_json::from_str::<Bundle>(&stored) {
-                    tracing::info!("the --bundle file is the one of the last start: running the bundle last deployed to the store");
-                    return Ok(b);
-                }
-            }
+/// Deploys the bundle to start with onto the store, before the host listens (a bundle
+/// the store refuses stops the start with the reason). That is the `--bundle` file when it
+/// changed since the last start that took it (a deploy by file), else the store's own,
+/// which may hold a later `rapport deploy`: restarting with the file the unit names must
+/// not roll that back. The file is noted as taken only once its deploy succeeded.
+pub(crate) fn prepare(
+    path: &std::path::Path,
+    lock: &HostLock,
+    file: Bundle,
+    min_dedupe: u64,
+) -> Result<Bundle, String> {
+    let mut store = SqliteStore::open(path, lock).map_err(|e| e.to_string())?;
+    let print = fingerprint(&file);
+    let same_file = store
+        .host_note("bundle_file")
+        .map_err(|e| e.to_string())?
+        .as_deref()
+        == Some(print.as_str());
+    let stored = match store.stored_bundle().map_err(|e| e.to_string())? {
+        Some(text) => Some(
+            serde_json::from_str::<Bundle>(&text)
+                .ok()
+                .filter(|b| b.validate().is_ok())
+                .ok_or("the store's bundle is damaged; start with a bundle file that changed (rebuild it)")?,
+        ),
+        None => None,
+    };
+    let mut bundle = match stored {
+        Some(b) if same_file => {
+            tracing::info!("the --bundle file is the one of the last start: running the bundle last deployed to the store");
+            b
         }
-        Ok(file)
+        _ => file,
+    };
+    bundle.settings.dedupe_window = bundle.settings.dedupe_window.max(min_dedupe);
+    let d = deploy(&mut store, bundle).map_err(|e| e.to_string())?;
+    if d.changed {
+        for c in &d.changes {
+            tracing::info!("deployed: {}", rapport_host::deploy::describe(c));
+        }
     }
+    store
+        .set_host_note("bundle_file", &print)
+        .map_err(|e| e.to_string())?;
+    Ok(d.bundle)
+}
 
-    /// Runs until a shutdown; `first` is deployed before the first run.
+impl EngineThread {
+    /// Runs until a shutdown, starting with `first` (deployed by [`prepare`]).
     pub(crate) fn run(self, first: Bundle) -> Result<(), String> {
         let mut pending_reply: Option<oneshot::Sender<Result<Vec<FlowChange>, String>>> = None;
-        let mut current: Option<Bundle> = None;
-        let mut next = Some(self.starting_bundle(first)?);
+        let mut current = Some(first);
+        let mut next: Option<Bundle> = None;
         loop {
             let mut store = SqliteStore::open(&self.path, &self.lock).map_err(|e| e.to_string())?;
             if let Some(mut bundle) = next.take() {
@@ -151,7 +173,8 @@ impl EngineThread {
                 // ahead of it is a bad timestamp.
                 max_clock_jump: 5 * 60_000,
                 started: (self.now)(),
-                max_line: 1 << 20,
+                // Whatever the API accepted fits: a line is at most a whole body.
+                max_line: crate::http::MAX_BODY,
             };
             let never = AtomicBool::new(false);
             self.running.store(true, Ordering::Relaxed);
@@ -260,7 +283,11 @@ impl Sink for ActionSink {
         let _ = self.now;
         for (row, new) in rows.into_iter().zip(new) {
             if new {
-                let _ = self.jobs.send(Job { row, released });
+                let _ = self.jobs.send(Job {
+                    row,
+                    released,
+                    seq: 0,
+                });
             }
         }
         Ok(())

@@ -27,6 +27,9 @@ use crate::writer::Request;
 /// Bodies over this size get 413.
 pub(crate) const MAX_BODY: usize = 3 * 1024 * 1024;
 
+/// Events in one `POST /v1/events`, at most.
+const MAX_EVENTS: usize = 10_000;
+
 pub(crate) struct App {
     pub(crate) config: Arc<HostConfig>,
     pub(crate) writer: std::sync::mpsc::Sender<Request>,
@@ -111,10 +114,13 @@ impl App {
 
     /// `None` when the bearer token is right, else the 401 to answer.
     fn unauthorised(&self, headers: &HeaderMap) -> Option<Response> {
+        // The scheme is case-insensitive (RFC 9110): `bearer` works as `Bearer` does.
         let given = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token);
         match given {
             Some(t) if crate::signature::same_token(t.trim(), &self.config.api_token) => None,
             _ => Some(problem(
@@ -199,11 +205,19 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
     let signature = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
-    // Checked on the raw bytes, with each app secret host.yaml knows (there are few).
-    let signed = app.config.channels.values().any(|c| match c {
-        Connector::WhatsApp(wa) => crate::signature::meta_valid(&wa.app_secret, body, signature),
-    });
-    if !signed {
+    // Checked on the raw bytes, with each app secret host.yaml knows (there are few); a
+    // payload is read only for the channels whose secret signed it.
+    let signed: Vec<(&String, &crate::config::WhatsApp)> = app
+        .config
+        .channels
+        .iter()
+        .filter_map(|(name, c)| match c {
+            Connector::WhatsApp(wa) => {
+                crate::signature::meta_valid(&wa.app_secret, body, signature).then_some((name, wa))
+            }
+        })
+        .collect();
+    if signed.is_empty() {
         app.metrics
             .signature_failures
             .get_or_create(&Endpoint {
@@ -250,8 +264,7 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
     let mut events = Vec::new();
     let mut audit = Vec::new();
     if payload.get("object").and_then(Value::as_str) == Some("whatsapp_business_account") {
-        for (name, c) in &app.config.channels {
-            let Connector::WhatsApp(wa) = c;
+        for &(name, wa) in &signed {
             let n = crate::whatsapp::normalise(&payload, &wa.phone_number_id, name);
             for (contact, what) in n.ignored {
                 app.metrics.ignored_parts.inc();
@@ -371,20 +384,61 @@ async fn post_events(State(app): State<Shared>, headers: HeaderMap, body: Bytes)
     if lines.is_empty() {
         return problem(StatusCode::BAD_REQUEST, "no event in the body");
     }
+    if lines.len() > MAX_EVENTS {
+        return problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} events in one request; send at most {MAX_EVENTS} per request",
+                lines.len()
+            ),
+        );
+    }
     let mut errors = Vec::new();
+    let mut invalid = 0usize;
     let mut kinds = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        match rapport_engine::decode(line, &bundle.settings) {
+        let decoded = rapport_engine::decode(line, &bundle.settings).and_then(|e| {
+            match &e.channel {
+                // Only the bundle's channels: a channel is a label of the metrics too.
+                Some(c) if !bundle.settings.channels.contains_key(c) => {
+                    Err(rapport_engine::Rejected {
+                        reason: format!(
+                            "channel {c:?} is not a channel of the bundle ({})",
+                            bundle
+                                .settings
+                                .channels
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        id: Some(e.id.clone()),
+                        contact: e.contact.clone(),
+                    })
+                }
+                _ => Ok(e),
+            }
+        });
+        match decoded {
             Ok(e) => kinds.push((kind_name(&e.body), e.channel.unwrap_or_default())),
-            Err(r) => errors.push(json!({"line": i + 1, "id": r.id, "error": r.reason})),
+            Err(r) => {
+                invalid += 1;
+                // The first ones say enough; a body of nothing but bad lines must not make
+                // an answer as large as itself.
+                if errors.len() < 100 {
+                    errors.push(json!({"line": i + 1, "id": r.id, "error": r.reason}));
+                }
+            }
         }
     }
-    if !errors.is_empty() {
+    if invalid > 0 {
+        let error = format!(
+            "{invalid} of {} events are not valid; none was accepted",
+            lines.len()
+        );
         return (
             StatusCode::BAD_REQUEST,
-            Json(
-                json!({"error": "some events are not valid; none was accepted", "events": errors}),
-            ),
+            Json(json!({"error": error, "events": errors})),
         )
             .into_response();
     }
@@ -451,14 +505,10 @@ async fn post_bundle(State(app): State<Shared>, headers: HeaderMap, body: Bytes)
             )
         }
     };
-    if bundle.format != rapport_bundle::FORMAT {
+    if let Err(e) = bundle.validate() {
         return problem(
             StatusCode::BAD_REQUEST,
-            format!(
-                "bundle format {} is not the format this host runs ({})",
-                bundle.format,
-                rapport_bundle::FORMAT
-            ),
+            format!("the bundle is damaged: {e}; rebuild it with `rapport build`"),
         );
     }
     let problems: Vec<String> = crate::config::against_bundle(&app.config, &bundle)

@@ -56,6 +56,23 @@ pub async fn serve(s: Serve) -> Result<(), String> {
     let lock = HostLock::acquire(&store).map_err(|e| e.to_string())?;
     // Creates the store where nothing exists, migrates an older one, refuses anything else.
     drop(SqliteStore::open(&store, &lock).map_err(|e| e.to_string())?);
+    let min_dedupe = if config
+        .channels
+        .values()
+        .any(|c| matches!(c, config::Connector::WhatsApp(_)))
+    {
+        if bundle.settings.dedupe_window < engine::WHATSAPP_REDELIVERY {
+            tracing::info!(
+                "the project keeps event ids for {}s; WhatsApp redelivers for up to 7 days, so they are kept 7d",
+                bundle.settings.dedupe_window
+            );
+        }
+        engine::WHATSAPP_REDELIVERY
+    } else {
+        0
+    };
+    // The bundle is deployed before anything listens: one the store refuses stops here.
+    let bundle = engine::prepare(&store, &lock, bundle, min_dedupe)?;
     let metrics = Arc::new(metrics::Metrics::new());
     let (feed_tx, feed_rx) = std::sync::mpsc::channel();
     let (writer, writer_thread) =
@@ -83,25 +100,14 @@ pub async fn serve(s: Serve) -> Result<(), String> {
     }
     let now = Instant::now();
     for row in unfinished {
-        delivery.enqueue(delivery::Job { row, released: now });
+        delivery.enqueue(delivery::Job {
+            row,
+            released: now,
+            seq: 0,
+        });
     }
     tokio::spawn(Arc::clone(&delivery).run(jobs_rx));
 
-    let min_dedupe = if config
-        .channels
-        .values()
-        .any(|c| matches!(c, config::Connector::WhatsApp(_)))
-    {
-        if bundle.settings.dedupe_window < engine::WHATSAPP_REDELIVERY {
-            tracing::info!(
-                "the project keeps event ids for {}s; WhatsApp redelivers for up to 7 days, so they are kept 7d",
-                bundle.settings.dedupe_window
-            );
-        }
-        engine::WHATSAPP_REDELIVERY
-    } else {
-        0
-    };
     let (control_tx, control_rx) = std::sync::mpsc::channel();
     let running = Arc::new(AtomicBool::new(false));
     let shared_bundle = Arc::new(RwLock::new(Arc::new(bundle.clone())));
@@ -178,7 +184,14 @@ pub async fn serve(s: Serve) -> Result<(), String> {
         let _ = stop_tx.send(true);
         let _ = control_tx.send(engine::Control::Shutdown);
         let _ = feed_tx.send(feed::Feed::Stop);
-        let _ = server.await;
+        // In-flight requests may finish, but a client trickling bytes does not hold the
+        // stop up for longer than the grace period.
+        if tokio::time::timeout(config.grace, server).await.is_err() {
+            tracing::warn!(
+                "connections still open after the grace period of {}s were closed",
+                config.grace.as_secs()
+            );
+        }
         reason
     };
     // The engine commits what it was given and releases it to delivery.

@@ -33,6 +33,8 @@ fn time(ts: Option<&Value>) -> Option<i64> {
         Value::Number(n) => n.as_i64()?,
         _ => return None,
     };
+    // A time a clock can show (a timestamp in milliseconds sent as seconds is not).
+    jiff::Timestamp::from_second(secs).ok()?;
     secs.checked_mul(1000)
 }
 

@@ -26,6 +26,8 @@ pub(crate) enum Request {
     /// still recorded.
     Mark {
         mark: Mark,
+        /// The outcome's `delivery` event, for the inbox when the mark applies.
+        event: Option<String>,
         done: oneshot::Sender<Result<bool, String>>,
     },
 }
@@ -82,13 +84,19 @@ fn write(live: &mut Live, requests: Vec<Request>, feed: &Committed, now: i64) {
                 batch.audit.extend(audit.iter().cloned());
             }
             Request::Release { rows, .. } => batch.released.extend(rows.iter().cloned()),
-            Request::Mark { mark, .. } => batch.marks.push(mark.clone()),
+            Request::Mark { mark, event, .. } => batch.marks.push((mark.clone(), event.clone())),
         }
     }
     let result = live.write(&batch, now).map_err(|e| e.to_string());
     if let Ok(w) = &result {
+        // In inbox order: the outcomes' events were written after the appended ones.
         for (seq, line) in w.seqs.iter().zip(&batch.events) {
             let _ = feed.send(crate::feed::Feed::Event(*seq, line.clone()));
+        }
+        for (seq, (_, event)) in w.outcome_seqs.iter().zip(&batch.marks) {
+            if let (Some(seq), Some(line)) = (seq, event) {
+                let _ = feed.send(crate::feed::Feed::Event(*seq, line.clone()));
+            }
         }
     }
     let (mut seqs, mut new, mut marked) = match &result {

@@ -72,7 +72,9 @@ pub struct LiveBatch {
     pub audit: Vec<HostAudit>,
     /// Actions released by the engine.
     pub released: Vec<DeliveryRow>,
-    pub marks: Vec<Mark>,
+    /// New statuses, each with the event that reports it (appended to the inbox only
+    /// when the delivery is still recorded: an erasure removes a contact's).
+    pub marks: Vec<(Mark, Option<String>)>,
 }
 
 /// What [`Live::write`] did.
@@ -85,6 +87,8 @@ pub struct Written {
     pub new: Vec<bool>,
     /// Per mark: whether the delivery was there to mark (an erasure removes a contact's).
     pub marked: Vec<bool>,
+    /// Per mark: the inbox sequence number of its event, when one was appended.
+    pub outcome_seqs: Vec<Option<u64>>,
 }
 
 impl Live {
@@ -125,11 +129,19 @@ impl Live {
                 "UPDATE deliveries SET status = ?2, attempts = ?3, code = ?4, detail = ?5, updated = ?6
                  WHERE action = ?1",
             )?;
-            for m in &batch.marks {
+            let mut append = tx.prepare_cached("INSERT INTO inbox (line) VALUES (?1)")?;
+            for (m, event) in &batch.marks {
                 let n = put.execute(params![
                     m.action, m.status, m.attempts, m.code, m.detail, now
                 ])?;
                 out.marked.push(n > 0);
+                out.outcome_seqs.push(match event {
+                    Some(line) if n > 0 => {
+                        append.execute([line])?;
+                        Some(tx.last_insert_rowid() as u64)
+                    }
+                    _ => None,
+                });
             }
         }
         tx.commit()?;
