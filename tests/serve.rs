@@ -991,14 +991,13 @@ async fn a_bundle_the_store_refuses_stops_the_start_every_time() {
     );
     let mut host = Host::start(&dir, &declared, &yaml);
     assert!(host.term().success());
-    for f in ["welcome.flow"] {
-        let text = std::fs::read_to_string(project.join(f)).expect("read");
-        std::fs::write(
-            project.join(f),
-            text.replace("Reply 1 for products", "Reply 1 for our products"),
-        )
-        .expect("write");
-    }
+    let welcome = project.join("welcome.flow");
+    let text = std::fs::read_to_string(&welcome).expect("read");
+    std::fs::write(
+        &welcome,
+        text.replace("Reply 1 for products", "Reply 1 for our products"),
+    )
+    .expect("write");
     let changed = dir.join("changed.json");
     assert!(
         common::rapport(&["build", common::s(&project), "-o", common::s(&changed)])
