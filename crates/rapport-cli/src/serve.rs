@@ -15,6 +15,13 @@ fn load_config(
     // regular UTF-8 file of sane size.
     let text = match crate::files::read_project_file(path, Path::new("/")) {
         Ok(t) => t,
+        Err(crate::files::Refused::NotRegular(kind)) => {
+            eprintln!(
+                "error: cannot read `{}`: it is {kind}, not a regular file\n  help: give --config the path of host.yaml itself",
+                path.display()
+            );
+            return None;
+        }
         Err(e) => {
             eprintln!("error: cannot read `{}`: {e}", path.display());
             return None;
