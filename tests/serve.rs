@@ -1046,3 +1046,29 @@ async fn an_erasure_during_a_call_leaves_nothing_of_the_contact_behind() {
     let (status, left) = api(Method::GET, &url, None).await;
     assert_eq!(status, 404, "{left}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_trickling_its_headers_does_not_hold_up_a_stop() {
+    use tokio::io::AsyncWriteExt;
+    let dir = temp_dir("trickle");
+    let mock = Mock::start().await.expect("mock");
+    let mut host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let addr = host.url.trim_start_matches("http://").to_string();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    slow.write_all(b"POST /webhooks/meta HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    let trickle = tokio::spawn(async move {
+        for _ in 0..60 {
+            if slow.write_all(b"X").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || host.term()).await.expect("join");
+    assert!(status.success(), "{status:?}");
+    // The test host's grace period is 5 s.
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    trickle.abort();
+}

@@ -15,6 +15,7 @@ mod delivery;
 mod engine;
 mod feed;
 mod http;
+mod listener;
 mod metrics;
 pub mod signature;
 mod whatsapp;
@@ -164,14 +165,13 @@ pub async fn serve(s: Serve) -> Result<(), String> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut engine_done = engine_done;
     let stop_reason = {
-        let server =
-            axum::serve(listener, http::router(Arc::clone(&app))).with_graceful_shutdown({
-                let mut stop_rx = stop_rx.clone();
-                async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                }
-            });
-        let server = tokio::spawn(async move { server.await });
+        let router = http::router(Arc::clone(&app));
+        let server = tokio::spawn(listener::serve(
+            listener,
+            router,
+            stop_rx.clone(),
+            config.grace,
+        ));
         let reason = tokio::select! {
             _ = shutdown_signal() => Ok(()),
             r = &mut engine_done => Err(match r {
@@ -186,7 +186,7 @@ pub async fn serve(s: Serve) -> Result<(), String> {
         let _ = feed_tx.send(feed::Feed::Stop);
         // In-flight requests may finish, but a client trickling bytes does not hold the
         // stop up for longer than the grace period.
-        if tokio::time::timeout(config.grace, server).await.is_err() {
+        if !matches!(server.await, Ok(true)) {
             tracing::warn!(
                 "connections still open after the grace period of {}s were closed",
                 config.grace.as_secs()
