@@ -282,6 +282,20 @@ async fn a_handoff_goes_to_its_sink_signed_with_an_idempotency_key() {
         sig,
         &rapport_serve::signature::rapport_header(SINK_SECRET, t, hook.raw.as_bytes())
     );
+    // The open handoff is counted, with its age.
+    let metrics = client()
+        .get(format!("{}/metrics", host.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("rapport_open_handoffs 1"), "{metrics}");
+    assert!(
+        metrics.contains("rapport_oldest_open_handoff_seconds "),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1054,8 +1068,12 @@ async fn a_client_trickling_its_headers_does_not_hold_up_a_stop() {
     let mock = Mock::start().await.expect("mock");
     let mut host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
     let addr = host.url.trim_start_matches("http://").to_string();
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.expect("connect");
-    slow.write_all(b"POST /webhooks/meta HTTP/1.1\r\nHost: x\r\n").await.expect("write");
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"POST /webhooks/meta HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
     let trickle = tokio::spawn(async move {
         for _ in 0..60 {
             if slow.write_all(b"X").await.is_err() {
@@ -1066,9 +1084,15 @@ async fn a_client_trickling_its_headers_does_not_hold_up_a_stop() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = std::time::Instant::now();
-    let status = tokio::task::spawn_blocking(move || host.term()).await.expect("join");
+    let status = tokio::task::spawn_blocking(move || host.term())
+        .await
+        .expect("join");
     assert!(status.success(), "{status:?}");
     // The test host's grace period is 5 s.
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     trickle.abort();
 }

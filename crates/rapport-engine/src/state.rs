@@ -102,6 +102,9 @@ pub(crate) struct OpenHandoff {
     pub(crate) run: Option<u64>,
     pub(crate) flow: Option<String>,
     pub(crate) sla_timer: Option<u64>,
+    /// When it opened (0 in a state stored before this was kept).
+    #[serde(default)]
+    pub(crate) opened: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -686,8 +686,10 @@ async fn metrics(State(app): State<Shared>) -> Response {
         // Counting open handoffs reads every contact: at most every 10 seconds.
         if let Ok(mut last) = app.handoffs_counted.lock() {
             if last.is_none_or(|t| t.elapsed().as_secs() >= 10) {
-                if let Ok(n) = r.open_handoffs() {
+                if let Ok((n, oldest)) = r.open_handoffs() {
                     app.metrics.open_handoffs.set(n as i64);
+                    let age = oldest.map_or(0, |t| ((app.now)() - t).max(0) / 1000);
+                    app.metrics.oldest_open_handoff.set(age);
                 }
                 *last = Some(Instant::now());
             }

@@ -55,6 +55,7 @@ pub(crate) struct Metrics {
     pub(crate) first_response: Histogram,
     pub(crate) webhook_seconds: Histogram,
     pub(crate) open_handoffs: Gauge,
+    pub(crate) oldest_open_handoff: Gauge,
     pub(crate) inbox_lag: Gauge,
     pub(crate) outbox_depth: Gauge,
     pub(crate) resends_after_crash: Counter,
@@ -78,6 +79,7 @@ impl Metrics {
             first_response: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
             webhook_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             open_handoffs: Gauge::default(),
+            oldest_open_handoff: Gauge::default(),
             inbox_lag: Gauge::default(),
             outbox_depth: Gauge::default(),
             resends_after_crash: Counter::default(),
@@ -144,6 +146,11 @@ impl Metrics {
             "open_handoffs",
             "Handoffs open (contacts waiting for a person)",
             m.open_handoffs.clone(),
+        );
+        r.register(
+            "oldest_open_handoff_seconds",
+            "Age of the oldest open handoff (0 when none is open)",
+            m.oldest_open_handoff.clone(),
         );
         r.register(
             "inbox_lag",

@@ -188,16 +188,16 @@ impl LiveReader {
             .optional()?)
     }
 
-    /// Contacts with a handoff open, as committed.
-    pub fn open_handoffs(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT count(*) FROM contacts WHERE json_extract(state, '$.handoff') IS NOT NULL",
-                [],
-                |r| r.get::<_, i64>(0),
-            )?
-            .max(0) as u64)
+    /// Contacts with a handoff open, as committed, and when the oldest opened
+    /// (milliseconds; `None` when none is open or its time was not kept).
+    pub fn open_handoffs(&self) -> Result<(u64, Option<i64>), StoreError> {
+        let (n, oldest): (i64, Option<i64>) = self.conn.query_row(
+            "SELECT count(*), min(nullif(json_extract(state, '$.handoff.opened'), 0))
+             FROM contacts WHERE json_extract(state, '$.handoff') IS NOT NULL",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok((n.max(0) as u64, oldest))
     }
 
     /// Inbox events waiting to be processed.

@@ -263,6 +263,7 @@ impl Engine {
                         run: None,
                         flow: None,
                         sla_timer: None,
+                        opened: cause.at.max(self.clock),
                     }));
                 }
                 self.audit(

@@ -512,6 +512,7 @@ impl Engine {
                 run: Some(run_id),
                 flow: Some(flow_name),
                 sla_timer,
+                opened: cause.at.max(self.clock),
             }));
             if let Some(r) = c.run_mut(run_id) {
                 r.reached_handoff = true;
