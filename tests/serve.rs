@@ -1096,3 +1096,96 @@ async fn a_client_trickling_its_headers_does_not_hold_up_a_stop() {
     );
     trickle.abort();
 }
+
+/// The test project with a Telegram channel beside WhatsApp, built into `dir`.
+fn telegram_bundle(dir: &std::path::Path) -> std::path::PathBuf {
+    let project = dir.join("with-telegram");
+    std::fs::create_dir_all(&project).expect("dir");
+    for f in ["rapport.yaml", "cart_recovery.flow", "welcome.flow"] {
+        let text = std::fs::read_to_string(common::repo_root().join("tests/serve/project").join(f))
+            .expect("read");
+        let text = text
+            .replace(
+                "channels: { whatsapp: { window: 24h } }",
+                "channels: { whatsapp: { window: 24h }, telegram: {} }",
+            )
+            .replace(
+                "  channels whatsapp\n  start on message",
+                "  channels whatsapp, telegram\n  start on message",
+            );
+        std::fs::write(project.join(f), text).expect("write");
+    }
+    let bundle = dir.join("telegram.json");
+    let o = common::rapport(&["build", common::s(&project), "-o", common::s(&bundle)]);
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    bundle
+}
+
+const TG_SECRET: &str = "tg-secret_token-for-tests";
+
+fn telegram_yaml(mock: &str) -> String {
+    let telegram = format!(
+        "  telegram:\n    connector: telegram\n    bot_token: \"123456:ABC-test\"\n    secret_token: {TG_SECRET}\n    api_base: {mock}\n    per_recipient: 1ms\nsinks:\n"
+    );
+    host_yaml(mock, "").replacen("sinks:\n", &telegram, 1)
+}
+
+async fn telegram_update(host: &str, secret: Option<&str>, update: &Value) -> u16 {
+    let mut r = client()
+        .post(format!("{host}/webhooks/telegram"))
+        .header("content-type", "application/json")
+        .body(update.to_string());
+    if let Some(s) = secret {
+        r = r.header("x-telegram-bot-api-secret-token", s);
+    }
+    r.send().await.map_or(0, |r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn telegram_updates_with_the_secret_token_are_answered_through_send_message() {
+    let dir = temp_dir("telegram");
+    let mock = Mock::start().await.expect("mock");
+    let yaml = telegram_yaml(&mock.url());
+    let host = Host::start(&dir, &telegram_bundle(&dir), &yaml);
+    let update = |id: i64, text: &str| {
+        json!({"update_id": id, "message": {"message_id": id, "date": unix_now(),
+            "from": {"id": 4242, "is_bot": false, "first_name": "Ana"},
+            "chat": {"id": 4242, "type": "private"}, "text": text}})
+    };
+    // A wrong or missing secret token: refused, nothing sent.
+    assert_eq!(
+        telegram_update(&host.url, Some("wrong"), &update(1, "hi")).await,
+        401
+    );
+    assert_eq!(
+        telegram_update(&host.url, None, &update(1, "hi")).await,
+        401
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(mock.calls().is_empty());
+    // Telegram's rate limit first: 429 with parameters.retry_after, then the reply.
+    mock.push(Reply::telegram_error(
+        429,
+        "Too Many Requests: retry after 2",
+        Some(2),
+    ));
+    assert_eq!(
+        telegram_update(&host.url, Some(TG_SECRET), &update(2, "hi")).await,
+        200
+    );
+    // Redelivered by Telegram: one reply.
+    assert_eq!(
+        telegram_update(&host.url, Some(TG_SECRET), &update(2, "hi")).await,
+        200
+    );
+    let calls = mock.wait_calls(2, WAIT).await;
+    assert_eq!(calls.len(), 2, "{}", host.log());
+    assert_eq!(calls[1].path, "/bot123456:ABC-test/sendMessage");
+    assert_eq!(
+        calls[1].body,
+        json!({"chat_id": 4242, "text": "Automated reply: Hi Ana! Welcome to Acme Shoes. Reply 1 for products, 2 for order help."})
+    );
+    assert!(calls[1].at.duration_since(calls[0].at) >= Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mock.calls().len(), 2);
+}

@@ -58,6 +58,16 @@ impl Reply {
         )
     }
 
+    /// A Telegram Bot API error (`{"ok": false, "error_code": ..}`), with
+    /// `parameters.retry_after` when given.
+    pub fn telegram_error(status: u16, description: &str, retry_after: Option<u64>) -> Reply {
+        let mut body = json!({"ok": false, "error_code": status, "description": description});
+        if let Some(s) = retry_after {
+            body["parameters"] = json!({ "retry_after": s });
+        }
+        Reply::status(status, body)
+    }
+
     pub fn header(mut self, name: &str, value: &str) -> Reply {
         self.headers.push((name.to_string(), value.to_string()));
         self
@@ -172,6 +182,14 @@ async fn answer(
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let reply = reply.unwrap_or_else(|| {
         let n = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        if uri.path().ends_with("/sendMessage") {
+            // Telegram's Bot API.
+            let chat = json.get("chat_id").cloned().unwrap_or(Value::Null);
+            return Reply::status(
+                200,
+                json!({"ok": true, "result": {"message_id": n, "chat": {"id": chat}}}),
+            );
+        }
         let to = json.get("to").cloned().unwrap_or(Value::Null);
         Reply::status(
             200,

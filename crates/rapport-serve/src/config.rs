@@ -60,6 +60,8 @@ struct RawChannel {
     rate: Option<f64>,
     /// Seconds between two messages to the same person, at least.
     per_recipient: Option<String>,
+    bot_token: Option<String>,
+    secret_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,10 +103,43 @@ pub struct WhatsApp {
     pub per_recipient: Duration,
 }
 
+/// The Telegram Bot API connection of a channel.
+#[derive(Debug, Clone)]
+pub struct Telegram {
+    pub bot_token: String,
+    /// What Telegram sends in `X-Telegram-Bot-Api-Secret-Token` (set with `setWebhook`).
+    pub secret_token: String,
+    /// `https://api.telegram.org`; tests point it at a local mock.
+    pub api_base: String,
+    /// Messages per second from the bot, at most (Telegram's guidance: about 30).
+    pub rate: f64,
+    /// Time between two messages to the same chat, at least (Telegram: about 1 s).
+    pub per_recipient: Duration,
+}
+
 /// How a channel of the bundle is reached.
 #[derive(Debug, Clone)]
 pub enum Connector {
     WhatsApp(WhatsApp),
+    Telegram(Telegram),
+}
+
+impl Connector {
+    /// Messages per second to the platform, at most.
+    pub fn rate(&self) -> f64 {
+        match self {
+            Connector::WhatsApp(c) => c.rate,
+            Connector::Telegram(c) => c.rate,
+        }
+    }
+
+    /// Time between two messages to the same person, at least.
+    pub fn per_recipient(&self) -> Duration {
+        match self {
+            Connector::WhatsApp(c) => c.per_recipient,
+            Connector::Telegram(c) => c.per_recipient,
+        }
+    }
 }
 
 /// Where actions that are not messages go.
@@ -387,7 +422,8 @@ pub fn parse(
                         api_base: api_base.trim_end_matches('/').to_string(),
                         template_language: c
                             .template_language
-                            .clone()
+                            .as_deref()
+                            .map(|v| expand(&at("template_language"), v, &mut err))
                             .unwrap_or_else(|| "en".into()),
                         rate: if rate.is_finite() && rate > 0.0 {
                             rate
@@ -398,20 +434,71 @@ pub fn parse(
                     }),
                 );
             }
-            "instagram" | "messenger" | "telegram" | "webhook" => err(
+            "telegram" => {
+                let mut need = |k: &str, v: &Option<String>| match v {
+                    Some(v) => expand(&at(k), v, &mut err),
+                    None => {
+                        err(
+                            format!("channels.{name}"),
+                            format!("the telegram connector needs `{k}`"),
+                            None,
+                        );
+                        String::new()
+                    }
+                };
+                let bot_token = need("bot_token", &c.bot_token);
+                let secret_token = need("secret_token", &c.secret_token);
+                // Telegram allows A-Z, a-z, 0-9, _ and - in a secret token, 1 to 256 long.
+                let token_ok = !secret_token.is_empty()
+                    && secret_token.len() <= 256
+                    && secret_token
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
+                if c.secret_token.is_some() && !secret_token.is_empty() && !token_ok {
+                    err(
+                        at("secret_token"),
+                        "a Telegram secret token is 1 to 256 characters of A-Z, a-z, 0-9, _ and -".into(),
+                        None,
+                    );
+                }
+                let api_base = c
+                    .api_base
+                    .as_deref()
+                    .map(|v| expand(&at("api_base"), v, &mut err))
+                    .unwrap_or_else(|| "https://api.telegram.org".into());
+                if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+                    err(at("api_base"), format!("`{api_base}` is not an http(s) URL"), None);
+                }
+                let rate = c.rate.unwrap_or(30.0);
+                if !(rate.is_finite() && rate > 0.0) {
+                    err(at("rate"), format!("`{rate}` is not a positive number of messages per second"), None);
+                }
+                let per_recipient = dur(&at("per_recipient"), c.per_recipient.as_ref(), Duration::from_secs(1), &mut err);
+                channels.insert(
+                    name.clone(),
+                    Connector::Telegram(Telegram {
+                        bot_token,
+                        secret_token,
+                        api_base: api_base.trim_end_matches('/').to_string(),
+                        rate: if rate.is_finite() && rate > 0.0 { rate } else { 30.0 },
+                        per_recipient,
+                    }),
+                );
+            }
+            "instagram" | "messenger" | "webhook" => err(
                 at("connector"),
                 format!(
                     "the `{}` connector is not available in this version of rapport serve",
                     c.connector
                 ),
                 Some(
-                    "this version connects WhatsApp (whatsapp_cloud); the other channels come next",
+                    "this version connects WhatsApp (whatsapp_cloud) and Telegram (telegram); the other channels come next",
                 ),
             ),
             other => err(
                 at("connector"),
                 format!("unknown connector `{other}`"),
-                Some("use whatsapp_cloud"),
+                Some("use whatsapp_cloud or telegram"),
             ),
         }
     }

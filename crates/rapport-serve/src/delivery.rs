@@ -137,11 +137,11 @@ impl Delivery {
         let buckets = config
             .channels
             .iter()
-            .map(|(name, c)| match c {
-                Connector::WhatsApp(wa) => (
+            .map(|(name, c)| {
+                (
                     name.clone(),
-                    tokio::sync::Mutex::new(Bucket::new(wa.rate, wa.rate.max(1.0))),
-                ),
+                    tokio::sync::Mutex::new(Bucket::new(c.rate(), c.rate().max(1.0))),
+                )
             })
             .collect();
         Ok(Arc::new(Delivery {
@@ -430,7 +430,7 @@ impl Delivery {
         if kind != "send" {
             return Duration::ZERO;
         }
-        let Some(Connector::WhatsApp(wa)) = self.config.channels.get(channel) else {
+        let Some(connector) = self.config.channels.get(channel) else {
             return Duration::ZERO;
         };
         let mut wait = match self.buckets.get(channel) {
@@ -442,7 +442,7 @@ impl Delivery {
         if let Some(c) = contact {
             let last = self.last_sent.lock().ok().and_then(|m| m.get(c).copied());
             if let Some(gap) = last.map(|l| l.elapsed()) {
-                wait = wait.max(wa.per_recipient.saturating_sub(gap));
+                wait = wait.max(connector.per_recipient().saturating_sub(gap));
             }
         }
         wait
@@ -464,6 +464,19 @@ impl Delivery {
                 return Waited::Done;
             }
             tokio::time::sleep(left.min(Duration::from_millis(100))).await;
+        }
+    }
+
+    /// Notes a message the platform took, for the per-recipient spacing.
+    fn note_sent(&self, outcome: &Outcome, contact: Option<&str>, connector: &Connector) {
+        if let (Outcome::Ok(_), Some(c)) = (outcome, contact) {
+            if let Ok(mut m) = self.last_sent.lock() {
+                if m.len() > 100_000 {
+                    let keep = connector.per_recipient();
+                    m.retain(|_, t| t.elapsed() < keep);
+                }
+                m.insert(c.to_string(), Instant::now());
+            }
         }
     }
 
@@ -525,17 +538,29 @@ impl Delivery {
                             .json(&body)
                             .send()
                             .await;
-                        let outcome = outcome(response, true).await;
-                        // Only a message the platform took counts for the spacing.
-                        if let (Outcome::Ok(_), Some(c)) = (&outcome, contact) {
-                            if let Ok(mut m) = self.last_sent.lock() {
-                                if m.len() > 100_000 {
-                                    let keep = wa.per_recipient;
-                                    m.retain(|_, t| t.elapsed() < keep);
-                                }
-                                m.insert(c.to_string(), Instant::now());
-                            }
+                        let outcome = outcome(response, Platform::WhatsApp).await;
+                        self.note_sent(&outcome, contact, connector);
+                        outcome
+                    }
+                    Connector::Telegram(tg) => {
+                        if kind != "send" {
+                            return Outcome::Failed {
+                                code: "unsupported".into(),
+                                detail: format!("Telegram has no `{kind}` of comments"),
+                            };
                         }
+                        let (url, body) = match crate::telegram::send_request(tg, action, channel) {
+                            Ok(r) => r,
+                            Err(u) => {
+                                return Outcome::Failed {
+                                    code: u.code.into(),
+                                    detail: u.detail,
+                                }
+                            }
+                        };
+                        let response = self.client.post(url).json(&body).send().await;
+                        let outcome = outcome(response, Platform::Telegram).await;
+                        self.note_sent(&outcome, contact, connector);
                         outcome
                     }
                 }
@@ -562,7 +587,7 @@ impl Delivery {
                     .body(body)
                     .send()
                     .await;
-                outcome(response, false).await
+                outcome(response, Platform::Sink).await
             }
         }
     }
@@ -615,9 +640,18 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     }
 }
 
-/// How a call ended. WhatsApp's answers carry a message id (success) or an error code
-/// in JSON; a sink's carry only their status and text.
-async fn outcome(response: reqwest::Result<reqwest::Response>, whatsapp: bool) -> Outcome {
+/// Who answered a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Platform {
+    WhatsApp,
+    Telegram,
+    Sink,
+}
+
+/// How a call ended. WhatsApp answers with a message id or an error code in JSON;
+/// Telegram with `ok`, `result.message_id` or `error_code`, `description` and, for 429,
+/// `parameters.retry_after`; a sink only with its status and text.
+async fn outcome(response: reqwest::Result<reqwest::Response>, platform: Platform) -> Outcome {
     let r = match response {
         Ok(r) => r,
         Err(e) => {
@@ -629,38 +663,64 @@ async fn outcome(response: reqwest::Result<reqwest::Response>, whatsapp: bool) -
         }
     };
     let status = r.status();
-    let after = retry_after(r.headers());
+    let mut after = retry_after(r.headers());
     let transient = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
-    let (code, detail, throttled) = if whatsapp {
-        let body: Value = r.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            let id = body.pointer("/messages/0/id").and_then(Value::as_str);
-            return Outcome::Ok(id.map(str::to_string));
+    let (code, detail, throttled) = match platform {
+        Platform::WhatsApp => {
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            if status.is_success() {
+                let id = body.pointer("/messages/0/id").and_then(Value::as_str);
+                return Outcome::Ok(id.map(str::to_string));
+            }
+            let error = body.get("error");
+            let code = error.and_then(|e| e.get("code")).and_then(Value::as_i64);
+            let detail = error
+                .and_then(|e| e.get("message"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            (
+                code.map_or_else(|| status.as_u16().to_string(), |c| c.to_string()),
+                detail,
+                code.is_some_and(crate::whatsapp::throttled),
+            )
         }
-        let error = body.get("error");
-        let code = error.and_then(|e| e.get("code")).and_then(Value::as_i64);
-        let detail = error
-            .and_then(|e| e.get("message"))
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        (
-            code.map_or_else(|| status.as_u16().to_string(), |c| c.to_string()),
-            detail,
-            code.is_some_and(crate::whatsapp::throttled),
-        )
-    } else {
-        let text: String = r
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(500)
-            .collect();
-        if status.is_success() {
-            return Outcome::Ok(None);
+        Platform::Telegram => {
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            if status.is_success() && body.get("ok").and_then(Value::as_bool) != Some(false) {
+                let id = body.pointer("/result/message_id").map(Value::to_string);
+                return Outcome::Ok(id);
+            }
+            if let Some(secs) = body
+                .pointer("/parameters/retry_after")
+                .and_then(Value::as_u64)
+            {
+                after = Some(Duration::from_secs(secs.min(3600)));
+            }
+            let code = body
+                .get("error_code")
+                .and_then(Value::as_i64)
+                .map_or_else(|| status.as_u16().to_string(), |c| c.to_string());
+            let detail = body
+                .get("description")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            (code, detail, false)
         }
-        (status.as_u16().to_string(), text, false)
+        Platform::Sink => {
+            let text: String = r
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(500)
+                .collect();
+            if status.is_success() {
+                return Outcome::Ok(None);
+            }
+            (status.as_u16().to_string(), text, false)
+        }
     };
     if transient || throttled {
         Outcome::Retry {

@@ -80,6 +80,7 @@ type Shared = Arc<App>;
 pub(crate) fn router(app: Shared) -> Router {
     Router::new()
         .route("/webhooks/meta", get(meta_handshake).post(meta_webhook))
+        .route("/webhooks/telegram", post(telegram_webhook))
         .route("/v1/events", post(post_events))
         .route("/v1/bundle", post(post_bundle))
         .route("/v1/rollouts", get(get_rollouts))
@@ -179,6 +180,7 @@ async fn meta_handshake(State(app): State<Shared>, Query(q): Query<Handshake>) -
     let token = q.verify_token.unwrap_or_default();
     let known = app.config.channels.values().any(|c| match c {
         Connector::WhatsApp(wa) => crate::signature::same_token(&token, &wa.verify_token),
+        Connector::Telegram(_) => false,
     });
     match (q.mode.as_deref(), q.challenge) {
         (Some("subscribe"), Some(challenge)) if known => challenge.into_response(),
@@ -215,6 +217,7 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
             Connector::WhatsApp(wa) => {
                 crate::signature::meta_valid(&wa.app_secret, body, signature).then_some((name, wa))
             }
+            Connector::Telegram(_) => None,
         })
         .collect();
     if signed.is_empty() {
@@ -347,6 +350,112 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
         Ok(_) => (StatusCode::OK, "ok").into_response(),
         Err(e) => {
             tracing::error!("cannot commit a webhook to the inbox: {e}");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the inbox could not be written; send it again",
+            )
+        }
+    }
+}
+
+async fn telegram_webhook(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let started = Instant::now();
+    let response = telegram_webhook_inner(&app, &headers, &body).await;
+    app.metrics
+        .webhook_seconds
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn telegram_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Response {
+    if let Some(r) = app.draining() {
+        return r;
+    }
+    let given = headers
+        .get("x-telegram-bot-api-secret-token")
+        .and_then(|v| v.to_str().ok());
+    // The channel is the one whose secret token came (compared in constant time).
+    let channel = app
+        .config
+        .channels
+        .iter()
+        .find_map(|(name, c)| match (c, given) {
+            (Connector::Telegram(tg), Some(g))
+                if crate::signature::same_token(g, &tg.secret_token) =>
+            {
+                Some(name)
+            }
+            _ => None,
+        });
+    let Some(channel) = channel else {
+        app.metrics
+            .signature_failures
+            .get_or_create(&Endpoint {
+                endpoint: "telegram".into(),
+            })
+            .inc();
+        if app.forged_audit.allow() {
+            let why = if given.is_none() {
+                "missing"
+            } else {
+                "does not match"
+            };
+            let record = app.audit_record(
+                "rejected",
+                None,
+                "bad_signature",
+                format!("POST /webhooks/telegram: X-Telegram-Bot-Api-Secret-Token {why}"),
+            );
+            let _ = app.append(Vec::new(), vec![record]).await;
+        }
+        return problem(
+            StatusCode::UNAUTHORIZED,
+            "bad or missing X-Telegram-Bot-Api-Secret-Token",
+        );
+    };
+    let update: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            let record = app.audit_record(
+                "ignored",
+                None,
+                "unreadable",
+                format!("a Telegram update that is not JSON: {e}"),
+            );
+            let _ = app.append(Vec::new(), vec![record]).await;
+            app.metrics.ignored_parts.inc();
+            return (StatusCode::OK, "ok").into_response();
+        }
+    };
+    let (events, audit) = match crate::telegram::normalise(&update, channel) {
+        crate::telegram::Update::Event { line, contact } => {
+            app.metrics
+                .events_received
+                .get_or_create(&TypeChannel {
+                    r#type: "message".into(),
+                    channel: channel.clone(),
+                })
+                .inc();
+            if let Ok(mut w) = app.delivery.waiting_answer.lock() {
+                if w.len() > 100_000 {
+                    w.retain(|_, t| t.elapsed().as_secs() < 3600);
+                }
+                w.entry(contact).or_insert_with(Instant::now);
+            }
+            (vec![line], Vec::new())
+        }
+        crate::telegram::Update::Ignored { contact, what } => {
+            app.metrics.ignored_parts.inc();
+            (
+                Vec::new(),
+                vec![app.audit_record("ignored", contact, "not_understood", what)],
+            )
+        }
+    };
+    match app.append(events, audit).await {
+        Ok(_) => (StatusCode::OK, "ok").into_response(),
+        Err(e) => {
+            tracing::error!("cannot commit a Telegram update to the inbox: {e}");
             problem(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the inbox could not be written; send it again",

@@ -18,6 +18,7 @@ mod http;
 mod listener;
 mod metrics;
 pub mod signature;
+mod telegram;
 mod whatsapp;
 mod writer;
 

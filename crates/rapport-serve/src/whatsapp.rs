@@ -189,8 +189,8 @@ pub(crate) const MAX_TEXT: usize = 4096;
 /// Why an action cannot become a WhatsApp call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Unsendable {
-    pub code: &'static str,
-    pub detail: String,
+    pub(crate) code: &'static str,
+    pub(crate) detail: String,
 }
 
 /// The URL and JSON body of the call that delivers a `send` action.
