@@ -1189,3 +1189,59 @@ async fn telegram_updates_with_the_secret_token_are_answered_through_send_messag
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(mock.calls().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_platforms_say_back_changes_consent_and_opt_out() {
+    let dir = temp_dir("platform-says");
+    let mock = Mock::start().await.expect("mock");
+    // WhatsApp: the person stopped marketing messages (131050).
+    mock.push(Reply::whatsapp_error(
+        400,
+        131050,
+        "User has stopped marketing messages",
+    ));
+    // Telegram: the person blocked the bot.
+    mock.push(Reply::telegram_error(
+        403,
+        "Forbidden: bot was blocked by the user",
+        None,
+    ));
+    let host = Host::start(&dir, &telegram_bundle(&dir), &telegram_yaml(&mock.url()));
+    webhook(
+        &host.url,
+        &wa_messages(&[("wamid.PS1", "40755500011", "hi")]),
+    )
+    .await;
+    mock.wait_calls(1, WAIT).await;
+    let update = json!({"update_id": 77, "message": {"message_id": 1, "date": unix_now(),
+        "from": {"id": 5150, "first_name": "Bo"}, "chat": {"id": 5150, "type": "private"}, "text": "hi"}});
+    assert_eq!(
+        telegram_update(&host.url, Some(TG_SECRET), &update).await,
+        200
+    );
+    mock.wait_calls(2, WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let (_, wa) = api(
+        Method::GET,
+        &format!("{}/v1/contacts/whatsapp:40755500011", host.url),
+        None,
+    )
+    .await;
+    let ledger = wa["consent_ledger"].to_string();
+    assert!(
+        ledger.contains("marketing") && ledger.contains("false"),
+        "{wa}"
+    );
+    assert_eq!(wa["opted_out"], false, "{wa}");
+    let (_, tg) = api(
+        Method::GET,
+        &format!("{}/v1/contacts/telegram:5150", host.url),
+        None,
+    )
+    .await;
+    assert_eq!(tg["opted_out"], true, "{tg}");
+    // No confirmation can reach someone who blocked the bot, and none is attempted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(mock.calls().len(), 2, "{}", host.log());
+}

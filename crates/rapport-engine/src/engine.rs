@@ -283,6 +283,7 @@ impl Engine {
                 status,
                 code,
                 detail,
+                effect,
             } => {
                 let detail = match detail {
                     Some(d) => format!("{action}: {d}"),
@@ -296,6 +297,10 @@ impl Engine {
                 };
                 let reason = code.as_deref().unwrap_or(status.as_str());
                 self.audit(&cause, contact, None, kind, Some(reason), Some(detail));
+                // What the platform said changes what the engine knows of the contact.
+                if let (Some(_), Some(contact)) = (effect, contact) {
+                    self.contact_event(contact, event, now, &mut cause);
+                }
             }
             _ => {
                 if let Some(contact) = event.contact.as_deref() {

@@ -65,7 +65,20 @@ pub enum Body {
         code: Option<String>,
         /// The platform's message id or error text.
         detail: Option<String>,
+        /// What the outcome means for the contact, as the host read the platform's code.
+        effect: Option<DeliveryEffect>,
     },
+}
+
+/// What a platform's answer means for the contact (the host maps platform codes to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryEffect {
+    /// The person cannot or will not be messaged (blocked the bot): recorded as an
+    /// opt-out, with no confirmation (it could not be delivered).
+    OptedOut,
+    /// The person stopped marketing messages on the platform: a marketing consent
+    /// withdrawal, source `platform`.
+    MarketingWithdrawn,
 }
 
 /// The outcome of delivering an action.
@@ -152,6 +165,7 @@ struct Raw {
     status: Option<String>,
     code: Option<Value>,
     detail: Option<String>,
+    effect: Option<String>,
 }
 
 /// Why a line was rejected, in words for stderr and the audit trail.
@@ -448,7 +462,29 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
                     ))
                 }
             };
+            let effect = match raw.effect.as_deref() {
+                None => None,
+                Some("opted_out") => Some(DeliveryEffect::OptedOut),
+                Some("marketing_withdrawn") => Some(DeliveryEffect::MarketingWithdrawn),
+                Some(other) => {
+                    return Err(reject(
+                        rid,
+                        contact,
+                        format!(
+                            "a `delivery` event's `effect` is opted_out or marketing_withdrawn, not `{other}`"
+                        ),
+                    ))
+                }
+            };
+            if effect.is_some() && contact.is_none_or(str::is_empty) {
+                return Err(reject(
+                    rid,
+                    contact,
+                    "a `delivery` event with an `effect` needs `contact`",
+                ));
+            }
             Body::Delivery {
+                effect,
                 action: raw.action.take().filter(|a| !a.is_empty()).ok_or_else(|| {
                     reject(
                         rid,
@@ -512,6 +548,7 @@ mod tests {
                 status: DeliveryStatus::Failed,
                 code: Some("131047".into()),
                 detail: Some("Re-engagement message".into()),
+                effect: None,
             }
         );
         for (bad, why) in [

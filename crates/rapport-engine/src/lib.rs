@@ -15,7 +15,8 @@ mod state;
 
 pub use engine::{Changes, Engine, Loaded, Loader, Output, SeenEvents, TimerChange};
 pub use event::{
-    decode, format_time, line_text, parse_time, Body, DeliveryStatus, Event, Millis, Rejected,
+    decode, format_time, line_text, parse_time, Body, DeliveryEffect, DeliveryStatus, Event,
+    Millis, Rejected,
 };
 pub use output::{Action, ActionKind, Audit};
 pub use state::{Name, VersionStats};

@@ -408,6 +408,9 @@ impl Delivery {
         }
         if let Some(c) = &code {
             event["code"] = Value::String(c.clone());
+            if let Some(effect) = effect_of(self.config.channels.get(&channel), c) {
+                event["effect"] = Value::String(effect.into());
+            }
         }
         if let Some(d) = &detail {
             event["detail"] = Value::String(d.clone());
@@ -598,6 +601,17 @@ impl Delivery {
         let mut rx = self.active.subscribe();
         let done = tokio::time::timeout(grace, rx.wait_for(|n| *n == 0)).await;
         done.is_ok()
+    }
+}
+
+/// What a platform's error code means for the contact, as a `delivery` event's `effect`:
+/// WhatsApp 131050 (the person stopped marketing messages) withdraws marketing consent;
+/// a Telegram 403 (the person blocked the bot, or left) is an opt-out.
+pub(crate) fn effect_of(connector: Option<&Connector>, code: &str) -> Option<&'static str> {
+    match (connector, code) {
+        (Some(Connector::WhatsApp(_)), "131050") => Some("marketing_withdrawn"),
+        (Some(Connector::Telegram(_)), "403") => Some("opted_out"),
+        _ => None,
     }
 }
 

@@ -314,6 +314,11 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
                     e["contact"] = Value::String(c);
                 }
                 if let Some(c) = s.code {
+                    if let Some(effect) =
+                        crate::delivery::effect_of(app.config.channels.get(name), &c)
+                    {
+                        e["effect"] = Value::String(effect.into());
+                    }
                     e["code"] = Value::String(c);
                 }
                 if let Some(d) = s.detail {

@@ -97,6 +97,11 @@ impl Engine {
             Body::Agent { released, agent } => {
                 self.agent(contact, *released, agent.as_deref(), cause)
             }
+            Body::Delivery {
+                effect: Some(effect),
+                code,
+                ..
+            } => self.platform_effect(contact, *effect, code.as_deref(), event, cause),
             Body::Tick | Body::Operator { .. } | Body::Delivery { .. } => {}
         }
     }
@@ -325,7 +330,64 @@ impl Engine {
         }
     }
 
+    /// A platform's answer about the contact: the person blocked the bot (an opt-out,
+    /// with no confirmation: it could not be delivered), or stopped marketing messages (a
+    /// marketing consent withdrawal, source `platform`).
+    fn platform_effect(
+        &mut self,
+        contact: &str,
+        effect: crate::DeliveryEffect,
+        code: Option<&str>,
+        event: &Event,
+        cause: &mut Cause,
+    ) {
+        match effect {
+            crate::DeliveryEffect::OptedOut => {
+                if self.contacts.get(contact).is_some_and(|c| c.opted_out) {
+                    return;
+                }
+                self.record_opt_out(contact, cause);
+                self.audit(
+                    cause,
+                    Some(contact),
+                    None,
+                    "opt_out",
+                    Some("platform"),
+                    code.map(|c| format!("the platform answered {c}")),
+                );
+            }
+            crate::DeliveryEffect::MarketingWithdrawn => {
+                let purpose = self.names.get("marketing");
+                if let Some(c) = self.contacts.get_mut(contact) {
+                    let pos = c.consent.partition_point(|r| r.at <= event.at);
+                    c.consent.reserve_exact(1);
+                    c.consent.insert(
+                        pos,
+                        ConsentRecord {
+                            at: event.at,
+                            purpose,
+                            granted: false,
+                        },
+                    );
+                }
+                let detail = format!(
+                    "marketing withdrawn via platform{}",
+                    code.map(|c| format!(" ({c})")).unwrap_or_default()
+                );
+                self.audit(cause, Some(contact), None, "consent", None, Some(detail));
+            }
+        }
+    }
+
     pub(super) fn opt_out(&mut self, contact: &str, channel: Option<&str>, cause: &mut Cause) {
+        self.record_opt_out(contact, cause);
+        self.audit(cause, Some(contact), None, "opt_out", None, None);
+        let text = self.bundle.settings.opt_out.confirm.clone();
+        self.policy_send(contact, channel, text, "opt_out_confirm", cause);
+    }
+
+    /// Marks the contact opted out: its runs end, an open handoff closes.
+    fn record_opt_out(&mut self, contact: &str, cause: &mut Cause) {
         let runs: Vec<u64> = self
             .contacts
             .get(contact)
@@ -350,9 +412,6 @@ impl Engine {
         for run in runs {
             self.end_run(contact, run, "opted_out", cause);
         }
-        self.audit(cause, Some(contact), None, "opt_out", None, None);
-        let text = self.bundle.settings.opt_out.confirm.clone();
-        self.policy_send(contact, channel, text, "opt_out_confirm", cause);
     }
 
     pub(super) fn close_handoff_action(
