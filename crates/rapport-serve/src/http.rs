@@ -145,6 +145,79 @@ impl App {
             .map_err(|_| "the store's writer stopped".to_string())?
     }
 
+    /// A webhook whose signature (or secret token) is bad or missing: counted, audited
+    /// at most 60 times a minute (a flood of forged requests must not fill the disk), 401.
+    async fn forged(&self, endpoint: &str, header: &str, missing: bool) -> Response {
+        self.metrics
+            .signature_failures
+            .get_or_create(&Endpoint {
+                endpoint: endpoint.into(),
+            })
+            .inc();
+        if self.forged_audit.allow() {
+            let why = if missing { "missing" } else { "does not match" };
+            let record = self.audit_record(
+                "rejected",
+                None,
+                "bad_signature",
+                format!("POST /webhooks/{endpoint}: {header} {why}"),
+            );
+            let _ = self.append(Vec::new(), vec![record]).await;
+        }
+        problem(StatusCode::UNAUTHORIZED, format!("bad or missing {header}"))
+    }
+
+    /// A signed body that is not JSON: answered 200, so the platform does not retry it
+    /// for days, and recorded.
+    async fn unreadable(&self, what: &str, e: serde_json::Error) -> Response {
+        let record = self.audit_record(
+            "ignored",
+            None,
+            "unreadable",
+            format!("{what} that is not JSON: {e}"),
+        );
+        let _ = self.append(Vec::new(), vec![record]).await;
+        self.metrics.ignored_parts.inc();
+        (StatusCode::OK, "ok").into_response()
+    }
+
+    /// A message from `contact` on `channel` came in: counted, and timed until the
+    /// first automated answer.
+    fn message_in(&self, channel: &str, contact: String) {
+        self.metrics
+            .events_received
+            .get_or_create(&TypeChannel {
+                r#type: "message".into(),
+                channel: channel.to_string(),
+            })
+            .inc();
+        if let Ok(mut w) = self.delivery.waiting_answer.lock() {
+            if w.len() > 100_000 {
+                w.retain(|_, t| t.elapsed().as_secs() < 3600);
+            }
+            w.entry(contact).or_insert_with(Instant::now);
+        }
+    }
+
+    /// Commits a webhook's events and records, then answers 200; 500 (the platform
+    /// retries) when the inbox cannot be written.
+    async fn acknowledge(&self, events: Vec<String>, audit: Vec<HostAudit>) -> Response {
+        if events.is_empty() && audit.is_empty() {
+            return (StatusCode::OK, "ok").into_response();
+        }
+        match self.append(events, audit).await {
+            // Acknowledged only now: the events are on disk.
+            Ok(_) => (StatusCode::OK, "ok").into_response(),
+            Err(e) => {
+                tracing::error!("cannot commit a webhook to the inbox: {e}");
+                problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the inbox could not be written; send it again",
+                )
+            }
+        }
+    }
+
     fn audit_record(
         &self,
         kind: &str,
@@ -221,48 +294,13 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
         })
         .collect();
     if signed.is_empty() {
-        app.metrics
-            .signature_failures
-            .get_or_create(&Endpoint {
-                endpoint: "meta".into(),
-            })
-            .inc();
-        // Audited, but at most 60 a minute: a flood of forged requests must not fill
-        // the disk (the metric counts them all).
-        if app.forged_audit.allow() {
-            let why = if signature.is_none() {
-                "missing"
-            } else {
-                "does not match"
-            };
-            let record = app.audit_record(
-                "rejected",
-                None,
-                "bad_signature",
-                format!("POST /webhooks/meta: X-Hub-Signature-256 {why}"),
-            );
-            let _ = app.append(Vec::new(), vec![record]).await;
-        }
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "bad or missing X-Hub-Signature-256",
-        );
+        return app
+            .forged("meta", "X-Hub-Signature-256", signature.is_none())
+            .await;
     }
     let payload: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => {
-            // Signed but unreadable: answered 200 so the platform does not retry it for
-            // days, and recorded.
-            let record = app.audit_record(
-                "ignored",
-                None,
-                "unreadable",
-                format!("a signed webhook that is not JSON: {e}"),
-            );
-            let _ = app.append(Vec::new(), vec![record]).await;
-            app.metrics.ignored_parts.inc();
-            return (StatusCode::OK, "ok").into_response();
-        }
+        Err(e) => return app.unreadable("a signed webhook", e).await,
     };
     let mut events = Vec::new();
     let mut audit = Vec::new();
@@ -274,23 +312,11 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
                 audit.push(app.audit_record("ignored", contact, "not_understood", what));
             }
             for e in &n.events {
-                app.metrics
-                    .events_received
-                    .get_or_create(&TypeChannel {
-                        r#type: "message".into(),
-                        channel: name.clone(),
-                    })
-                    .inc();
                 if let Some(contact) = serde_json::from_str::<Value>(e)
                     .ok()
                     .and_then(|v| v.get("contact").and_then(Value::as_str).map(str::to_string))
                 {
-                    if let Ok(mut w) = app.delivery.waiting_answer.lock() {
-                        if w.len() > 100_000 {
-                            w.retain(|_, t| t.elapsed().as_secs() < 3600);
-                        }
-                        w.entry(contact).or_insert_with(Instant::now);
-                    }
+                    app.message_in(name, contact);
                 }
             }
             events.extend(n.events);
@@ -347,20 +373,7 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
             format!("a webhook for object `{object}`, which no channel of host.yaml takes"),
         ));
     }
-    if events.is_empty() && audit.is_empty() {
-        return (StatusCode::OK, "ok").into_response();
-    }
-    match app.append(events, audit).await {
-        // Acknowledged only now: the events are on disk.
-        Ok(_) => (StatusCode::OK, "ok").into_response(),
-        Err(e) => {
-            tracing::error!("cannot commit a webhook to the inbox: {e}");
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the inbox could not be written; send it again",
-            )
-        }
-    }
+    app.acknowledge(events, audit).await
 }
 
 async fn telegram_webhook(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
@@ -393,60 +406,21 @@ async fn telegram_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) ->
             _ => None,
         });
     let Some(channel) = channel else {
-        app.metrics
-            .signature_failures
-            .get_or_create(&Endpoint {
-                endpoint: "telegram".into(),
-            })
-            .inc();
-        if app.forged_audit.allow() {
-            let why = if given.is_none() {
-                "missing"
-            } else {
-                "does not match"
-            };
-            let record = app.audit_record(
-                "rejected",
-                None,
-                "bad_signature",
-                format!("POST /webhooks/telegram: X-Telegram-Bot-Api-Secret-Token {why}"),
-            );
-            let _ = app.append(Vec::new(), vec![record]).await;
-        }
-        return problem(
-            StatusCode::UNAUTHORIZED,
-            "bad or missing X-Telegram-Bot-Api-Secret-Token",
-        );
+        return app
+            .forged(
+                "telegram",
+                "X-Telegram-Bot-Api-Secret-Token",
+                given.is_none(),
+            )
+            .await;
     };
     let update: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => {
-            let record = app.audit_record(
-                "ignored",
-                None,
-                "unreadable",
-                format!("a Telegram update that is not JSON: {e}"),
-            );
-            let _ = app.append(Vec::new(), vec![record]).await;
-            app.metrics.ignored_parts.inc();
-            return (StatusCode::OK, "ok").into_response();
-        }
+        Err(e) => return app.unreadable("a Telegram update", e).await,
     };
     let (events, audit) = match crate::telegram::normalise(&update, channel) {
         crate::telegram::Update::Event { line, contact } => {
-            app.metrics
-                .events_received
-                .get_or_create(&TypeChannel {
-                    r#type: "message".into(),
-                    channel: channel.clone(),
-                })
-                .inc();
-            if let Ok(mut w) = app.delivery.waiting_answer.lock() {
-                if w.len() > 100_000 {
-                    w.retain(|_, t| t.elapsed().as_secs() < 3600);
-                }
-                w.entry(contact).or_insert_with(Instant::now);
-            }
+            app.message_in(channel, contact);
             (vec![line], Vec::new())
         }
         crate::telegram::Update::Ignored { contact, what } => {
@@ -457,16 +431,7 @@ async fn telegram_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) ->
             )
         }
     };
-    match app.append(events, audit).await {
-        Ok(_) => (StatusCode::OK, "ok").into_response(),
-        Err(e) => {
-            tracing::error!("cannot commit a Telegram update to the inbox: {e}");
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the inbox could not be written; send it again",
-            )
-        }
-    }
+    app.acknowledge(events, audit).await
 }
 
 async fn post_events(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
