@@ -54,6 +54,7 @@ pub async fn serve(s: Serve) -> Result<(), String> {
         store,
         config,
     } = s;
+    let mut signals = StopSignals::listen();
     let config = Arc::new(config);
     let lock = HostLock::acquire(&store).map_err(|e| e.to_string())?;
     // Creates the store where nothing exists, migrates an older one, refuses anything else.
@@ -174,7 +175,7 @@ pub async fn serve(s: Serve) -> Result<(), String> {
             config.grace,
         ));
         let reason = tokio::select! {
-            _ = shutdown_signal() => Ok(()),
+            _ = signals.wait() => Ok(()),
             r = &mut engine_done => Err(match r {
                 Ok(Err(e)) => format!("the engine stopped: {e}"),
                 _ => "the engine stopped".to_string(),
@@ -222,24 +223,36 @@ pub async fn serve(s: Serve) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// The signals that stop the host, listened for from the start: a SIGTERM that comes
+/// while the host is still starting drains it too, instead of killing it.
+struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> StopSignals {
+        StopSignals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok(),
+            #[cfg(unix)]
+            interrupt: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .ok(),
         }
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Waits for SIGTERM or Ctrl-C.
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        if let (Some(term), Some(interrupt)) = (self.term.as_mut(), self.interrupt.as_mut()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }
