@@ -588,20 +588,13 @@ fn on_stdin_each_reply_is_released_before_the_next_event_arrives() {
 
 /// Copies the funnel project into `dir/name`, with `edit` applied to its welcome flow.
 fn funnel_variant(dir: &Path, name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
-    let project = dir.join(name);
-    std::fs::create_dir_all(&project).expect("project folder");
-    for f in ["rapport.yaml", "cart_recovery.flow", "welcome.flow"] {
-        let text = std::fs::read_to_string(repo_root().join("bench/funnel").join(f)).expect("read");
-        let text = if f == "welcome.flow" {
+    common::build_variant("bench/funnel", dir, name, |file, text| {
+        if file == "welcome.flow" {
             edit(&text)
         } else {
             text
-        };
-        std::fs::write(project.join(f), text).expect("write");
-    }
-    let bundle = dir.join(format!("{name}.json"));
-    ok(&rapport(&["build", s(&project), "-o", s(&bundle)]));
-    bundle
+        }
+    })
 }
 
 fn texts_to(path: &Path, contact: &str) -> Vec<String> {

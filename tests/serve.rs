@@ -18,11 +18,29 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 const WAIT: Duration = Duration::from_secs(15);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_signed_webhook_is_answered_at_the_platform_with_the_exact_json() {
-    let dir = temp_dir("reply");
+/// A mock platform and a host on the test project, its store in a scratch folder.
+async fn serving(name: &str) -> (std::path::PathBuf, Mock, Host) {
+    let dir = temp_dir(name);
     let mock = Mock::start().await.expect("mock");
     let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    (dir, mock, host)
+}
+
+/// What `/metrics` shows.
+async fn metrics_text(host: &str) -> String {
+    client()
+        .get(format!("{host}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_webhook_is_answered_at_the_platform_with_the_exact_json() {
+    let (_dir, mock, host) = serving("reply").await;
     let (status, _) = webhook(
         &host.url,
         &wa_messages(&[("wamid.IN1", "40712345678", "hi")]),
@@ -43,9 +61,7 @@ async fn a_signed_webhook_is_answered_at_the_platform_with_the_exact_json() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redelivered_webhook_and_a_duplicate_in_one_batch_give_one_reply() {
-    let dir = temp_dir("redelivery");
-    let mock = Mock::start().await.expect("mock");
-    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let (_dir, mock, host) = serving("redelivery").await;
     // The same message twice in one payload, and the payload delivered three times.
     let payload = wa_messages(&[
         ("wamid.DUP", "40700000001", "hi"),
@@ -58,14 +74,7 @@ async fn a_redelivered_webhook_and_a_duplicate_in_one_batch_give_one_reply() {
     // Give the engine time to (wrongly) answer again.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(sends(&mock.calls()).len(), 1, "{}", host.log());
-    let metrics = client()
-        .get(format!("{}/metrics", host.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&host.url).await;
     assert!(
         metrics.contains("rapport_duplicate_events_total 5"),
         "{metrics}"
@@ -74,9 +83,7 @@ async fn a_redelivered_webhook_and_a_duplicate_in_one_batch_give_one_reply() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_and_missing_signatures_get_401_and_nothing_is_sent() {
-    let dir = temp_dir("signature");
-    let mock = Mock::start().await.expect("mock");
-    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let (dir, mock, host) = serving("signature").await;
     let payload = wa_messages(&[("wamid.FORGED", "40700000002", "hi")]);
     let raw = payload.to_string();
     let (status, _) = post_raw(&host.url, &raw, None).await;
@@ -92,14 +99,7 @@ async fn bad_and_missing_signatures_get_401_and_nothing_is_sent() {
         mock.calls().is_empty(),
         "nothing may be sent for a forged webhook"
     );
-    let metrics = client()
-        .get(format!("{}/metrics", host.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&host.url).await;
     assert!(
         metrics.contains("rapport_webhook_signature_failures_total{endpoint=\"meta\"} 3"),
         "{metrics}"
@@ -122,9 +122,7 @@ fn audit_records(dir: &std::path::Path, needle: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_verify_handshake_answers_the_challenge_only_for_the_right_token() {
-    let dir = temp_dir("handshake");
-    let mock = Mock::start().await.expect("mock");
-    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let (_dir, _mock, host) = serving("handshake").await;
     let get = |token: &str| {
         let url = format!(
             "{}/webhooks/meta?hub.mode=subscribe&hub.verify_token={token}&hub.challenge=1158201444",
@@ -141,9 +139,7 @@ async fn the_verify_handshake_answers_the_challenge_only_for_the_right_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn stop_is_confirmed_then_nothing_more_is_sent() {
-    let dir = temp_dir("stop");
-    let mock = Mock::start().await.expect("mock");
-    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let (_dir, mock, host) = serving("stop").await;
     let who = "40700000003";
     webhook(&host.url, &wa_messages(&[("wamid.S1", who, "hi")])).await;
     mock.wait_calls(1, WAIT).await;
@@ -242,9 +238,7 @@ async fn a_permanent_error_fails_the_send_at_once_and_is_recorded() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_handoff_goes_to_its_sink_signed_with_an_idempotency_key() {
-    let dir = temp_dir("handoff");
-    let mock = Mock::start().await.expect("mock");
-    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let (_dir, mock, host) = serving("handoff").await;
     let who = "40700000006";
     webhook(&host.url, &wa_messages(&[("wamid.H1", who, "hi")])).await;
     mock.wait_calls(1, WAIT).await;
@@ -283,14 +277,7 @@ async fn a_handoff_goes_to_its_sink_signed_with_an_idempotency_key() {
         &rapport_serve::signature::rapport_header(SINK_SECRET, t, hook.raw.as_bytes())
     );
     // The open handoff is counted, with its age.
-    let metrics = client()
-        .get(format!("{}/metrics", host.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&host.url).await;
     assert!(metrics.contains("rapport_open_handoffs 1"), "{metrics}");
     assert!(
         metrics.contains("rapport_oldest_open_handoff_seconds "),
@@ -300,9 +287,7 @@ async fn a_handoff_goes_to_its_sink_signed_with_an_idempotency_key() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn timers_fire_on_the_wall_clock_and_a_closed_window_gets_the_template() {
-    let dir = temp_dir("template");
-    let mock = Mock::start().await.expect("mock");
-    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let (_dir, mock, host) = serving("template").await;
     // The contact never wrote: the messaging window is closed, so the reminder goes out
     // as the approved template, two seconds later, with no event to wake the engine.
     let cart = json!({"id": "cart-2", "at": rapport_engine_now(), "contact": "whatsapp:40700000007",
@@ -329,9 +314,7 @@ async fn timers_fire_on_the_wall_clock_and_a_closed_window_gets_the_template() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_events_api_checks_every_line_before_accepting_any() {
-    let dir = temp_dir("events-api");
-    let mock = Mock::start().await.expect("mock");
-    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let (_dir, _mock, host) = serving("events-api").await;
     let url = format!("{}/v1/events", host.url);
     let good = json!({"id": "e1", "at": rapport_engine_now(), "contact": "whatsapp:1",
         "channel": "whatsapp", "type": "consent", "purpose": "marketing", "granted": true});
@@ -422,26 +405,17 @@ async fn a_deploy_keeps_waiting_runs_on_their_version_and_opt_outs() {
     mock.wait_calls(4, WAIT).await;
 
     // Version 2 asks in other words and rolls out to half of the contacts first.
-    let project = dir.join("v2");
-    std::fs::create_dir_all(&project).expect("dir");
-    for f in ["rapport.yaml", "cart_recovery.flow", "welcome.flow"] {
-        let text = std::fs::read_to_string(common::repo_root().join("tests/serve/project").join(f))
-            .expect("read");
-        let text = text
-            .replace(
-                "Which category: A) Footwear B) Outerwear?",
-                "Footwear (A) or outerwear (B)?",
-            )
-            .replace("Our best {category} picks", "New {category} picks")
-            .replace(
-                "  start on message\n",
-                "  start on message\n  rollout 50% -> 100% every 24h\n",
-            );
-        std::fs::write(project.join(f), text).expect("write");
-    }
-    let v2 = dir.join("v2.json");
-    let o = common::rapport(&["build", common::s(&project), "-o", common::s(&v2)]);
-    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    let v2 = common::build_variant("tests/serve/project", &dir, "v2", |_, text| {
+        text.replace(
+            "Which category: A) Footwear B) Outerwear?",
+            "Footwear (A) or outerwear (B)?",
+        )
+        .replace("Our best {category} picks", "New {category} picks")
+        .replace(
+            "  start on message\n",
+            "  start on message\n  rollout 50% -> 100% every 24h\n",
+        )
+    });
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
         .args(["deploy", common::s(&v2), "--host", &host.url])
         .env("RAPPORT_API_TOKEN", API_TOKEN)
@@ -516,9 +490,7 @@ async fn a_deploy_keeps_waiting_runs_on_their_version_and_opt_outs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_erasure_request_forgets_the_contact_but_keeps_the_opt_out() {
-    let dir = temp_dir("forget");
-    let mock = Mock::start().await.expect("mock");
-    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let (_dir, mock, host) = serving("forget").await;
     let who = "40777777777";
     webhook(&host.url, &wa_messages(&[("wamid.F1", who, "hi")])).await;
     mock.wait_calls(1, WAIT).await;
@@ -737,9 +709,7 @@ async fn sigkill_at_random_moments_loses_no_acknowledged_message() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_webhooks_reach_the_audit_trail_and_stickers_are_acknowledged_not_retried() {
-    let dir = temp_dir("statuses");
-    let mock = Mock::start().await.expect("mock");
-    let host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let (_dir, mock, host) = serving("statuses").await;
     let who = "40788888888";
     webhook(&host.url, &wa_messages(&[("wamid.ST1", who, "hi")])).await;
     mock.wait_calls(1, WAIT).await;
@@ -847,23 +817,9 @@ async fn a_body_over_3_mb_gets_413_and_a_restart_keeps_the_last_deploy() {
 
     // Deploy a new greeting, then restart with the same --bundle file as before: the
     // deployed bundle stays.
-    let project = dir.join("v2");
-    std::fs::create_dir_all(&project).expect("dir");
-    for f in ["rapport.yaml", "cart_recovery.flow", "welcome.flow"] {
-        let text = std::fs::read_to_string(common::repo_root().join("tests/serve/project").join(f))
-            .expect("read");
-        std::fs::write(
-            project.join(f),
-            text.replace("Welcome to {brand}.", "Welcome back to {brand}."),
-        )
-        .expect("write");
-    }
-    let v2 = dir.join("v2.json");
-    assert!(
-        common::rapport(&["build", common::s(&project), "-o", common::s(&v2)])
-            .status
-            .success()
-    );
+    let v2 = common::build_variant("tests/serve/project", &dir, "v2", |_, text| {
+        text.replace("Welcome to {brand}.", "Welcome back to {brand}.")
+    });
     let body = std::fs::read_to_string(&v2).expect("bundle");
     let (status, out) = api(Method::POST, &format!("{}/v1/bundle", host.url), Some(body)).await;
     assert_eq!(status, 200, "{out}");
@@ -981,43 +937,15 @@ async fn a_bundle_the_store_refuses_stops_the_start_every_time() {
     let mut host = Host::start(&dir, &v1, &yaml);
     assert!(host.term().success());
     // The same declared version with other content.
-    let project = dir.join("same-version");
-    std::fs::create_dir_all(&project).expect("dir");
-    for (f, edit) in [
-        ("rapport.yaml", false),
-        ("cart_recovery.flow", false),
-        ("welcome.flow", true),
-    ] {
-        let text = std::fs::read_to_string(common::repo_root().join("tests/serve/project").join(f))
-            .expect("read");
-        let text = if edit {
-            text.replace("flow welcome {", "flow welcome {\n  version 1")
-        } else {
-            text
-        };
-        std::fs::write(project.join(f), text).expect("write");
-    }
-    let declared = dir.join("declared.json");
-    assert!(
-        common::rapport(&["build", common::s(&project), "-o", common::s(&declared)])
-            .status
-            .success()
-    );
+    let declared = common::build_variant("tests/serve/project", &dir, "declared", |_, text| {
+        text.replace("flow welcome {", "flow welcome {\n  version 1")
+    });
     let mut host = Host::start(&dir, &declared, &yaml);
     assert!(host.term().success());
-    let welcome = project.join("welcome.flow");
-    let text = std::fs::read_to_string(&welcome).expect("read");
-    std::fs::write(
-        &welcome,
-        text.replace("Reply 1 for products", "Reply 1 for our products"),
-    )
-    .expect("write");
-    let changed = dir.join("changed.json");
-    assert!(
-        common::rapport(&["build", common::s(&project), "-o", common::s(&changed)])
-            .status
-            .success()
-    );
+    let changed = common::build_variant("tests/serve/project", &dir, "changed", |_, text| {
+        text.replace("flow welcome {", "flow welcome {\n  version 1")
+            .replace("Reply 1 for products", "Reply 1 for our products")
+    });
     for _ in 0..2 {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"));
         let o = env(&mut cmd)
@@ -1064,9 +992,7 @@ async fn an_erasure_during_a_call_leaves_nothing_of_the_contact_behind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_trickling_its_headers_does_not_hold_up_a_stop() {
     use tokio::io::AsyncWriteExt;
-    let dir = temp_dir("trickle");
-    let mock = Mock::start().await.expect("mock");
-    let mut host = Host::start(&dir, &bundle(&dir), &host_yaml(&mock.url(), ""));
+    let (_dir, _mock, mut host) = serving("trickle").await;
     let addr = host.url.trim_start_matches("http://").to_string();
     let mut slow = tokio::net::TcpStream::connect(&addr)
         .await
@@ -1099,26 +1025,16 @@ async fn a_client_trickling_its_headers_does_not_hold_up_a_stop() {
 
 /// The test project with a Telegram channel beside WhatsApp, built into `dir`.
 fn telegram_bundle(dir: &std::path::Path) -> std::path::PathBuf {
-    let project = dir.join("with-telegram");
-    std::fs::create_dir_all(&project).expect("dir");
-    for f in ["rapport.yaml", "cart_recovery.flow", "welcome.flow"] {
-        let text = std::fs::read_to_string(common::repo_root().join("tests/serve/project").join(f))
-            .expect("read");
-        let text = text
-            .replace(
-                "channels: { whatsapp: { window: 24h } }",
-                "channels: { whatsapp: { window: 24h }, telegram: {} }",
-            )
-            .replace(
-                "  channels whatsapp\n  start on message",
-                "  channels whatsapp, telegram\n  start on message",
-            );
-        std::fs::write(project.join(f), text).expect("write");
-    }
-    let bundle = dir.join("telegram.json");
-    let o = common::rapport(&["build", common::s(&project), "-o", common::s(&bundle)]);
-    assert!(o.status.success(), "{}", common::text(&o.stderr));
-    bundle
+    common::build_variant("tests/serve/project", dir, "with-telegram", |_, text| {
+        text.replace(
+            "channels: { whatsapp: { window: 24h } }",
+            "channels: { whatsapp: { window: 24h }, telegram: {} }",
+        )
+        .replace(
+            "  channels whatsapp\n  start on message",
+            "  channels whatsapp, telegram\n  start on message",
+        )
+    })
 }
 
 const TG_SECRET: &str = "tg-secret_token-for-tests";

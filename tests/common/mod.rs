@@ -42,3 +42,29 @@ pub(crate) fn build(project: &str, dir: &Path) -> PathBuf {
     assert!(o.status.success(), "{}", text(&o.stderr));
     bundle
 }
+
+/// The project folder `project` (of the repository) copied into `dir/name`, with `edit`
+/// applied to the text of each of its files (`rapport.yaml` and the `.flow` files; `edit`
+/// gets the file name too), then built: returns the bundle `dir/name.json`.
+pub(crate) fn build_variant(
+    project: &str,
+    dir: &Path,
+    name: &str,
+    edit: impl Fn(&str, String) -> String,
+) -> PathBuf {
+    let copy = dir.join(name);
+    std::fs::create_dir_all(&copy).expect("project folder");
+    let source = repo_root().join(project);
+    for entry in std::fs::read_dir(&source).expect("project") {
+        let file = entry.expect("entry").file_name();
+        let file = file.to_str().expect("utf-8 name");
+        if file == "rapport.yaml" || file.ends_with(".flow") {
+            let text = std::fs::read_to_string(source.join(file)).expect("read");
+            std::fs::write(copy.join(file), edit(file, text)).expect("write");
+        }
+    }
+    let bundle = dir.join(format!("{name}.json"));
+    let o = rapport(&["build", s(&copy), "-o", s(&bundle)]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    bundle
+}

@@ -81,6 +81,22 @@ pub enum DeliveryEffect {
     MarketingWithdrawn,
 }
 
+impl Body {
+    /// The event's `type`, as written in JSON.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Message { .. } => "message",
+            Body::Comment { .. } => "comment",
+            Body::Consent { .. } => "consent",
+            Body::External { .. } => "event",
+            Body::Agent { .. } => "agent",
+            Body::Tick => "tick",
+            Body::Operator { .. } => "operator",
+            Body::Delivery { .. } => "delivery",
+        }
+    }
+}
+
 /// The outcome of delivering an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeliveryStatus {

@@ -50,7 +50,8 @@ pub(crate) struct EngineThread {
     pub(crate) now: fn() -> i64,
     /// The bundle running (the API validates events against its settings).
     pub(crate) bundle: Arc<RwLock<Arc<Bundle>>>,
-    pub(crate) templates: Arc<crate::delivery::Delivery>,
+    /// Delivery, told the running bundle's templates.
+    pub(crate) delivery: Arc<crate::delivery::Delivery>,
     pub(crate) running: Arc<AtomicBool>,
     pub(crate) min_dedupe: u64,
 }
@@ -60,10 +61,7 @@ pub(crate) struct EngineThread {
 fn fingerprint(bundle: &Bundle) -> String {
     use sha2::Digest;
     let json = serde_json::to_string(bundle).unwrap_or_default();
-    sha2::Sha256::digest(json.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::signature::hex(&sha2::Sha256::digest(json.as_bytes()))
 }
 
 /// Deploys the bundle to start with onto the store, before the host listens (a bundle
@@ -147,7 +145,7 @@ impl EngineThread {
             let Some(bundle) = current.clone() else {
                 return Err("no bundle to run".into());
             };
-            if let Ok(mut t) = self.templates.templates.lock() {
+            if let Ok(mut t) = self.delivery.templates.lock() {
                 *t = bundle.settings.templates.clone();
             }
             if let Ok(mut b) = self.bundle.write() {
@@ -160,7 +158,6 @@ impl EngineThread {
                 writer: self.writer.clone(),
                 jobs: self.jobs.clone(),
                 metrics: Arc::clone(&self.metrics),
-                now: self.now,
             };
             let mut audit = AuditSink {
                 buf: Vec::new(),
@@ -227,7 +224,6 @@ struct ActionSink {
     writer: Sender<Request>,
     jobs: mpsc::UnboundedSender<Job>,
     metrics: Arc<Metrics>,
-    now: fn() -> i64,
 }
 
 impl Write for ActionSink {
@@ -280,7 +276,6 @@ impl Sink for ActionSink {
             .map_err(|_| std::io::Error::other("the writer stopped"))?
             .map_err(std::io::Error::other)?;
         let released = Instant::now();
-        let _ = self.now;
         for (row, new) in rows.into_iter().zip(new) {
             if new {
                 let _ = self.jobs.send(Job {

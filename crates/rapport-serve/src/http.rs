@@ -499,7 +499,7 @@ async fn post_events(State(app): State<Shared>, headers: HeaderMap, body: Bytes)
             }
         });
         match decoded {
-            Ok(e) => kinds.push((kind_name(&e.body), e.channel.unwrap_or_default())),
+            Ok(e) => kinds.push((e.body.kind(), e.channel.unwrap_or_default())),
             Err(r) => {
                 invalid += 1;
                 // The first ones say enough; a body of nothing but bad lines must not make
@@ -535,20 +535,6 @@ async fn post_events(State(app): State<Shared>, headers: HeaderMap, body: Bytes)
             Json(json!({"accepted": seqs.len()})).into_response()
         }
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
-}
-
-fn kind_name(b: &rapport_engine::Body) -> &'static str {
-    use rapport_engine::Body;
-    match b {
-        Body::Message { .. } => "message",
-        Body::Comment { .. } => "comment",
-        Body::Consent { .. } => "consent",
-        Body::External { .. } => "event",
-        Body::Agent { .. } => "agent",
-        Body::Tick => "tick",
-        Body::Operator { .. } => "operator",
-        Body::Delivery { .. } => "delivery",
     }
 }
 

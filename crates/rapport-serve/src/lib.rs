@@ -125,7 +125,7 @@ pub async fn serve(s: Serve) -> Result<(), String> {
         tick: config.tick,
         now: wall_ms,
         bundle: Arc::clone(&shared_bundle),
-        templates: Arc::clone(&delivery),
+        delivery: Arc::clone(&delivery),
         running: Arc::clone(&running),
         min_dedupe,
     };

@@ -1,5 +1,6 @@
-//! A live host's two tables beside the engine's state, each used through a connection
-//! of its own so a webhook's commit never waits for the engine's batch:
+//! A live host's two tables beside the engine's state. They are written through one
+//! connection ([`Live`]), apart from the engine's, so a webhook's commit never waits for
+//! the engine's batch, and read through others ([`LiveReader`]):
 //!
 //! - the **inbox**: events a platform was told were received (answered 200). A webhook
 //!   is acknowledged only after its events are committed here; the engine consumes them
