@@ -27,6 +27,13 @@ pub struct Action {
     pub template: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub params: Option<Map<String, Value>>,
+    /// On a free-form send the statement offered `or template` for: that template, for
+    /// a platform that refuses the send as outside its window (its view of the window
+    /// and the engine's can differ) to have it resent once in that form.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub or_template: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub or_params: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -98,6 +105,8 @@ impl Action {
             text: None,
             template: None,
             params: None,
+            or_template: None,
+            or_params: None,
             policy: None,
             comment: None,
             queue: None,
@@ -132,6 +141,8 @@ impl Action {
             text,
             template,
             params,
+            or_template,
+            or_params,
             policy,
             comment,
             queue,
@@ -158,6 +169,8 @@ impl Action {
         opt_str(out, "text", text.as_deref());
         opt_str(out, "template", template.as_deref());
         opt_map(out, "params", params.as_ref());
+        opt_str(out, "or_template", or_template.as_deref());
+        opt_map(out, "or_params", or_params.as_ref());
         opt_str(out, "policy", *policy);
         opt_str(out, "comment", comment.as_deref());
         opt_str(out, "queue", queue.as_deref());
@@ -307,6 +320,8 @@ mod tests {
             text: Some(text.into()),
             template: Some(text.into()),
             params: Some(map.clone()),
+            or_template: Some(text.into()),
+            or_params: Some(map.clone()),
             policy: Some("stop"),
             comment: Some(text.into()),
             queue: Some(text.into()),

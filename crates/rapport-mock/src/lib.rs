@@ -1,6 +1,7 @@
 //! A mock of the platforms' APIs and of a sink: a real HTTP server on 127.0.0.1 that
 //! records every call (path, headers, body, when) and answers each with the next
-//! scripted reply, or with a WhatsApp-style success carrying a fresh message id.
+//! scripted reply, or with the platform's success (WhatsApp, Messenger and Instagram and
+//! their comment APIs, Telegram) carrying a fresh id.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -189,6 +190,26 @@ async fn answer(
                 200,
                 json!({"ok": true, "result": {"message_id": n, "chat": {"id": chat}}}),
             );
+        }
+        if let Some(recipient) = json.get("recipient") {
+            // Messenger's and Instagram's Send API.
+            let id = recipient
+                .get("id")
+                .or_else(|| recipient.get("comment_id"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            return Reply::status(
+                200,
+                json!({"recipient_id": id, "message_id": format!("m_MOCK{n}")}),
+            );
+        }
+        let path = uri.path();
+        if path.ends_with("/replies") || path.ends_with("/comments") {
+            // A public reply to a comment: the new comment's id.
+            return Reply::status(200, json!({ "id": format!("MOCKC{n}") }));
+        }
+        if uri.query().is_some_and(|q| q.contains("hide")) {
+            return Reply::status(200, json!({"success": true}));
         }
         let to = json.get("to").cloned().unwrap_or(Value::Null);
         Reply::status(

@@ -51,17 +51,40 @@ struct Raw {
 struct RawChannel {
     connector: String,
     phone_number_id: Option<String>,
+    account_id: Option<String>,
+    page_id: Option<String>,
     access_token: Option<String>,
     app_secret: Option<String>,
     verify_token: Option<String>,
     api_base: Option<String>,
     template_language: Option<String>,
-    /// Messages per second to the platform from this number, at most.
+    /// Messages per second to the platform from this channel, at most.
     rate: Option<f64>,
-    /// Seconds between two messages to the same person, at least.
+    /// Time between two messages to the same person, at least.
     per_recipient: Option<String>,
     bot_token: Option<String>,
     secret_token: Option<String>,
+    url: Option<String>,
+    secret: Option<String>,
+}
+
+impl RawChannel {
+    /// The keys that name how to reach the platform, with their values.
+    fn given(&self) -> [(&'static str, Option<&String>); 11] {
+        [
+            ("phone_number_id", self.phone_number_id.as_ref()),
+            ("account_id", self.account_id.as_ref()),
+            ("page_id", self.page_id.as_ref()),
+            ("access_token", self.access_token.as_ref()),
+            ("app_secret", self.app_secret.as_ref()),
+            ("verify_token", self.verify_token.as_ref()),
+            ("api_base", self.api_base.as_ref()),
+            ("bot_token", self.bot_token.as_ref()),
+            ("secret_token", self.secret_token.as_ref()),
+            ("url", self.url.as_ref()),
+            ("secret", self.secret.as_ref()),
+        ]
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +109,15 @@ struct RawBackoff {
     max: Option<String>,
 }
 
+/// How fast a channel may send: the platform's published limits unless host.yaml says.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Messages per second to the platform from this channel, at most.
+    pub rate: f64,
+    /// Time between two messages to the same person, at least.
+    pub per_recipient: Duration,
+}
+
 /// The WhatsApp Cloud API connection of a channel.
 #[derive(Debug, Clone)]
 pub struct WhatsApp {
@@ -97,10 +129,32 @@ pub struct WhatsApp {
     pub api_base: String,
     /// The language code of templates (`en` unless set).
     pub template_language: String,
-    /// Messages per second from this number, at most (WhatsApp's default: 80).
-    pub rate: f64,
-    /// Time between two messages to the same person, at least (WhatsApp: 6 s).
-    pub per_recipient: Duration,
+    /// 80 messages/s per number and one message per 6 s to the same person by default.
+    pub limits: Limits,
+}
+
+/// Which of Meta's messaging platforms a [`Meta`] connection reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaPlatform {
+    /// Instagram DMs and comments (`object: instagram`).
+    Instagram,
+    /// Messenger and the Page's Facebook comments (`object: page`).
+    Messenger,
+}
+
+/// An Instagram professional account or a Facebook Page, through the Graph API.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub platform: MetaPlatform,
+    /// The Instagram account id, or the Page id.
+    pub id: String,
+    pub access_token: String,
+    pub app_secret: String,
+    pub verify_token: String,
+    /// `https://graph.facebook.com/v23.0`; tests point it at a local mock.
+    pub api_base: String,
+    /// 100 messages/s and no spacing by default.
+    pub limits: Limits,
 }
 
 /// The Telegram Bot API connection of a channel.
@@ -111,33 +165,56 @@ pub struct Telegram {
     pub secret_token: String,
     /// `https://api.telegram.org`; tests point it at a local mock.
     pub api_base: String,
-    /// Messages per second from the bot, at most (Telegram's guidance: about 30).
-    pub rate: f64,
-    /// Time between two messages to the same chat, at least (Telegram: about 1 s).
-    pub per_recipient: Duration,
+    /// About 30 messages/s from a bot and one a second to the same chat by default.
+    pub limits: Limits,
+}
+
+/// A channel with no built-in connector (an SMS gateway, say): each send is POSTed as
+/// the action's JSON, signed like the sinks' calls.
+#[derive(Debug, Clone)]
+pub struct WebhookOut {
+    pub url: String,
+    pub secret: String,
+    /// 10 messages/s and no spacing by default.
+    pub limits: Limits,
 }
 
 /// How a channel of the bundle is reached.
 #[derive(Debug, Clone)]
 pub enum Connector {
     WhatsApp(WhatsApp),
+    Meta(Meta),
     Telegram(Telegram),
+    Webhook(WebhookOut),
 }
 
 impl Connector {
+    fn limits(&self) -> Limits {
+        match self {
+            Connector::WhatsApp(c) => c.limits,
+            Connector::Meta(c) => c.limits,
+            Connector::Telegram(c) => c.limits,
+            Connector::Webhook(c) => c.limits,
+        }
+    }
+
     /// Messages per second to the platform, at most.
     pub fn rate(&self) -> f64 {
-        match self {
-            Connector::WhatsApp(c) => c.rate,
-            Connector::Telegram(c) => c.rate,
-        }
+        self.limits().rate
     }
 
     /// Time between two messages to the same person, at least.
     pub fn per_recipient(&self) -> Duration {
+        self.limits().per_recipient
+    }
+
+    /// The app secret that signs this channel's webhooks and the verify token of Meta's
+    /// handshake, for the channels Meta serves.
+    pub fn meta_secrets(&self) -> Option<(&str, &str)> {
         match self {
-            Connector::WhatsApp(c) => c.per_recipient,
-            Connector::Telegram(c) => c.per_recipient,
+            Connector::WhatsApp(c) => Some((&c.app_secret, &c.verify_token)),
+            Connector::Meta(c) => Some((&c.app_secret, &c.verify_token)),
+            Connector::Telegram(_) | Connector::Webhook(_) => None,
         }
     }
 }
@@ -365,142 +442,175 @@ pub fn parse(
     let mut channels = BTreeMap::new();
     for (name, c) in &raw.channels {
         let at = |k: &str| format!("channels.{name}.{k}");
-        match c.connector.as_str() {
-            "whatsapp_cloud" => {
-                let need =
-                    |k: &str,
-                     v: &Option<String>,
-                     err: &mut dyn FnMut(String, String, Option<&str>)| match v
-                    {
-                        Some(v) => expand(&at(k), v, err),
-                        None => {
-                            err(
-                                format!("channels.{name}"),
-                                format!("the whatsapp_cloud connector needs `{k}`"),
-                                None,
-                            );
-                            String::new()
-                        }
-                    };
-                let phone_number_id = need("phone_number_id", &c.phone_number_id, &mut err);
-                let access_token = need("access_token", &c.access_token, &mut err);
-                let app_secret = need("app_secret", &c.app_secret, &mut err);
-                let verify_token = need("verify_token", &c.verify_token, &mut err);
-                let api_base = c
-                    .api_base
-                    .as_deref()
-                    .map(|v| expand(&at("api_base"), v, &mut err))
-                    .unwrap_or_else(|| "https://graph.facebook.com/v23.0".into());
-                if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
-                    err(
-                        at("api_base"),
-                        format!("`{api_base}` is not an http(s) URL"),
-                        None,
-                    );
-                }
-                let rate = c.rate.unwrap_or(80.0);
-                if !(rate.is_finite() && rate > 0.0) {
-                    err(
-                        at("rate"),
-                        format!("`{rate}` is not a positive number of messages per second"),
-                        None,
-                    );
-                }
-                let per_recipient = dur(
-                    &at("per_recipient"),
-                    c.per_recipient.as_ref(),
-                    Duration::from_secs(6),
-                    &mut err,
+        let connector = c.connector.as_str();
+        // What each connector needs, and what it must not be given.
+        let needs: &[&str] = match connector {
+            "whatsapp_cloud" => &[
+                "phone_number_id",
+                "access_token",
+                "app_secret",
+                "verify_token",
+            ],
+            "instagram" => &["account_id", "access_token", "app_secret", "verify_token"],
+            "messenger" => &["page_id", "access_token", "app_secret", "verify_token"],
+            "telegram" => &["bot_token", "secret_token"],
+            "webhook" => &["url", "secret"],
+            other => {
+                err(
+                    at("connector"),
+                    format!("unknown connector `{other}`"),
+                    Some("use whatsapp_cloud, instagram, messenger, telegram or webhook"),
                 );
-                channels.insert(
-                    name.clone(),
-                    Connector::WhatsApp(WhatsApp {
-                        phone_number_id,
-                        access_token,
-                        app_secret,
-                        verify_token,
-                        api_base: api_base.trim_end_matches('/').to_string(),
-                        template_language: c
-                            .template_language
-                            .as_deref()
-                            .map(|v| expand(&at("template_language"), v, &mut err))
-                            .unwrap_or_else(|| "en".into()),
-                        rate: if rate.is_finite() && rate > 0.0 {
-                            rate
-                        } else {
-                            80.0
-                        },
-                        per_recipient,
-                    }),
+                continue;
+            }
+        };
+        let given = c.given();
+        for (key, _) in given
+            .iter()
+            .filter(|(k, v)| v.is_some() && !needs.contains(k))
+        {
+            if !matches!(*key, "api_base" | "template_language") || connector == "webhook" {
+                err(
+                    at(key),
+                    format!("the {connector} connector has no `{key}`"),
+                    Some(&format!("it takes {}", needs.join(", "))),
                 );
             }
+        }
+        if c.template_language.is_some() && connector != "whatsapp_cloud" {
+            err(
+                at("template_language"),
+                "only WhatsApp sends templates".into(),
+                None,
+            );
+        }
+        let mut values = BTreeMap::new();
+        for key in needs {
+            match given.iter().find(|(k, _)| k == key).and_then(|(_, v)| *v) {
+                Some(v) => {
+                    values.insert(*key, expand(&at(key), v, &mut err));
+                }
+                None => err(
+                    format!("channels.{name}"),
+                    format!("the {connector} connector needs `{key}`"),
+                    None,
+                ),
+            }
+        }
+        let mut value = |k: &str| values.remove(k).unwrap_or_default();
+        let (default_rate, default_spacing, default_base) = match connector {
+            "whatsapp_cloud" => (80.0, 6, "https://graph.facebook.com/v23.0"),
+            "instagram" | "messenger" => (100.0, 0, "https://graph.facebook.com/v23.0"),
+            "telegram" => (30.0, 1, "https://api.telegram.org"),
+            _ => (10.0, 0, ""),
+        };
+        let api_base = c
+            .api_base
+            .as_deref()
+            .map(|v| expand(&at("api_base"), v, &mut err))
+            .unwrap_or_else(|| default_base.into());
+        if connector != "webhook"
+            && !(api_base.starts_with("https://") || api_base.starts_with("http://"))
+        {
+            err(
+                at("api_base"),
+                format!("`{api_base}` is not an http(s) URL"),
+                None,
+            );
+        }
+        let api_base = api_base.trim_end_matches('/').to_string();
+        let rate = match c.rate {
+            None => default_rate,
+            Some(r) if r.is_finite() && r > 0.0 => r,
+            Some(r) => {
+                err(
+                    at("rate"),
+                    format!("`{r}` is not a positive number of messages per second"),
+                    None,
+                );
+                default_rate
+            }
+        };
+        let per_recipient = match &c.per_recipient {
+            // `0s` is allowed here: no spacing.
+            Some(t) if duration(t).is_some_and(|d| d.is_zero()) => Duration::ZERO,
+            other => dur(
+                &at("per_recipient"),
+                other.as_ref(),
+                Duration::from_secs(default_spacing),
+                &mut err,
+            ),
+        };
+        let limits = Limits {
+            rate,
+            per_recipient,
+        };
+        let connector = match connector {
+            "whatsapp_cloud" => Connector::WhatsApp(WhatsApp {
+                phone_number_id: value("phone_number_id"),
+                access_token: value("access_token"),
+                app_secret: value("app_secret"),
+                verify_token: value("verify_token"),
+                api_base,
+                template_language: c
+                    .template_language
+                    .as_deref()
+                    .map(|v| expand(&at("template_language"), v, &mut err))
+                    .unwrap_or_else(|| "en".into()),
+                limits,
+            }),
+            "instagram" | "messenger" => Connector::Meta(Meta {
+                platform: if connector == "instagram" {
+                    MetaPlatform::Instagram
+                } else {
+                    MetaPlatform::Messenger
+                },
+                id: value(if connector == "instagram" {
+                    "account_id"
+                } else {
+                    "page_id"
+                }),
+                access_token: value("access_token"),
+                app_secret: value("app_secret"),
+                verify_token: value("verify_token"),
+                api_base,
+                limits,
+            }),
             "telegram" => {
-                let mut need = |k: &str, v: &Option<String>| match v {
-                    Some(v) => expand(&at(k), v, &mut err),
-                    None => {
-                        err(
-                            format!("channels.{name}"),
-                            format!("the telegram connector needs `{k}`"),
-                            None,
-                        );
-                        String::new()
-                    }
-                };
-                let bot_token = need("bot_token", &c.bot_token);
-                let secret_token = need("secret_token", &c.secret_token);
+                let secret_token = value("secret_token");
                 // Telegram allows A-Z, a-z, 0-9, _ and - in a secret token, 1 to 256 long.
-                let token_ok = !secret_token.is_empty()
-                    && secret_token.len() <= 256
+                let token_ok = secret_token.len() <= 256
                     && secret_token
                         .chars()
                         .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-');
-                if c.secret_token.is_some() && !secret_token.is_empty() && !token_ok {
+                if !secret_token.is_empty() && !token_ok {
                     err(
                         at("secret_token"),
-                        "a Telegram secret token is 1 to 256 characters of A-Z, a-z, 0-9, _ and -".into(),
+                        "a Telegram secret token is 1 to 256 characters of A-Z, a-z, 0-9, _ and -"
+                            .into(),
                         None,
                     );
                 }
-                let api_base = c
-                    .api_base
-                    .as_deref()
-                    .map(|v| expand(&at("api_base"), v, &mut err))
-                    .unwrap_or_else(|| "https://api.telegram.org".into());
-                if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
-                    err(at("api_base"), format!("`{api_base}` is not an http(s) URL"), None);
-                }
-                let rate = c.rate.unwrap_or(30.0);
-                if !(rate.is_finite() && rate > 0.0) {
-                    err(at("rate"), format!("`{rate}` is not a positive number of messages per second"), None);
-                }
-                let per_recipient = dur(&at("per_recipient"), c.per_recipient.as_ref(), Duration::from_secs(1), &mut err);
-                channels.insert(
-                    name.clone(),
-                    Connector::Telegram(Telegram {
-                        bot_token,
-                        secret_token,
-                        api_base: api_base.trim_end_matches('/').to_string(),
-                        rate: if rate.is_finite() && rate > 0.0 { rate } else { 30.0 },
-                        per_recipient,
-                    }),
-                );
+                Connector::Telegram(Telegram {
+                    bot_token: value("bot_token"),
+                    secret_token,
+                    api_base,
+                    limits,
+                })
             }
-            "instagram" | "messenger" | "webhook" => err(
-                at("connector"),
-                format!(
-                    "the `{}` connector is not available in this version of rapport serve",
-                    c.connector
-                ),
-                Some(
-                    "this version connects WhatsApp (whatsapp_cloud) and Telegram (telegram); the other channels come next",
-                ),
-            ),
-            other => err(
-                at("connector"),
-                format!("unknown connector `{other}`"),
-                Some("use whatsapp_cloud or telegram"),
-            ),
-        }
+            _ => {
+                let url = value("url");
+                if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+                    err(at("url"), format!("`{url}` is not an http(s) URL"), None);
+                }
+                Connector::Webhook(WebhookOut {
+                    url,
+                    secret: value("secret"),
+                    limits,
+                })
+            }
+        };
+        channels.insert(name.clone(), connector);
     }
     let mut sinks = BTreeMap::new();
     for (name, s) in &raw.sinks {

@@ -259,7 +259,7 @@ impl Delivery {
     }
 
     async fn deliver(&self, job: Job) {
-        let action: Value = serde_json::from_str(&job.row.line).unwrap_or(Value::Null);
+        let mut action: Value = serde_json::from_str(&job.row.line).unwrap_or(Value::Null);
         let kind = action
             .get("type")
             .and_then(Value::as_str)
@@ -300,6 +300,7 @@ impl Delivery {
                 attempts,
                 code: None,
                 detail: None,
+                line: None,
             };
             match self.mark(in_flight, None).await {
                 Ok(true) => {}
@@ -338,6 +339,7 @@ impl Delivery {
                         attempts,
                         code: Some(code),
                         detail: Some(detail),
+                        line: None,
                     };
                     if !matches!(self.mark(pending, None).await, Ok(true)) {
                         return;
@@ -353,6 +355,30 @@ impl Delivery {
                         code,
                         detail: format!("{detail} (after {attempts} attempts)"),
                     }
+                }
+                // WhatsApp found the window closed: the send goes once more as the
+                // template its statement offered (recorded first, so a restart resends
+                // the template, not the text).
+                Outcome::Failed { code, detail } if code == crate::whatsapp::OUTSIDE_WINDOW => {
+                    let Some(resend) = crate::whatsapp::as_template(&action) else {
+                        break Outcome::Failed { code, detail };
+                    };
+                    tracing::info!(
+                        "{} was refused as outside WhatsApp's window; resending it as its template",
+                        job.row.action
+                    );
+                    let pending = Mark {
+                        action: job.row.action.clone(),
+                        status: "pending".into(),
+                        attempts,
+                        code: Some(code),
+                        detail: Some(detail),
+                        line: Some(resend.to_string()),
+                    };
+                    if !matches!(self.mark(pending, None).await, Ok(true)) {
+                        return;
+                    }
+                    action = resend;
                 }
                 other => break other,
             }
@@ -393,8 +419,14 @@ impl Delivery {
             }
             Outcome::Retry { .. } => return,
         };
+        // A resend's outcome is an event of its own.
+        let resent = action.get("resent_after").is_some();
         let mut event = json!({
-            "id": format!("dlv:{}", job.row.action),
+            "id": if resent {
+                format!("dlv:{}:resent", job.row.action)
+            } else {
+                format!("dlv:{}", job.row.action)
+            },
             "at": at,
             "type": "delivery",
             "action": job.row.action,
@@ -421,6 +453,7 @@ impl Delivery {
             attempts,
             code,
             detail,
+            line: None,
         };
         if let Err(e) = self.mark(mark, Some(event.to_string())).await {
             tracing::error!("cannot record the outcome of {}: {e}", job.row.action);
@@ -510,63 +543,19 @@ impl Delivery {
                         detail: format!("host.yaml connects no channel `{channel}`"),
                     };
                 };
-                match connector {
-                    Connector::WhatsApp(wa) => {
-                        if kind != "send" {
-                            return Outcome::Failed {
-                                code: "unsupported".into(),
-                                detail: format!("WhatsApp has no `{kind}` of comments"),
-                            };
+                let call = self.platform_call(connector, kind, channel, action);
+                let (request, platform) = match call {
+                    Ok(c) => c,
+                    Err(u) => {
+                        return Outcome::Failed {
+                            code: u.code.into(),
+                            detail: u.detail,
                         }
-                        let request = {
-                            let templates = match self.templates.lock() {
-                                Ok(t) => t.clone(),
-                                Err(_) => Default::default(),
-                            };
-                            crate::whatsapp::send_request(wa, action, channel, &templates)
-                        };
-                        let (url, body) = match request {
-                            Ok(r) => r,
-                            Err(u) => {
-                                return Outcome::Failed {
-                                    code: u.code.into(),
-                                    detail: u.detail,
-                                }
-                            }
-                        };
-                        let response = self
-                            .client
-                            .post(url)
-                            .bearer_auth(&wa.access_token)
-                            .json(&body)
-                            .send()
-                            .await;
-                        let outcome = outcome(response, Platform::WhatsApp).await;
-                        self.note_sent(&outcome, contact, connector);
-                        outcome
                     }
-                    Connector::Telegram(tg) => {
-                        if kind != "send" {
-                            return Outcome::Failed {
-                                code: "unsupported".into(),
-                                detail: format!("Telegram has no `{kind}` of comments"),
-                            };
-                        }
-                        let (url, body) = match crate::telegram::send_request(tg, action, channel) {
-                            Ok(r) => r,
-                            Err(u) => {
-                                return Outcome::Failed {
-                                    code: u.code.into(),
-                                    detail: u.detail,
-                                }
-                            }
-                        };
-                        let response = self.client.post(url).json(&body).send().await;
-                        let outcome = outcome(response, Platform::Telegram).await;
-                        self.note_sent(&outcome, contact, connector);
-                        outcome
-                    }
-                }
+                };
+                let outcome = outcome(request.send().await, platform).await;
+                self.note_sent(&outcome, contact, connector);
+                outcome
             }
             other => {
                 let name = sink_name(other);
@@ -576,23 +565,83 @@ impl Delivery {
                         detail: format!("host.yaml has no `{name}` sink"),
                     };
                 };
-                let body = action.to_string();
-                let unix = (self.now)() / 1000;
-                let signature =
-                    crate::signature::rapport_header(&sink.secret, unix, body.as_bytes());
-                let id = action.get("id").and_then(Value::as_str).unwrap_or("");
-                let response = self
-                    .client
-                    .post(&sink.url)
-                    .header("content-type", "application/json")
-                    .header("x-rapport-signature", signature)
-                    .header("idempotency-key", id)
-                    .body(body)
-                    .send()
-                    .await;
-                outcome(response, Platform::Sink).await
+                let request = self.signed_post(&sink.url, &sink.secret, action);
+                outcome(request.send().await, Platform::Sink).await
             }
         }
+    }
+
+    /// The call that delivers a `send`, `reply` or `hide` on a channel, and who answers it.
+    fn platform_call(
+        &self,
+        connector: &Connector,
+        kind: &str,
+        channel: &str,
+        action: &Value,
+    ) -> Result<(reqwest::RequestBuilder, Platform), crate::whatsapp::Unsendable> {
+        use crate::whatsapp::Unsendable;
+        let no_comments = |platform: &str| Unsendable {
+            code: "unsupported",
+            detail: format!("{platform} has no `{kind}` of comments"),
+        };
+        match connector {
+            Connector::WhatsApp(wa) => {
+                if kind != "send" {
+                    return Err(no_comments("WhatsApp"));
+                }
+                let templates = match self.templates.lock() {
+                    Ok(t) => t.clone(),
+                    Err(_) => Default::default(),
+                };
+                let (url, body) = crate::whatsapp::send_request(wa, action, channel, &templates)?;
+                let request = self
+                    .client
+                    .post(url)
+                    .bearer_auth(&wa.access_token)
+                    .json(&body);
+                Ok((request, Platform::WhatsApp))
+            }
+            Connector::Meta(meta) => {
+                let (url, body) = crate::meta::request(meta, kind, action, channel)?;
+                let request = self
+                    .client
+                    .post(url)
+                    .bearer_auth(&meta.access_token)
+                    .json(&body);
+                Ok((request, Platform::Meta))
+            }
+            Connector::Telegram(tg) => {
+                if kind != "send" {
+                    return Err(no_comments("Telegram"));
+                }
+                let (url, body) = crate::telegram::send_request(tg, action, channel)?;
+                Ok((self.client.post(url).json(&body), Platform::Telegram))
+            }
+            Connector::Webhook(hook) => {
+                if kind != "send" {
+                    return Err(no_comments(&format!("The webhook channel `{channel}`")));
+                }
+                Ok((
+                    self.signed_post(&hook.url, &hook.secret, action),
+                    Platform::Gateway,
+                ))
+            }
+        }
+    }
+
+    /// A POST of the action's JSON, signed with `secret` (`X-Rapport-Signature`), with
+    /// the action id as `Idempotency-Key`.
+    fn signed_post(&self, url: &str, secret: &str, action: &Value) -> reqwest::RequestBuilder {
+        let body = action.to_string();
+        let unix = (self.now)() / 1000;
+        let signature = crate::signature::rapport_header(secret, unix, body.as_bytes());
+        let id = action.get("id").and_then(Value::as_str).unwrap_or("");
+        self.client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-rapport-signature", signature)
+            .header("idempotency-key", id)
+            .body(body)
     }
 
     /// Waits until no contact task is working, or `grace` passed.
@@ -606,11 +655,13 @@ impl Delivery {
 
 /// What a platform's error code means for the contact, as a `delivery` event's `effect`:
 /// WhatsApp 131050 (the person stopped marketing messages) withdraws marketing consent;
-/// a Telegram 403 (the person blocked the bot, or left) is an opt-out.
+/// a Telegram 403 (the person blocked the bot, or left) is an opt-out; so is a gateway's
+/// `21610` (Twilio: the number replied STOP to the carrier) or `opted_out`.
 pub(crate) fn effect_of(connector: Option<&Connector>, code: &str) -> Option<&'static str> {
     match (connector, code) {
         (Some(Connector::WhatsApp(_)), "131050") => Some("marketing_withdrawn"),
         (Some(Connector::Telegram(_)), "403") => Some("opted_out"),
+        (Some(Connector::Webhook(_)), "21610" | "opted_out") => Some("opted_out"),
         _ => None,
     }
 }
@@ -658,7 +709,11 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Platform {
     WhatsApp,
+    /// Instagram and Messenger (the Graph API, as WhatsApp, with its own codes).
+    Meta,
     Telegram,
+    /// A `webhook` channel's gateway: its status, and `id` or `code` in a JSON answer.
+    Gateway,
     Sink,
 }
 
@@ -680,10 +735,15 @@ async fn outcome(response: reqwest::Result<reqwest::Response>, platform: Platfor
     let mut after = retry_after(r.headers());
     let transient = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
     let (code, detail, throttled) = match platform {
-        Platform::WhatsApp => {
+        Platform::WhatsApp | Platform::Meta => {
             let body: Value = r.json().await.unwrap_or(Value::Null);
             if status.is_success() {
-                let id = body.pointer("/messages/0/id").and_then(Value::as_str);
+                // A send's message id (WhatsApp, then Messenger); a comment reply's id.
+                let id = body
+                    .pointer("/messages/0/id")
+                    .or_else(|| body.get("message_id"))
+                    .or_else(|| body.get("id"))
+                    .and_then(Value::as_str);
                 return Outcome::Ok(id.map(str::to_string));
             }
             let error = body.get("error");
@@ -696,7 +756,11 @@ async fn outcome(response: reqwest::Result<reqwest::Response>, platform: Platfor
             (
                 code.map_or_else(|| status.as_u16().to_string(), |c| c.to_string()),
                 detail,
-                code.is_some_and(crate::whatsapp::throttled),
+                code.is_some_and(if platform == Platform::Meta {
+                    crate::meta::throttled
+                } else {
+                    crate::whatsapp::throttled
+                }),
             )
         }
         Platform::Telegram => {
@@ -720,6 +784,24 @@ async fn outcome(response: reqwest::Result<reqwest::Response>, platform: Platfor
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_string();
+            (code, detail, false)
+        }
+        Platform::Gateway => {
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            let text = |k: &str| {
+                body.get(k).and_then(|v| match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Number(n) => Some(n.to_string()),
+                    _ => None,
+                })
+            };
+            if status.is_success() {
+                return Outcome::Ok(text("id").or_else(|| text("message_id")));
+            }
+            let code = text("code").unwrap_or_else(|| status.as_u16().to_string());
+            let detail = text("message")
+                .or_else(|| text("error"))
+                .unwrap_or_default();
             (code, detail, false)
         }
         Platform::Sink => {

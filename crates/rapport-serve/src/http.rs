@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rapport_bundle::Bundle;
-use rapport_store::{HostAudit, LiveReader};
+use rapport_store::{DeliveryRow, HostAudit, LiveReader};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -21,7 +21,7 @@ use crate::config::{Connector, HostConfig};
 use crate::delivery::Delivery;
 use crate::engine::Control;
 use crate::feed::Feed;
-use crate::metrics::{Endpoint, Metrics, TypeChannel};
+use crate::metrics::{Endpoint, Metrics};
 use crate::writer::Request;
 
 /// Bodies over this size get 413.
@@ -184,13 +184,7 @@ impl App {
     /// A message from `contact` on `channel` came in: counted, and timed until the
     /// first automated answer.
     fn message_in(&self, channel: &str, contact: String) {
-        self.metrics
-            .events_received
-            .get_or_create(&TypeChannel {
-                r#type: "message".into(),
-                channel: channel.to_string(),
-            })
-            .inc();
+        self.metrics.received("message", channel);
         if let Ok(mut w) = self.delivery.waiting_answer.lock() {
             if w.len() > 100_000 {
                 w.retain(|_, t| t.elapsed().as_secs() < 3600);
@@ -216,6 +210,96 @@ impl App {
                 )
             }
         }
+    }
+
+    /// A platform's status of a message Rapport sent, as a `delivery` event; `None` for
+    /// `sent` (recorded when the API accepted the message) and for messages the store
+    /// does not know. A WhatsApp `failed` 131047 of a send that offered a template comes
+    /// with that send in its template form, to deliver again.
+    fn status_event(
+        &self,
+        channel: &str,
+        s: crate::whatsapp::Status,
+    ) -> Option<(String, Option<DeliveryRow>)> {
+        if s.status == "sent" {
+            return None;
+        }
+        let row = self
+            .reader
+            .lock()
+            .ok()
+            .and_then(|r| r.by_message_id(&s.message_id).ok().flatten())?;
+        let mut e = json!({"id": format!("was:{}:{}", s.message_id, s.status),
+            "at": rapport_engine::format_time(s.at), "type": "delivery",
+            "action": row.action, "status": s.status, "channel": channel});
+        if let Some(c) = &row.contact {
+            e["contact"] = Value::String(c.clone());
+        }
+        let connector = self.config.channels.get(channel);
+        let mut resend = None;
+        if let Some(c) = s.code {
+            if let Some(effect) = crate::delivery::effect_of(connector, &c) {
+                e["effect"] = Value::String(effect.into());
+            }
+            if c == crate::whatsapp::OUTSIDE_WINDOW
+                && matches!(connector, Some(Connector::WhatsApp(_)))
+            {
+                resend = serde_json::from_str::<Value>(&row.line)
+                    .ok()
+                    .and_then(|a| crate::whatsapp::as_template(&a));
+            }
+            e["code"] = Value::String(c);
+        }
+        let detail = match (&s.detail, &resend) {
+            (d, Some(r)) => Some(format!(
+                "{}resent once as template {}",
+                d.as_ref().map(|d| format!("{d}; ")).unwrap_or_default(),
+                r.get("template").and_then(Value::as_str).unwrap_or("")
+            )),
+            (d, None) => d.clone(),
+        };
+        if let Some(d) = detail {
+            e["detail"] = Value::String(d);
+        }
+        self.metrics.received("delivery", channel);
+        let resend = resend.map(|r| DeliveryRow {
+            line: r.to_string(),
+            status: "pending".into(),
+            ..row
+        });
+        Some((e.to_string(), resend))
+    }
+
+    /// Records a status event together with its send's template form and queues the
+    /// resend once that is on disk.
+    async fn resend(&self, event: String, row: DeliveryRow) -> Result<(), String> {
+        let (done, rx) = oneshot::channel();
+        let mark = rapport_store::Mark {
+            action: row.action.clone(),
+            status: "pending".into(),
+            attempts: row.attempts,
+            code: Some(crate::whatsapp::OUTSIDE_WINDOW.into()),
+            detail: Some("resent as its template after 131047".into()),
+            line: Some(row.line.clone()),
+        };
+        self.writer
+            .send(Request::Mark {
+                mark,
+                event: Some(event),
+                done,
+            })
+            .map_err(|_| "the store's writer stopped".to_string())?;
+        if rx
+            .await
+            .map_err(|_| "the store's writer stopped".to_string())??
+        {
+            self.delivery.enqueue(crate::delivery::Job {
+                row,
+                released: Instant::now(),
+                seq: 0,
+            });
+        }
+        Ok(())
     }
 
     fn audit_record(
@@ -251,9 +335,9 @@ struct Handshake {
 
 async fn meta_handshake(State(app): State<Shared>, Query(q): Query<Handshake>) -> Response {
     let token = q.verify_token.unwrap_or_default();
-    let known = app.config.channels.values().any(|c| match c {
-        Connector::WhatsApp(wa) => crate::signature::same_token(&token, &wa.verify_token),
-        Connector::Telegram(_) => false,
+    let known = app.config.channels.values().any(|c| {
+        c.meta_secrets()
+            .is_some_and(|(_, verify)| crate::signature::same_token(&token, verify))
     });
     match (q.mode.as_deref(), q.challenge) {
         (Some("subscribe"), Some(challenge)) if known => challenge.into_response(),
@@ -282,15 +366,13 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
         .and_then(|v| v.to_str().ok());
     // Checked on the raw bytes, with each app secret host.yaml knows (there are few); a
     // payload is read only for the channels whose secret signed it.
-    let signed: Vec<(&String, &crate::config::WhatsApp)> = app
+    let signed: Vec<(&String, &Connector)> = app
         .config
         .channels
         .iter()
-        .filter_map(|(name, c)| match c {
-            Connector::WhatsApp(wa) => {
-                crate::signature::meta_valid(&wa.app_secret, body, signature).then_some((name, wa))
-            }
-            Connector::Telegram(_) => None,
+        .filter(|(_, c)| {
+            c.meta_secrets()
+                .is_some_and(|(secret, _)| crate::signature::meta_valid(secret, body, signature))
         })
         .collect();
     if signed.is_empty() {
@@ -302,75 +384,67 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
         Ok(v) => v,
         Err(e) => return app.unreadable("a signed webhook", e).await,
     };
+    let object = payload.get("object").and_then(Value::as_str);
     let mut events = Vec::new();
     let mut audit = Vec::new();
-    if payload.get("object").and_then(Value::as_str) == Some("whatsapp_business_account") {
-        for &(name, wa) in &signed {
-            let n = crate::whatsapp::normalise(&payload, &wa.phone_number_id, name);
-            for (contact, what) in n.ignored {
-                app.metrics.ignored_parts.inc();
-                audit.push(app.audit_record("ignored", contact, "not_understood", what));
+    let mut taken = false;
+    let mut resends = Vec::new();
+    for &(name, connector) in &signed {
+        // Each channel reads the payloads of its platform addressed to its number, Page
+        // or account; a payload for none of them is recorded as not understood.
+        let n = match connector {
+            Connector::WhatsApp(wa) if object == Some("whatsapp_business_account") => {
+                crate::whatsapp::normalise(&payload, &wa.phone_number_id, name)
             }
-            for e in &n.events {
-                if let Some(contact) = serde_json::from_str::<Value>(e)
-                    .ok()
-                    .and_then(|v| v.get("contact").and_then(Value::as_str).map(str::to_string))
-                {
-                    app.message_in(name, contact);
-                }
+            Connector::Meta(meta) if object == Some(meta.platform.object()) => {
+                crate::meta::normalise(&payload, meta, name)
             }
-            events.extend(n.events);
-            for s in n.statuses {
-                // `sent` was recorded when the API accepted the message.
-                if s.status == "sent" {
-                    continue;
-                }
-                let found = app
-                    .reader
-                    .lock()
-                    .ok()
-                    .and_then(|r| r.by_message_id(&s.message_id).ok().flatten());
-                let Some((action, contact)) = found else {
-                    continue;
-                };
-                let mut e = json!({"id": format!("was:{}:{}", s.message_id, s.status),
-                    "at": rapport_engine::format_time(s.at), "type": "delivery",
-                    "action": action, "status": s.status, "channel": name});
-                if let Some(c) = contact {
-                    e["contact"] = Value::String(c);
-                }
-                if let Some(c) = s.code {
-                    if let Some(effect) =
-                        crate::delivery::effect_of(app.config.channels.get(name), &c)
-                    {
-                        e["effect"] = Value::String(effect.into());
-                    }
-                    e["code"] = Value::String(c);
-                }
-                if let Some(d) = s.detail {
-                    e["detail"] = Value::String(d);
-                }
-                app.metrics
-                    .events_received
-                    .get_or_create(&TypeChannel {
-                        r#type: "delivery".into(),
-                        channel: name.clone(),
-                    })
-                    .inc();
-                events.push(e.to_string());
+            _ => continue,
+        };
+        taken = true;
+        for (contact, what) in n.ignored {
+            app.metrics.ignored_parts.inc();
+            audit.push(app.audit_record("ignored", contact, "not_understood", what));
+        }
+        for e in &n.events {
+            let Ok(v) = serde_json::from_str::<Value>(e) else {
+                continue;
+            };
+            let contact = v.get("contact").and_then(Value::as_str).map(str::to_string);
+            match (v.get("type").and_then(Value::as_str), contact) {
+                (Some("message"), Some(contact)) => app.message_in(name, contact),
+                (Some(kind), _) => app.metrics.received(kind, name),
+                _ => {}
             }
         }
-    } else {
+        events.extend(n.events);
+        for s in n.statuses {
+            match app.status_event(name, s) {
+                Some((e, None)) => events.push(e),
+                Some((e, Some(row))) => resends.push((e, row)),
+                None => {}
+            }
+        }
+    }
+    for (event, row) in resends {
+        if let Err(e) = app.resend(event, row).await {
+            tracing::error!("cannot record a resend: {e}");
+            return problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the store could not be written; send it again",
+            );
+        }
+    }
+    if !taken {
         app.metrics.ignored_parts.inc();
-        let object = payload
-            .get("object")
-            .and_then(Value::as_str)
-            .unwrap_or("(none)");
         audit.push(app.audit_record(
             "ignored",
             None,
             "not_understood",
-            format!("a webhook for object `{object}`, which no channel of host.yaml takes"),
+            format!(
+                "a webhook for object `{}`, which no channel of host.yaml takes",
+                object.unwrap_or("(none)")
+            ),
         ));
     }
     app.acknowledge(events, audit).await
@@ -524,13 +598,7 @@ async fn post_events(State(app): State<Shared>, headers: HeaderMap, body: Bytes)
     match app.append(lines, Vec::new()).await {
         Ok(seqs) => {
             for (kind, channel) in kinds {
-                app.metrics
-                    .events_received
-                    .get_or_create(&TypeChannel {
-                        r#type: kind.into(),
-                        channel,
-                    })
-                    .inc();
+                app.metrics.received(kind, &channel);
             }
             Json(json!({"accepted": seqs.len()})).into_response()
         }

@@ -16,6 +16,7 @@ mod engine;
 mod feed;
 mod http;
 mod listener;
+mod meta;
 mod metrics;
 pub mod signature;
 mod telegram;

@@ -63,6 +63,16 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
+    /// An event of `kind` accepted into the inbox from `channel`.
+    pub(crate) fn received(&self, kind: &str, channel: &str) {
+        self.events_received
+            .get_or_create(&TypeChannel {
+                r#type: kind.to_string(),
+                channel: channel.to_string(),
+            })
+            .inc();
+    }
+
     pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("rapport");
         let m = Metrics {

@@ -12,7 +12,7 @@ pub(crate) struct Normalised {
     pub(crate) events: Vec<String>,
     /// Parts that could not be understood (a sticker, a reaction): recorded, never
     /// retried. Each is (contact if known, what it was).
-    pub ignored: Vec<(Option<String>, String)>,
+    pub(crate) ignored: Vec<(Option<String>, String)>,
     /// Status updates: (platform message id, status, error code, error text, time).
     pub statuses: Vec<Status>,
 }
@@ -255,6 +255,36 @@ pub(crate) fn send_request(
     ))
 }
 
+/// WhatsApp's code for a free-form message outside the 24-hour window.
+pub(crate) const OUTSIDE_WINDOW: &str = "131047";
+
+/// A free-form send that offered a template (`or_template`), as that template: what is
+/// resent once when WhatsApp finds the window closed. `None` when it offered none, or is
+/// already a resend.
+pub(crate) fn as_template(action: &Value) -> Option<Value> {
+    let template = action.get("or_template")?.as_str()?;
+    if action.get("resent_after").is_some() || action.get("type")?.as_str()? != "send" {
+        return None;
+    }
+    let mut resend = action.as_object()?.clone();
+    for key in ["text", "or_template", "or_params", "comment"] {
+        resend.remove(key);
+    }
+    resend.insert("template".into(), Value::String(template.to_string()));
+    resend.insert(
+        "params".into(),
+        action
+            .get("or_params")
+            .cloned()
+            .unwrap_or_else(|| json!({})),
+    );
+    resend.insert(
+        "resent_after".into(),
+        Value::String(OUTSIDE_WINDOW.to_string()),
+    );
+    Some(Value::Object(resend))
+}
+
 /// WhatsApp's error codes that mean "slow down and try again".
 pub(crate) fn throttled(code: i64) -> bool {
     matches!(code, 130429 | 131056 | 131000 | 131016 | 4 | 80007)
@@ -272,8 +302,10 @@ mod tests {
             verify_token: "v".into(),
             api_base: "http://127.0.0.1:1/v23.0".into(),
             template_language: "en".into(),
-            rate: 80.0,
-            per_recipient: std::time::Duration::from_secs(6),
+            limits: crate::config::Limits {
+                rate: 80.0,
+                per_recipient: std::time::Duration::from_secs(6),
+            },
         }
     }
 

@@ -53,6 +53,9 @@ pub struct Mark {
     pub code: Option<String>,
     /// The platform's message id (delivered) or error text (failed).
     pub detail: Option<String>,
+    /// The action to deliver from now on, when it changes (a send resent in another
+    /// form, such as its template after the platform found the window closed).
+    pub line: Option<String>,
 }
 
 /// An audit record that no engine step wrote (a webhook with a bad signature, a part of
@@ -127,13 +130,13 @@ impl Live {
                     .push(put.execute(params![r.action, r.contact, r.channel, r.line, now])? > 0);
             }
             let mut put = tx.prepare_cached(
-                "UPDATE deliveries SET status = ?2, attempts = ?3, code = ?4, detail = ?5, updated = ?6
-                 WHERE action = ?1",
+                "UPDATE deliveries SET status = ?2, attempts = ?3, code = ?4, detail = ?5, updated = ?6,
+                 line = COALESCE(?7, line) WHERE action = ?1",
             )?;
             let mut append = tx.prepare_cached("INSERT INTO inbox (line) VALUES (?1)")?;
             for (m, event) in &batch.marks {
                 let n = put.execute(params![
-                    m.action, m.status, m.attempts, m.code, m.detail, now
+                    m.action, m.status, m.attempts, m.code, m.detail, now, m.line
                 ])?;
                 out.marked.push(n > 0);
                 out.outcome_seqs.push(match event {
@@ -245,14 +248,24 @@ impl LiveReader {
             .optional()?)
     }
 
-    /// The action and contact of a delivered message, by the platform's message id.
-    pub fn by_message_id(&self, id: &str) -> Result<Option<(String, Option<String>)>, StoreError> {
+    /// The delivered message whose platform message id is `id`.
+    pub fn by_message_id(&self, id: &str) -> Result<Option<DeliveryRow>, StoreError> {
         Ok(self
             .conn
             .query_row(
-                "SELECT action, contact FROM deliveries WHERE detail = ?1 AND status = 'delivered' LIMIT 1",
+                "SELECT action, contact, channel, line, status, attempts FROM deliveries
+                 WHERE detail = ?1 AND status = 'delivered' LIMIT 1",
                 [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| {
+                    Ok(DeliveryRow {
+                        action: r.get(0)?,
+                        contact: r.get(1)?,
+                        channel: r.get(2)?,
+                        line: r.get(3)?,
+                        status: r.get(4)?,
+                        attempts: r.get::<_, i64>(5)?.clamp(0, i64::from(u32::MAX)) as u32,
+                    })
+                },
             )
             .optional()?)
     }

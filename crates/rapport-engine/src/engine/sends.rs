@@ -252,12 +252,8 @@ impl Engine {
         let mut a = Action::new(cause.next_action_id(), now, Some(contact), ActionKind::Send);
         a.channel = Some(run.channel.clone());
         let mut warnings = Vec::new();
-        if use_template {
-            let t = template.cloned().unwrap_or(rapport_bundle::TemplateSend {
-                name: String::new(),
-                params: Vec::new(),
-            });
-            let params = if t.params.is_empty() {
+        let template_params = |t: &rapport_bundle::TemplateSend, warnings: &mut Vec<_>| {
+            if t.params.is_empty() {
                 params_from_tokens(text, &lookup)
             } else {
                 t.params
@@ -268,10 +264,21 @@ impl Engine {
                         (k.clone(), Value::String(s))
                     })
                     .collect()
-            };
+            }
+        };
+        if use_template {
+            let t = template.cloned().unwrap_or(rapport_bundle::TemplateSend {
+                name: String::new(),
+                params: Vec::new(),
+            });
+            a.params = Some(template_params(&t, &mut warnings));
             a.template = Some(t.name.clone());
-            a.params = Some(params);
         } else {
+            // The template offered, should the platform find the window closed.
+            if let (Some(t), Some(_), None) = (template, window, &private_reply) {
+                a.or_params = Some(template_params(t, &mut Vec::new()));
+                a.or_template = Some(t.name.clone());
+            }
             let settings = &self.bundle.settings;
             let mut body = String::new();
             if !run.disclosed {
