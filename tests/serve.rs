@@ -562,32 +562,21 @@ fn check_config_names_every_missing_variable_and_every_unconnected_channel() {
     ];
     let o = run(&all);
     assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
-    // The example host.yaml of the docs fits the test project.
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .args(["serve", "--bundle", common::s(&bundle), "--config"])
-        .arg(common::repo_root().join("docs/host.example.yaml"))
-        .arg("--check-config")
-        .env_clear()
-        .envs(all)
-        .output()
-        .expect("runs");
-    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
-    // The example project also uses Instagram and Messenger, which host.yaml does not connect.
+    // The example project also uses Instagram, Messenger, TikTok and SMS, which this
+    // host.yaml does not connect.
     std::fs::create_dir_all(dir.join("example")).expect("dir");
     let example = common::build("flows", &dir.join("example"));
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
-        .args([
-            "serve",
-            "--bundle",
-            common::s(&example),
-            "--config",
-            common::s(&config),
-            "--check-config",
-        ])
-        .env_clear()
-        .envs(all)
-        .output()
-        .expect("runs");
+    let check = |bundle: &std::path::Path, config: &std::path::Path, env: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rapport"))
+            .args(["serve", "--bundle", common::s(bundle), "--config"])
+            .arg(config)
+            .arg("--check-config")
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .expect("runs")
+    };
+    let o = check(&example, &config, &all);
     assert_eq!(o.status.code(), Some(2));
     let err = common::text(&o.stderr);
     assert!(
@@ -595,6 +584,18 @@ fn check_config_names_every_missing_variable_and_every_unconnected_channel() {
         "{err}"
     );
     assert!(err.contains("the bundle uses channel `messenger`"), "{err}");
+    // The example host.yaml of the docs connects every channel of the example project.
+    let docs = common::repo_root().join("docs/host.example.yaml");
+    let mut everything = all.to_vec();
+    everything.extend([("PAGE_ACCESS_TOKEN", "p"), ("GATEWAY_SECRET", "g")]);
+    let o = check(&example, &docs, &everything);
+    assert_eq!(o.status.code(), Some(0), "{}", common::text(&o.stderr));
+    // Without its new variables, each is named.
+    let o = check(&example, &docs, &all);
+    assert_eq!(o.status.code(), Some(2));
+    let err = common::text(&o.stderr);
+    assert!(err.contains("`PAGE_ACCESS_TOKEN` is not set"), "{err}");
+    assert!(err.contains("`GATEWAY_SECRET` is not set"), "{err}");
 }
 
 /// A small deterministic generator for the kill times (seeded from the clock, printed so

@@ -1,5 +1,6 @@
 //! Policy proofs: reserved and escalation keywords, overlapping triggers, window safety
-//! for marketing sends, and the message budget against the rate limit.
+//! for marketing sends, the message budget against the rate limit, and texts too long
+//! for a channel.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -26,6 +27,7 @@ pub(crate) fn in_flow(
         window(settings, flow, g, diags);
     }
     budget(settings, flow, g, diags);
+    text_length(settings, flow, diags);
 }
 
 // ---------------------------------------------------------------- keywords
@@ -414,6 +416,110 @@ fn witness(
     steps.reverse();
     crate::graph::elide(&mut steps);
     format!("{start}{}", steps.join(" "))
+}
+
+// ---------------------------------------------------------------- text length
+
+/// The longest text a channel's platform sends, in characters, by the channel's name:
+/// Messenger and Instagram 2,000; WhatsApp and Telegram 4,096; SMS 1,600 (ten segments,
+/// what gateways such as Twilio concatenate at most).
+pub(crate) fn max_text(channel: &str) -> Option<usize> {
+    match channel {
+        "messenger" | "instagram" => Some(2000),
+        "whatsapp" | "telegram" => Some(4096),
+        "sms" => Some(1600),
+        _ => None,
+    }
+}
+
+/// Sends and questions whose text can be longer than a channel of the flow allows: its
+/// fixed characters, the project variables it uses, the disclosure prefix (on a run's
+/// first free-form send) and, in marketing flows, the opt-out footer. Other tokens count
+/// nothing, so a warning is certain to be right for some run; their values can only make
+/// a text longer.
+fn text_length(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
+    let channels: Vec<(&str, usize)> = match &flow.channels {
+        Some(c) => c.value.iter().map(|n| n.value.as_str()).collect::<Vec<_>>(),
+        None => settings.channels.keys().map(String::as_str).collect(),
+    }
+    .into_iter()
+    .filter_map(|c| max_text(c).map(|m| (c, m)))
+    .collect();
+    let Some(&(channel, limit)) = channels.iter().min_by_key(|(_, m)| *m) else {
+        return;
+    };
+    let marketing = flow.purpose.as_ref().map(|p| p.value) == Some(Purpose::Marketing);
+    let extra = settings.disclosure.chars().count()
+        + 1
+        + if marketing {
+            settings.opt_out.footer.chars().count() + 1
+        } else {
+            0
+        };
+    let length = |text: &rapport_syntax::ast::Text| -> (usize, usize) {
+        let mut n = 0;
+        let mut unknown = 0;
+        for part in &text.parts {
+            match part {
+                rapport_syntax::ast::TextPart::Literal(l) => n += l.chars().count(),
+                rapport_syntax::ast::TextPart::Token(t) => match settings.vars.get(&t.path) {
+                    Some(v) => n += v.chars().count(),
+                    None => unknown += 1,
+                },
+            }
+        }
+        (n, unknown)
+    };
+    for state in &flow.states {
+        for action in &state.actions {
+            let texts: Vec<&rapport_syntax::ast::Text> = match &action.kind {
+                ActionKind::Send { text, .. } => vec![text],
+                ActionKind::SendOneOf { variants } => variants.iter().map(|(_, t)| t).collect(),
+                ActionKind::Ask(ask) => vec![&ask.question],
+                _ => continue,
+            };
+            for text in texts {
+                let (fixed, unknown) = length(text);
+                let most = fixed + extra;
+                if most <= limit {
+                    continue;
+                }
+                let tokens = if unknown > 0 {
+                    format!(" before the values of its {unknown} token(s)")
+                } else {
+                    String::new()
+                };
+                let also: Vec<&str> = channels
+                    .iter()
+                    .filter(|(c, m)| *c != channel && most > *m)
+                    .map(|(c, _)| *c)
+                    .collect();
+                let also = if also.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (and {})", also.join(", "))
+                };
+                diags.push(
+                    Diagnostic::warning(
+                        Code::TextTooLong,
+                        format!(
+                            "this message can be {most} characters long{tokens}; {channel}{also} sends at most {limit}"
+                        ),
+                    )
+                    .label(
+                        // The text's opening quote: a long text underlined in full hides
+                        // the message.
+                        Span {
+                            start: text.span.start,
+                            end: (text.span.start + 1).min(text.span.end),
+                        },
+                        format!("{fixed} characters here, with up to {extra} added (disclosure{})", if marketing { ", opt-out footer" } else { "" }),
+                    )
+                    .help("shorten it, or split it into two sends; the platform would refuse it and the contact would get nothing (delivery_failed, too_long)".to_string()),
+                );
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------- message budget

@@ -167,6 +167,8 @@ pub enum Code {
     MessageBudget,
     /// A state left only by flow-wide transitions, which holds a run (warning).
     FlowWideExitOnly,
+    /// A send's text can be longer than a channel of the flow sends (warning).
+    TextTooLong,
     /// `rapport.yaml` is not valid YAML.
     YamlSyntax,
     /// An unknown key in `rapport.yaml`.
@@ -177,7 +179,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in documentation order.
-    pub const ALL: [Code; 33] = [
+    pub const ALL: [Code; 34] = [
         Code::Syntax,
         Code::UnterminatedString,
         Code::BadEscape,
@@ -211,6 +213,7 @@ impl Code {
         Code::TemplateParams,
         Code::MessageBudget,
         Code::FlowWideExitOnly,
+        Code::TextTooLong,
     ];
 
     /// The code as users see it, e.g. `RP0001`.
@@ -249,6 +252,7 @@ impl Code {
             Code::TemplateParams => "RP0214",
             Code::MessageBudget => "RP0215",
             Code::FlowWideExitOnly => "RP0216",
+            Code::TextTooLong => "RP0217",
         }
     }
 }
