@@ -417,6 +417,21 @@ async fn whatsapp_buttons_and_lists_answer_questions_and_out_of_order_statuses_a
     let records = wait_audit(&host.url, contact, "delivery", "delivered").await;
     assert!(has(&records, "delivery", "read"), "{records:?}");
     assert!(has(&records, "delivery", "delivered"), "{records:?}");
+    // And in the metrics, by channel and action type, for the delivered and read rates.
+    let metrics = client()
+        .get(format!("{}/metrics", host.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for (status, n) in [("sent", 5), ("delivered", 1), ("read", 1)] {
+        let line = format!(
+            "rapport_delivery_statuses_total{{channel=\"whatsapp\",type=\"send\",status=\"{status}\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -504,7 +519,8 @@ async fn a_send_whatsapp_finds_outside_its_window_is_resent_once_as_its_template
         .iter()
         .filter(|r| r["kind"] == "delivery_failed" && r["reason"] == "131047")
         .count();
-    assert!(failures >= 1, "{records:?}");
+    // Both refusals are on record: the API's answer and the later status.
+    assert_eq!(failures, 2, "{records:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,7 +7,11 @@
 //! of slowing the generator down (no coordinated omission). Each webhook carries one
 //! message from a new contact, which the welcome flow answers.
 //!
-//! Usage: serve-load RAPPORT_BINARY BUNDLE [--rate N] [--seconds S] [--dir DIR]
+//! With `--mix`, the webhooks take turns between WhatsApp, Instagram, Messenger and
+//! Telegram (the bundle must use those four channels and `sms`, as
+//! tests/channels/project does).
+//!
+//! Usage: serve-load RAPPORT_BINARY BUNDLE [--rate N] [--seconds S] [--dir DIR] [--mix]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -18,6 +22,9 @@ use serde_json::json;
 
 const SECRET: &str = "bench-app-secret";
 const PNID: &str = "106540352242922";
+const IG_ACCOUNT: &str = "17841400000000000";
+const PAGE: &str = "102938475610293";
+const TG_SECRET: &str = "bench-telegram-secret";
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter()
@@ -39,7 +46,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn main() -> Result<(), String> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 || args.iter().any(|a| a == "--help") {
-        eprintln!("usage: serve-load RAPPORT_BINARY BUNDLE [--rate N] [--seconds S] [--dir DIR]");
+        eprintln!(
+            "usage: serve-load RAPPORT_BINARY BUNDLE [--rate N] [--seconds S] [--dir DIR] [--mix]"
+        );
         return Err("missing arguments".into());
     }
     let (binary, bundle) = (&args[1], &args[2]);
@@ -50,6 +59,7 @@ async fn main() -> Result<(), String> {
         .parse()
         .map_err(|_| "--seconds: a number")?;
     let dir = std::path::PathBuf::from(arg(&args, "--dir", "/tmp/rapport-serve-load"));
+    let mix = args.iter().any(|a| a == "--mix");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
 
@@ -58,10 +68,20 @@ async fn main() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     // The platform's own limits are not what is measured: the channel's rate is raised
     // above the offered load.
-    let yaml = format!(
+    let mut yaml = format!(
         "listen: 127.0.0.1:0\napi_token: ${{TOKEN}}\ntick: 1s\nchannels:\n  whatsapp:\n    connector: whatsapp_cloud\n    phone_number_id: \"{PNID}\"\n    access_token: bench\n    app_secret: ${{SECRET}}\n    verify_token: bench\n    api_base: {}/v23.0\n    rate: 100000\n",
         mock.url()
     );
+    if mix {
+        let m = mock.url();
+        yaml.push_str(&format!(
+            "  instagram: {{ connector: instagram, account_id: \"{IG_ACCOUNT}\", access_token: bench, app_secret: ${{SECRET}}, verify_token: bench, api_base: {m}/v23.0, rate: 100000 }}
+  messenger: {{ connector: messenger, page_id: \"{PAGE}\", access_token: bench, app_secret: ${{SECRET}}, verify_token: bench, api_base: {m}/v23.0, rate: 100000 }}
+  telegram: {{ connector: telegram, bot_token: \"1:bench\", secret_token: {TG_SECRET}, api_base: {m}, rate: 100000 }}
+  sms: {{ connector: webhook, url: {m}/sms, secret: bench, rate: 100000 }}
+"
+        ));
+    }
     let config = dir.join("host.yaml");
     std::fs::write(&config, yaml).map_err(|e| e.to_string())?;
     let mut child = Command::new(binary)
@@ -90,7 +110,6 @@ async fn main() -> Result<(), String> {
     let host = rx
         .recv_timeout(Duration::from_secs(30))
         .map_err(|_| "the host did not start")?;
-    let url = format!("{host}/webhooks/meta");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
         .build()
@@ -100,35 +119,76 @@ async fn main() -> Result<(), String> {
     let now_s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    // Bodies and signatures made before the clock starts.
-    let bodies: Vec<(String, String, String)> = (0..n)
+    // Bodies and their headers made before the clock starts: (recipient at the mock,
+    // URL, body, header name, header value).
+    let meta = format!("{host}/webhooks/meta");
+    let telegram = format!("{host}/webhooks/telegram");
+    let bodies: Vec<(String, String, String, &str, String)> = (0..n)
         .map(|i| {
-            let who = format!("4{:011}", i);
-            let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1",
-                "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
-                    "metadata": {"display_phone_number": "15550001", "phone_number_id": PNID},
-                    "contacts": [{"profile": {"name": "Ana Lopez"}, "wa_id": who}],
-                    "messages": [{"from": who, "id": format!("wamid.LOAD{i}"),
-                        "timestamp": now_s.to_string(), "type": "text", "text": {"body": "hi"}}]}}]}]})
-            .to_string();
-            let sig = rapport_serve::signature::meta_header(SECRET, body.as_bytes());
-            (who, body, sig)
+            let signed = |body: String| {
+                let sig = rapport_serve::signature::meta_header(SECRET, body.as_bytes());
+                (meta.clone(), body, "x-hub-signature-256", sig)
+            };
+            let now_ms = now_s * 1000;
+            let (who, (url, body, header, value)) = match if mix { i % 4 } else { 0 } {
+                1 | 2 => {
+                    // Instagram or Messenger: a DM in `messaging[]`.
+                    let (object, id, prefix) = if i % 4 == 1 {
+                        ("instagram", IG_ACCOUNT, "7")
+                    } else {
+                        ("page", PAGE, "8")
+                    };
+                    let who = format!("{prefix}{i:011}");
+                    let body = json!({"object": object, "entry": [{"id": id, "time": now_ms,
+                        "messaging": [{"sender": {"id": who}, "recipient": {"id": id},
+                            "timestamp": now_ms, "message": {"mid": format!("m_LOAD{i}"), "text": "hi"}}]}]})
+                    .to_string();
+                    (who, signed(body))
+                }
+                3 => {
+                    let chat = 9_000_000_000_000i64 + i as i64;
+                    let body = json!({"update_id": i, "message": {"message_id": i, "date": now_s,
+                        "from": {"id": chat, "is_bot": false, "first_name": "Ana"},
+                        "chat": {"id": chat, "type": "private"}, "text": "hi"}})
+                    .to_string();
+                    (
+                        chat.to_string(),
+                        (
+                            telegram.clone(),
+                            body,
+                            "x-telegram-bot-api-secret-token",
+                            TG_SECRET.to_string(),
+                        ),
+                    )
+                }
+                _ => {
+                    let who = format!("4{:011}", i);
+                    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1",
+                        "changes": [{"field": "messages", "value": {"messaging_product": "whatsapp",
+                            "metadata": {"display_phone_number": "15550001", "phone_number_id": PNID},
+                            "contacts": [{"profile": {"name": "Ana Lopez"}, "wa_id": who}],
+                            "messages": [{"from": who, "id": format!("wamid.LOAD{i}"),
+                                "timestamp": now_s.to_string(), "type": "text", "text": {"body": "hi"}}]}}]}]})
+                    .to_string();
+                    (who, signed(body))
+                }
+            };
+            (who, url, body, header, value)
         })
         .collect();
     eprintln!("sending {n} webhooks at {rate}/s for {seconds}s");
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(n);
     let due_of = Arc::new(move |i: usize| start + Duration::from_secs_f64(i as f64 / rate));
-    for (i, (_, body, sig)) in bodies.iter().cloned().enumerate() {
+    for (i, (_, url, body, header, value)) in bodies.iter().cloned().enumerate() {
         let due = due_of(i);
         tokio::time::sleep_until(due.into()).await;
         let client = client.clone();
-        let url = url.clone();
         tasks.push(tokio::spawn(async move {
             let r = client
                 .post(&url)
                 .header("content-type", "application/json")
-                .header("x-hub-signature-256", sig)
+                .header(header, value)
                 .body(body)
                 .send()
                 .await;
@@ -155,7 +215,7 @@ async fn main() -> Result<(), String> {
     let index: std::collections::HashMap<&str, usize> = bodies
         .iter()
         .enumerate()
-        .map(|(i, (w, _, _))| (w.as_str(), i))
+        .map(|(i, (w, ..))| (w.as_str(), i))
         .collect();
     let mut replies: Vec<f64> = times
         .iter()

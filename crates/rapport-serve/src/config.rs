@@ -727,3 +727,82 @@ pub fn against_bundle(config: &HostConfig, bundle: &rapport_bundle::Bundle) -> V
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        Some(format!("value-of-{name}-long-enough"))
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        parse("host.yaml", text, &env)
+            .1
+            .into_iter()
+            .filter(|p| p.error)
+            .map(|p| format!("{}: {}", p.at, p.message))
+            .collect()
+    }
+
+    const HEAD: &str = "listen: 127.0.0.1:8080\napi_token: ${TOKEN}\nchannels:\n";
+
+    #[test]
+    fn every_connector_reads_its_keys_and_the_platforms_limits_by_default() {
+        let text = format!(
+            "{HEAD}  whatsapp: {{ connector: whatsapp_cloud, phone_number_id: \"1\", access_token: ${{A}}, app_secret: ${{S}}, verify_token: v }}
+  instagram: {{ connector: instagram, account_id: \"178\", access_token: ${{A}}, app_secret: ${{S}}, verify_token: v }}
+  messenger: {{ connector: messenger, page_id: \"102\", access_token: ${{A}}, app_secret: ${{S}}, verify_token: v, rate: 20, per_recipient: 0s }}
+  telegram: {{ connector: telegram, bot_token: ${{B}}, secret_token: abc_DEF-1 }}
+  sms: {{ connector: webhook, url: https://gw.example/send, secret: ${{G}} }}
+"
+        );
+        let (config, problems) = parse("host.yaml", &text, &env);
+        assert!(problems.iter().all(|p| !p.error), "{problems:?}");
+        let config = config.expect("a configuration");
+        let limits = |name: &str| {
+            let c = &config.channels[name];
+            (c.rate(), c.per_recipient())
+        };
+        assert_eq!(limits("whatsapp"), (80.0, Duration::from_secs(6)));
+        assert_eq!(limits("instagram"), (100.0, Duration::ZERO));
+        assert_eq!(limits("messenger"), (20.0, Duration::ZERO));
+        assert_eq!(limits("telegram"), (30.0, Duration::from_secs(1)));
+        assert_eq!(limits("sms"), (10.0, Duration::ZERO));
+        let Connector::Meta(ig) = &config.channels["instagram"] else {
+            panic!("instagram is a Meta connection");
+        };
+        assert_eq!(ig.platform, MetaPlatform::Instagram);
+        assert_eq!(ig.id, "178");
+        assert_eq!(ig.app_secret, "value-of-S-long-enough");
+        assert_eq!(ig.api_base, "https://graph.facebook.com/v23.0");
+        let Connector::Webhook(sms) = &config.channels["sms"] else {
+            panic!("sms is a webhook");
+        };
+        assert_eq!(
+            (sms.url.as_str(), sms.secret.as_str()),
+            ("https://gw.example/send", "value-of-G-long-enough")
+        );
+    }
+
+    #[test]
+    fn a_missing_key_a_foreign_key_and_an_unknown_connector_are_named() {
+        let text = format!(
+            "{HEAD}  instagram: {{ connector: instagram, page_id: \"1\", access_token: a, app_secret: s, verify_token: v }}
+  sms: {{ connector: webhook, url: ftp://gw.example, secret: s, api_base: https://x.example }}
+  tiktok: {{ connector: tiktok }}
+"
+        );
+        let errors = errors(&text);
+        assert_eq!(
+            errors,
+            vec![
+                "channels.instagram.page_id: the instagram connector has no `page_id`",
+                "channels.instagram: the instagram connector needs `account_id`",
+                "channels.sms.api_base: the webhook connector has no `api_base`",
+                "channels.sms.url: `ftp://gw.example` is not an http(s) URL",
+                "channels.tiktok.connector: unknown connector `tiktok`",
+            ]
+        );
+    }
+}

@@ -367,6 +367,24 @@ impl Delivery {
                         "{} was refused as outside WhatsApp's window; resending it as its template",
                         job.row.action
                     );
+                    // The refusal is recorded as the send's outcome; the template's own
+                    // outcome follows as `dlv:<action>:resent`.
+                    let template = resend.get("template").and_then(Value::as_str).unwrap_or("");
+                    let mut refused = json!({
+                        "id": format!("dlv:{}", job.row.action),
+                        "at": rapport_engine::format_time((self.now)()),
+                        "type": "delivery",
+                        "action": job.row.action,
+                        "status": "failed",
+                        "code": code,
+                        "detail": format!("{detail}; resent once as template {template}"),
+                        "channel": channel,
+                    });
+                    if let Some(c) = &job.row.contact {
+                        refused["contact"] = Value::String(c.clone());
+                    }
+                    self.metrics
+                        .delivery_status(&metric_channel, &kind, "failed");
                     let pending = Mark {
                         action: job.row.action.clone(),
                         status: "pending".into(),
@@ -375,7 +393,10 @@ impl Delivery {
                         detail: Some(detail),
                         line: Some(resend.to_string()),
                     };
-                    if !matches!(self.mark(pending, None).await, Ok(true)) {
+                    if !matches!(
+                        self.mark(pending, Some(refused.to_string())).await,
+                        Ok(true)
+                    ) {
                         return;
                     }
                     action = resend;
@@ -447,6 +468,7 @@ impl Delivery {
         if let Some(d) = &detail {
             event["detail"] = Value::String(d.clone());
         }
+        self.metrics.delivery_status(&metric_channel, &kind, status);
         let mark = Mark {
             action: job.row.action.clone(),
             status: mark.into(),

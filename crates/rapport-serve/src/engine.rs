@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::delivery::Job;
 use crate::feed::{Feed, LiveFeed};
-use crate::metrics::{ActionLabels, Metrics, Reason, Status};
+use crate::metrics::{ActionLabels, Metrics, Reason};
 use crate::writer::Request;
 
 /// What the engine's thread is asked between two runs of the loop.
@@ -330,20 +330,6 @@ impl Sink for AuditSink {
                     })
                     .inc(),
                 "duplicate" => self.metrics.duplicates.inc(),
-                "delivery" => self
-                    .metrics
-                    .delivery_statuses
-                    .get_or_create(&Status {
-                        status: s("reason"),
-                    })
-                    .inc(),
-                "delivery_failed" => self
-                    .metrics
-                    .delivery_statuses
-                    .get_or_create(&Status {
-                        status: "failed".into(),
-                    })
-                    .inc(),
                 _ => 0,
             };
         }

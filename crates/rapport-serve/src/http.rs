@@ -262,6 +262,11 @@ impl App {
             e["detail"] = Value::String(d);
         }
         self.metrics.received("delivery", channel);
+        let kind = serde_json::from_str::<Value>(&row.line)
+            .ok()
+            .and_then(|a| a.get("type").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default();
+        self.metrics.delivery_status(channel, &kind, &s.status);
         let resend = resend.map(|r| DeliveryRow {
             line: r.to_string(),
             status: "pending".into(),

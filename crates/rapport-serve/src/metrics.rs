@@ -38,6 +38,10 @@ pub(crate) struct Attempt {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct Status {
+    /// The channel, or `sink:NAME` for a sink's answer.
+    pub(crate) channel: String,
+    /// The action's type: `send`, `reply`, `hide`, `handoff`, …
+    pub(crate) r#type: String,
     pub(crate) status: String,
 }
 
@@ -63,6 +67,17 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
+    /// A delivery's outcome or a platform's status of it.
+    pub(crate) fn delivery_status(&self, channel: &str, kind: &str, status: &str) {
+        self.delivery_statuses
+            .get_or_create(&Status {
+                channel: channel.to_string(),
+                r#type: kind.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+
     /// An event of `kind` accepted into the inbox from `channel`.
     pub(crate) fn received(&self, kind: &str, channel: &str) {
         self.events_received
@@ -134,7 +149,7 @@ impl Metrics {
         );
         r.register(
             "delivery_statuses",
-            "Delivery outcomes and status webhooks, by status",
+            "Delivery outcomes and the platforms' status webhooks, by channel (sink:NAME for a sink), action type and status",
             m.delivery_statuses.clone(),
         );
         r.register(

@@ -1,5 +1,5 @@
 //! The Telegram Bot API: updates into the runtime's events, and sends into `sendMessage`
-//! calls (docs/deploy.md, "Telegram mapping").
+//! calls (docs/channels.md, "Telegram").
 
 use serde_json::{json, Value};
 

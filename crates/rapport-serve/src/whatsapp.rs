@@ -1,5 +1,5 @@
 //! The WhatsApp Cloud API: webhook payloads into the runtime's events, and actions into
-//! the calls that send them (docs/deploy.md, "WhatsApp mapping").
+//! the calls that send them (docs/channels.md, "WhatsApp").
 
 use serde_json::{json, Map, Value};
 
