@@ -369,15 +369,25 @@ async fn meta_webhook_inner(app: &App, headers: &HeaderMap, body: &Bytes) -> Res
     let signature = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
-    // Checked on the raw bytes, with each app secret host.yaml knows (there are few); a
-    // payload is read only for the channels whose secret signed it.
+    // Checked on the raw bytes, once with each app secret host.yaml knows (there are few;
+    // channels of one Meta app share theirs); a payload is read only for the channels
+    // whose secret signed it.
+    let mut verdicts: Vec<(&str, bool)> = Vec::new();
     let signed: Vec<(&String, &Connector)> = app
         .config
         .channels
         .iter()
         .filter(|(_, c)| {
-            c.meta_secrets()
-                .is_some_and(|(secret, _)| crate::signature::meta_valid(secret, body, signature))
+            c.meta_secrets().is_some_and(|(secret, _)| {
+                match verdicts.iter().find(|(s, _)| *s == secret) {
+                    Some(&(_, valid)) => valid,
+                    None => {
+                        let valid = crate::signature::meta_valid(secret, body, signature);
+                        verdicts.push((secret, valid));
+                        valid
+                    }
+                }
+            })
         })
         .collect();
     if signed.is_empty() {
