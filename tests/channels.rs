@@ -417,6 +417,13 @@ async fn whatsapp_buttons_and_lists_answer_questions_and_out_of_order_statuses_a
     let records = wait_audit(&host.url, contact, "delivery", "delivered").await;
     assert!(has(&records, "delivery", "read"), "{records:?}");
     assert!(has(&records, "delivery", "delivered"), "{records:?}");
+    // Meta redelivers the same statuses: duplicates, counted once below.
+    let (status, _) = webhook(&host.url, &fixture("whatsapp_statuses.json", "wamid.MOCK0")).await;
+    assert_eq!(status, 200);
+    let end = std::time::Instant::now() + WAIT;
+    while duplicates(&audit(&host.url, contact).await) < 3 && std::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // And in the metrics, by channel and action type, for the delivered and read rates.
     let metrics = client()
         .get(format!("{}/metrics", host.url))
@@ -501,7 +508,12 @@ async fn a_send_whatsapp_finds_outside_its_window_is_resent_once_as_its_template
             None => panic!("no delivered reminder: {export}"),
         }
     };
-    let failed = fixture("whatsapp_failed_131047.json", &message_id);
+    // The status twice in one payload: one template.
+    let mut failed = fixture("whatsapp_failed_131047.json", &message_id);
+    let twice = failed["entry"][0]["changes"][0]["value"]["statuses"][0].clone();
+    if let Some(list) = failed["entry"][0]["changes"][0]["value"]["statuses"].as_array_mut() {
+        list.push(twice);
+    }
     assert_eq!(webhook(&host.url, &failed).await.0, 200);
     let calls = wait_platform(&mock, 5).await;
     assert_eq!(
@@ -618,4 +630,69 @@ async fn an_sms_gateway_gets_the_signed_action_and_its_unsubscribed_answer_opts_
         .filter(|c| c.path == "/sms/send")
         .count();
     assert_eq!(to_gateway, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_before_whatsapps_131047_status_cancels_the_template_resend() {
+    let (_dir, mock, host) = serving("wa-131047-stop").await;
+    let who = "40799000222";
+    let contact = format!("whatsapp:{who}");
+    assert_eq!(
+        webhook(&host.url, &wa_messages(&[("wamid.S1", who, "hi")]))
+            .await
+            .0,
+        200
+    );
+    wait_platform(&mock, 1).await;
+    let cart = json!({"id": "cart-9", "at": rapport_engine::format_time(unix_now() * 1000),
+        "contact": contact, "channel": "whatsapp", "type": "event", "name": "cart.abandoned",
+        "data": {"product_name": "Trail Runner", "cart_url": "https://acme.example/c/9"}});
+    let (status, _) = api(
+        Method::POST,
+        &format!("{}/v1/events", host.url),
+        Some(cart.to_string()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_platform(&mock, 2).await;
+    // The reminder was accepted; the contact says STOP and gets the confirmation.
+    assert_eq!(
+        webhook(&host.url, &wa_messages(&[("wamid.S2", who, "STOP")]))
+            .await
+            .0,
+        200
+    );
+    let calls = wait_platform(&mock, 3).await;
+    assert!(
+        calls[2].1["text"]["body"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("You're unsubscribed")),
+        "{calls:?}"
+    );
+    // Then WhatsApp says the reminder failed as outside the window: no template now.
+    let (_, export) = api(
+        Method::GET,
+        &format!("{}/v1/contacts/{contact}", host.url),
+        None,
+    )
+    .await;
+    let message_id = export["deliveries"]
+        .as_array()
+        .and_then(|d| {
+            d.iter()
+                .find(|x| x["action"]["cause"] == "cart-9")
+                .and_then(|x| x["detail"].as_str().map(str::to_string))
+        })
+        .expect("the reminder's message id");
+    let failed = fixture("whatsapp_failed_131047.json", &message_id);
+    let failed = serde_json::from_str::<Value>(&failed.to_string().replace("40799000111", who))
+        .expect("JSON");
+    assert_eq!(webhook(&host.url, &failed).await.0, 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(platform_calls(&mock.calls()).len(), 3, "{}", host.log());
+    let records = wait_audit(&host.url, &contact, "delivery_failed", "cancelled_by_stop").await;
+    assert!(
+        has(&records, "delivery_failed", "cancelled_by_stop"),
+        "{records:?}"
+    );
 }

@@ -872,7 +872,7 @@ async fn a_message_waiting_to_be_retried_is_dropped_when_the_contact_says_stop()
     .await;
     let text = export.to_string();
     assert!(
-        text.contains("\"reason\":\"opted_out\"") && text.contains("delivery_failed"),
+        text.contains("\"reason\":\"cancelled_by_stop\"") && text.contains("delivery_failed"),
         "{text}"
     );
 }

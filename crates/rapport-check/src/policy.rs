@@ -432,24 +432,38 @@ pub(crate) fn max_text(channel: &str) -> Option<usize> {
     }
 }
 
-/// Sends and questions whose text can be longer than a channel of the flow allows: its
-/// fixed characters, the project variables it uses, the disclosure prefix (on a run's
-/// first free-form send) and, in marketing flows, the opt-out footer. Other tokens count
-/// nothing, so a warning is certain to be right for some run; their values can only make
-/// a text longer.
-fn text_length(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
-    let channels: Vec<(&str, usize)> = match &flow.channels {
-        Some(c) => c.value.iter().map(|n| n.value.as_str()).collect::<Vec<_>>(),
-        None => settings.channels.keys().map(String::as_str).collect(),
+/// The longest public reply to a comment: Instagram 2,200 characters, a Facebook comment
+/// (on the `messenger` channel's Page) 8,000.
+pub(crate) fn max_reply(channel: &str) -> Option<usize> {
+    match channel {
+        "instagram" => Some(2200),
+        "messenger" => Some(8000),
+        _ => None,
     }
-    .into_iter()
-    .filter_map(|c| max_text(c).map(|m| (c, m)))
-    .collect();
-    let Some(&(channel, limit)) = channels.iter().min_by_key(|(_, m)| *m) else {
-        return;
+}
+
+/// Sends, questions and public replies whose text can be longer than a channel of the
+/// flow allows. A text counts its fixed characters and the project variables it uses;
+/// the first send of the first state (which every run makes first) also counts the
+/// disclosure prefix and, in a marketing flow, the opt-out footer. Other tokens count
+/// nothing, so a warning is certain to be right for some run: their values can only
+/// make a text longer.
+fn text_length(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
+    let names: Vec<&str> = match &flow.channels {
+        Some(c) => c.value.iter().map(|n| n.value.as_str()).collect(),
+        None => settings.channels.keys().map(String::as_str).collect(),
     };
+    let limits = |of: fn(&str) -> Option<usize>| -> Vec<(&str, usize)> {
+        let mut l: Vec<(&str, usize)> = names
+            .iter()
+            .filter_map(|c| of(c).map(|m| (*c, m)))
+            .collect();
+        l.sort_by_key(|(_, m)| *m);
+        l
+    };
+    let (sends, replies) = (limits(max_text), limits(max_reply));
     let marketing = flow.purpose.as_ref().map(|p| p.value) == Some(Purpose::Marketing);
-    let extra = settings.disclosure.chars().count()
+    let first_extra = settings.disclosure.chars().count()
         + 1
         + if marketing {
             settings.opt_out.footer.chars().count() + 1
@@ -470,53 +484,72 @@ fn text_length(settings: &Settings, flow: &Flow, diags: &mut Vec<Diagnostic>) {
         }
         (n, unknown)
     };
-    for state in &flow.states {
+    let mut check = |text: &rapport_syntax::ast::Text, limits: &[(&str, usize)], extra: usize| {
+        let Some(&(channel, limit)) = limits.first() else {
+            return;
+        };
+        let (fixed, unknown) = length(text);
+        let most = fixed + extra;
+        if most <= limit {
+            return;
+        }
+        let tokens = if unknown > 0 {
+            format!(" before the values of its {unknown} token(s)")
+        } else {
+            String::new()
+        };
+        let also: Vec<&str> = limits
+            .iter()
+            .filter(|(c, m)| *c != channel && most > *m)
+            .map(|(c, _)| *c)
+            .collect();
+        let also = if also.is_empty() {
+            String::new()
+        } else {
+            format!(" (and {})", also.join(", "))
+        };
+        let added = if extra == 0 {
+            String::new()
+        } else if marketing {
+            format!(", with {extra} added (disclosure, opt-out footer)")
+        } else {
+            format!(", with {extra} added (disclosure)")
+        };
+        diags.push(
+            Diagnostic::warning(
+                Code::TextTooLong,
+                format!(
+                    "this message can be {most} characters long{tokens}; {channel}{also} sends at most {limit}"
+                ),
+            )
+            // The text's opening quote: a long text underlined in full hides the message.
+            .label(
+                Span {
+                    start: text.span.start,
+                    end: (text.span.start + 1).min(text.span.end),
+                },
+                format!("{fixed} characters here{added}"),
+            )
+            .help("shorten it, or split it into two sends; the platform would refuse it and the contact would get nothing (delivery_failed, too_long)".to_string()),
+        );
+    };
+    for (i, state) in flow.states.iter().enumerate() {
+        let mut first = i == 0;
         for action in &state.actions {
             let texts: Vec<&rapport_syntax::ast::Text> = match &action.kind {
                 ActionKind::Send { text, .. } => vec![text],
                 ActionKind::SendOneOf { variants } => variants.iter().map(|(_, t)| t).collect(),
                 ActionKind::Ask(ask) => vec![&ask.question],
-                _ => continue,
-            };
-            for text in texts {
-                let (fixed, unknown) = length(text);
-                let most = fixed + extra;
-                if most <= limit {
+                ActionKind::Reply(text) => {
+                    check(text, &replies, 0);
                     continue;
                 }
-                let tokens = if unknown > 0 {
-                    format!(" before the values of its {unknown} token(s)")
-                } else {
-                    String::new()
-                };
-                let also: Vec<&str> = channels
-                    .iter()
-                    .filter(|(c, m)| *c != channel && most > *m)
-                    .map(|(c, _)| *c)
-                    .collect();
-                let also = if also.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (and {})", also.join(", "))
-                };
-                diags.push(
-                    Diagnostic::warning(
-                        Code::TextTooLong,
-                        format!(
-                            "this message can be {most} characters long{tokens}; {channel}{also} sends at most {limit}"
-                        ),
-                    )
-                    .label(
-                        // The text's opening quote: a long text underlined in full hides
-                        // the message.
-                        Span {
-                            start: text.span.start,
-                            end: (text.span.start + 1).min(text.span.end),
-                        },
-                        format!("{fixed} characters here, with up to {extra} added (disclosure{})", if marketing { ", opt-out footer" } else { "" }),
-                    )
-                    .help("shorten it, or split it into two sends; the platform would refuse it and the contact would get nothing (delivery_failed, too_long)".to_string()),
-                );
+                _ => continue,
+            };
+            let extra = if first { first_extra } else { 0 };
+            first = false;
+            for text in texts {
+                check(text, &sends, extra);
             }
         }
     }

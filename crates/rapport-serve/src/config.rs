@@ -487,6 +487,12 @@ pub fn parse(
         let mut values = BTreeMap::new();
         for key in needs {
             match given.iter().find(|(k, _)| k == key).and_then(|(_, v)| *v) {
+                // An empty secret would let anyone sign a webhook.
+                Some(v) if v.trim().is_empty() => err(
+                    at(key),
+                    format!("`{key}` is empty"),
+                    Some("give it a value, or `${NAME}` to read it from the environment"),
+                ),
                 Some(v) => {
                     values.insert(*key, expand(&at(key), v, &mut err));
                 }
@@ -631,6 +637,13 @@ pub fn parse(
             );
         }
         let secret = expand(&format!("sinks.{name}.secret"), &s.secret, &mut err);
+        if s.secret.trim().is_empty() {
+            err(
+                format!("sinks.{name}.secret"),
+                "the sink's `secret` is empty".into(),
+                Some("give it a value, or `${NAME}` to read it from the environment"),
+            );
+        }
         sinks.insert(name.clone(), SinkConfig { url, secret });
     }
     if let Some(a) = listen {
@@ -791,6 +804,7 @@ mod tests {
             "{HEAD}  instagram: {{ connector: instagram, page_id: \"1\", access_token: a, app_secret: s, verify_token: v }}
   sms: {{ connector: webhook, url: ftp://gw.example, secret: s, api_base: https://x.example }}
   tiktok: {{ connector: tiktok }}
+  telegram: {{ connector: telegram, bot_token: b, secret_token: \"\" }}
 "
         );
         let errors = errors(&text);
@@ -801,6 +815,7 @@ mod tests {
                 "channels.instagram: the instagram connector needs `account_id`",
                 "channels.sms.api_base: the webhook connector has no `api_base`",
                 "channels.sms.url: `ftp://gw.example` is not an http(s) URL",
+                "channels.telegram.secret_token: `secret_token` is empty",
                 "channels.tiktok.connector: unknown connector `tiktok`",
             ]
         );

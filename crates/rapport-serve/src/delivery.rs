@@ -156,7 +156,8 @@ impl Delivery {
             active: tokio::sync::watch::channel(0).0,
             waiting_answer: Mutex::new(HashMap::new()),
             last_sent: Mutex::new(HashMap::new()),
-            next_seq: std::sync::atomic::AtomicU64::new(0),
+            // 0 is a resend's (`enqueue_resend`).
+            next_seq: std::sync::atomic::AtomicU64::new(1),
             stopped: Mutex::new(HashMap::new()),
             now,
         }))
@@ -172,6 +173,18 @@ impl Delivery {
     /// Queues a job behind its contact's earlier ones; starts the contact's task if idle.
     pub(crate) fn enqueue(self: &Arc<Self>, mut job: Job) {
         job.seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        self.queue(job);
+    }
+
+    /// Queues a send again in another form (a template after WhatsApp's 131047). It
+    /// counts as released before everything else, so any STOP the contact said in the
+    /// meantime cancels it.
+    pub(crate) fn enqueue_resend(self: &Arc<Self>, mut job: Job) {
+        job.seq = 0;
+        self.queue(job);
+    }
+
+    fn queue(self: &Arc<Self>, job: Job) {
         // An opt-out confirmation: what was released to the contact before it and has
         // not gone out yet stays unsent.
         if job.row.line.contains("\"opt_out_confirm\"") {
@@ -301,6 +314,7 @@ impl Delivery {
                 code: None,
                 detail: None,
                 line: None,
+                only_from: None,
             };
             match self.mark(in_flight, None).await {
                 Ok(true) => {}
@@ -340,6 +354,7 @@ impl Delivery {
                         code: Some(code),
                         detail: Some(detail),
                         line: None,
+                        only_from: None,
                     };
                     if !matches!(self.mark(pending, None).await, Ok(true)) {
                         return;
@@ -359,7 +374,13 @@ impl Delivery {
                 // WhatsApp found the window closed: the send goes once more as the
                 // template its statement offered (recorded first, so a restart resends
                 // the template, not the text).
-                Outcome::Failed { code, detail } if code == crate::whatsapp::OUTSIDE_WINDOW => {
+                Outcome::Failed { code, detail }
+                    if code == crate::whatsapp::OUTSIDE_WINDOW
+                        && matches!(
+                            self.config.channels.get(&channel),
+                            Some(Connector::WhatsApp(_))
+                        ) =>
+                {
                     let Some(resend) = crate::whatsapp::as_template(&action) else {
                         break Outcome::Failed { code, detail };
                     };
@@ -383,8 +404,12 @@ impl Delivery {
                     if let Some(c) = &job.row.contact {
                         refused["contact"] = Value::String(c.clone());
                     }
-                    self.metrics
-                        .delivery_status(&metric_channel, &kind, "failed");
+                    self.metrics.expect_status(
+                        &format!("dlv:{}", job.row.action),
+                        &metric_channel,
+                        &kind,
+                        "failed",
+                    );
                     let pending = Mark {
                         action: job.row.action.clone(),
                         status: "pending".into(),
@@ -392,6 +417,7 @@ impl Delivery {
                         code: Some(code),
                         detail: Some(detail),
                         line: Some(resend.to_string()),
+                        only_from: None,
                     };
                     if !matches!(
                         self.mark(pending, Some(refused.to_string())).await,
@@ -468,7 +494,10 @@ impl Delivery {
         if let Some(d) = &detail {
             event["detail"] = Value::String(d.clone());
         }
-        self.metrics.delivery_status(&metric_channel, &kind, status);
+        if let Some(id) = event["id"].as_str() {
+            self.metrics
+                .expect_status(id, &metric_channel, &kind, status);
+        }
         let mark = Mark {
             action: job.row.action.clone(),
             status: mark.into(),
@@ -476,6 +505,7 @@ impl Delivery {
             code,
             detail,
             line: None,
+            only_from: None,
         };
         if let Err(e) = self.mark(mark, Some(event.to_string())).await {
             tracing::error!("cannot record the outcome of {}: {e}", job.row.action);
@@ -691,7 +721,7 @@ pub(crate) fn effect_of(connector: Option<&Connector>, code: &str) -> Option<&'s
 /// A message the contact's STOP overtook: never sent, recorded as failed.
 fn opted_out_outcome() -> Outcome {
     Outcome::Failed {
-        code: "opted_out".into(),
+        code: "cancelled_by_stop".into(),
         detail: "the contact said STOP before it went out; not sent".into(),
     }
 }
@@ -739,6 +769,21 @@ enum Platform {
     Sink,
 }
 
+/// An answer's body, at most 64 KiB of it: enough for any platform's JSON, and a
+/// misbehaving gateway cannot make the host hold more.
+async fn capped_body(mut r: reqwest::Response) -> Vec<u8> {
+    const CAP: usize = 64 * 1024;
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = r.chunk().await {
+        let room = CAP - out.len();
+        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if out.len() >= CAP {
+            break;
+        }
+    }
+    out
+}
+
 /// How a call ended. WhatsApp answers with a message id or an error code in JSON;
 /// Telegram with `ok`, `result.message_id` or `error_code`, `description` and, for 429,
 /// `parameters.retry_after`; a sink only with its status and text.
@@ -756,9 +801,10 @@ async fn outcome(response: reqwest::Result<reqwest::Response>, platform: Platfor
     let status = r.status();
     let mut after = retry_after(r.headers());
     let transient = matches!(status.as_u16(), 408 | 429) || status.is_server_error();
+    let raw = capped_body(r).await;
+    let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
     let (code, detail, throttled) = match platform {
         Platform::WhatsApp | Platform::Meta => {
-            let body: Value = r.json().await.unwrap_or(Value::Null);
             if status.is_success() {
                 // A send's message id (WhatsApp, then Messenger); a comment reply's id.
                 let id = body
@@ -786,7 +832,6 @@ async fn outcome(response: reqwest::Result<reqwest::Response>, platform: Platfor
             )
         }
         Platform::Telegram => {
-            let body: Value = r.json().await.unwrap_or(Value::Null);
             if status.is_success() && body.get("ok").and_then(Value::as_bool) != Some(false) {
                 let id = body.pointer("/result/message_id").map(Value::to_string);
                 return Outcome::Ok(id);
@@ -809,7 +854,6 @@ async fn outcome(response: reqwest::Result<reqwest::Response>, platform: Platfor
             (code, detail, false)
         }
         Platform::Gateway => {
-            let body: Value = r.json().await.unwrap_or(Value::Null);
             let text = |k: &str| {
                 body.get(k).and_then(|v| match v {
                     Value::String(s) => Some(s.clone()),
@@ -827,19 +871,16 @@ async fn outcome(response: reqwest::Result<reqwest::Response>, platform: Platfor
             (code, detail, false)
         }
         Platform::Sink => {
-            let text: String = r
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(500)
-                .collect();
+            let text = String::from_utf8_lossy(&raw).into_owned();
             if status.is_success() {
                 return Outcome::Ok(None);
             }
             (status.as_u16().to_string(), text, false)
         }
     };
+    // What a platform says is kept in the store and the audit trail: a few lines of it.
+    let code: String = code.chars().take(64).collect();
+    let detail: String = detail.chars().take(500).collect();
     if transient || throttled {
         Outcome::Retry {
             code,

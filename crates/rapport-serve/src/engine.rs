@@ -315,23 +315,39 @@ impl Sink for AuditSink {
             };
             let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
             match s("kind").as_str() {
-                "suppressed" => self
-                    .metrics
-                    .suppressions
-                    .get_or_create(&Reason {
-                        reason: s("reason"),
-                    })
-                    .inc(),
-                "rejected" => self
-                    .metrics
-                    .events_rejected
-                    .get_or_create(&Reason {
-                        reason: short_reason(&s("reason")),
-                    })
-                    .inc(),
-                "duplicate" => self.metrics.duplicates.inc(),
-                _ => 0,
-            };
+                "suppressed" => {
+                    self.metrics
+                        .suppressions
+                        .get_or_create(&Reason {
+                            reason: s("reason"),
+                        })
+                        .inc();
+                }
+                "rejected" => {
+                    self.metrics
+                        .events_rejected
+                        .get_or_create(&Reason {
+                            reason: short_reason(&s("reason")),
+                        })
+                        .inc();
+                }
+                "duplicate" => {
+                    // A status redelivered: its labels are dropped uncounted.
+                    self.metrics.status_recorded(&s("cause"), false, None, "");
+                    self.metrics.duplicates.inc();
+                }
+                "delivery" | "delivery_failed" => {
+                    let status = if s("kind") == "delivery" {
+                        s("reason")
+                    } else {
+                        "failed".to_string()
+                    };
+                    let contact = v.get("contact").and_then(Value::as_str);
+                    self.metrics
+                        .status_recorded(&s("cause"), true, contact, &status);
+                }
+                _ => {}
+            }
         }
         Ok(())
     }

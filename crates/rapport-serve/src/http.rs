@@ -266,7 +266,9 @@ impl App {
             .ok()
             .and_then(|a| a.get("type").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_default();
-        self.metrics.delivery_status(channel, &kind, &s.status);
+        if let Some(id) = e["id"].as_str() {
+            self.metrics.expect_status(id, channel, &kind, &s.status);
+        }
         let resend = resend.map(|r| DeliveryRow {
             line: r.to_string(),
             status: "pending".into(),
@@ -286,6 +288,7 @@ impl App {
             code: Some(crate::whatsapp::OUTSIDE_WINDOW.into()),
             detail: Some("resent as its template after 131047".into()),
             line: Some(row.line.clone()),
+            only_from: Some("delivered".into()),
         };
         self.writer
             .send(Request::Mark {
@@ -298,7 +301,7 @@ impl App {
             .await
             .map_err(|_| "the store's writer stopped".to_string())??
         {
-            self.delivery.enqueue(crate::delivery::Job {
+            self.delivery.enqueue_resend(crate::delivery::Job {
                 row,
                 released: Instant::now(),
                 seq: 0,

@@ -317,15 +317,21 @@ pub(crate) fn request(
 ) -> Result<(String, Value), Unsendable> {
     let text = action.get("text").and_then(Value::as_str);
     let comment = action.get("comment").and_then(Value::as_str);
-    let too_long = |t: &str| {
+    // A message; a public reply (an Instagram comment takes 2,200 characters, a
+    // Facebook comment 8,000).
+    let too_long = |t: &str, max: usize| {
         let n = t.chars().count();
-        (n > MAX_TEXT).then(|| Unsendable {
+        (n > max).then(|| Unsendable {
             code: "too_long",
             detail: format!(
-                "{n} characters; {} sends at most {MAX_TEXT}",
+                "{n} characters; {} takes at most {max}",
                 meta.platform.name()
             ),
         })
+    };
+    let max_reply = match meta.platform {
+        MetaPlatform::Instagram => 2200,
+        MetaPlatform::Messenger => 8000,
     };
     let need_comment = || {
         comment.ok_or_else(|| Unsendable {
@@ -345,7 +351,7 @@ pub(crate) fn request(
                 });
             }
             let text = text.unwrap_or("");
-            if let Some(e) = too_long(text) {
+            if let Some(e) = too_long(text, MAX_TEXT) {
                 return Err(e);
             }
             let url = format!("{}/{}/messages", meta.api_base, meta.id);
@@ -373,7 +379,7 @@ pub(crate) fn request(
         "reply" => {
             let c = need_comment()?;
             let text = text.unwrap_or("");
-            if let Some(e) = too_long(text) {
+            if let Some(e) = too_long(text, max_reply) {
                 return Err(e);
             }
             let edge = match meta.platform {

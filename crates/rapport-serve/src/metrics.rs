@@ -64,18 +64,59 @@ pub(crate) struct Metrics {
     pub(crate) outbox_depth: Gauge,
     pub(crate) resends_after_crash: Counter,
     pub(crate) ignored_parts: Counter,
+    /// `delivery` events made by the host and not recorded by the engine yet, with
+    /// their labels (see [`Metrics::expect_status`]).
+    pending_statuses: std::sync::Mutex<std::collections::HashMap<String, Status>>,
 }
 
 impl Metrics {
-    /// A delivery's outcome or a platform's status of it.
-    pub(crate) fn delivery_status(&self, channel: &str, kind: &str, status: &str) {
-        self.delivery_statuses
-            .get_or_create(&Status {
-                channel: channel.to_string(),
-                r#type: kind.to_string(),
-                status: status.to_string(),
-            })
-            .inc();
+    /// A `delivery` event the host made (the outcome of a call, or a platform's status):
+    /// its labels, kept until the engine records the event, which is when it counts. A
+    /// redelivered status is a duplicate the engine drops, and counts nothing.
+    pub(crate) fn expect_status(&self, event: &str, channel: &str, kind: &str, status: &str) {
+        if let Ok(mut pending) = self.pending_statuses.lock() {
+            if pending.len() > 100_000 {
+                // Events lost to a stop never come back here; keep memory bounded.
+                pending.clear();
+            }
+            pending.insert(
+                event.to_string(),
+                Status {
+                    channel: channel.to_string(),
+                    r#type: kind.to_string(),
+                    status: status.to_string(),
+                },
+            );
+        }
+    }
+
+    /// The engine recorded the `delivery` event `event` (`counted`), or dropped it as a
+    /// duplicate. An event the host did not make (a gateway's, through `/v1/events`) is
+    /// counted with the channel of its contact and no type.
+    pub(crate) fn status_recorded(
+        &self,
+        event: &str,
+        counted: bool,
+        contact: Option<&str>,
+        status: &str,
+    ) {
+        let labels = self
+            .pending_statuses
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(event));
+        if !counted {
+            return;
+        }
+        let labels = labels.unwrap_or_else(|| Status {
+            channel: contact
+                .and_then(|c| c.split_once(':'))
+                .map(|(ch, _)| ch.to_string())
+                .unwrap_or_default(),
+            r#type: String::new(),
+            status: status.to_string(),
+        });
+        self.delivery_statuses.get_or_create(&labels).inc();
     }
 
     /// An event of `kind` accepted into the inbox from `channel`.
@@ -109,6 +150,7 @@ impl Metrics {
             outbox_depth: Gauge::default(),
             resends_after_crash: Counter::default(),
             ignored_parts: Counter::default(),
+            pending_statuses: Default::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;

@@ -42,6 +42,10 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 /// Whether `header` (`sha256=<hex>`) is the signature of `body` with `secret`. The
 /// comparison takes the same time wherever the bytes differ.
 pub fn meta_valid(secret: &str, body: &[u8], header: Option<&str>) -> bool {
+    // A signature with an empty key proves nothing: anyone can make it.
+    if secret.is_empty() {
+        return false;
+    }
     let Some(given) = header
         .and_then(|h| h.trim().strip_prefix("sha256="))
         .and_then(|h| unhex(&h.to_ascii_lowercase()))
@@ -67,7 +71,9 @@ pub fn rapport_header(secret: &str, unix: i64, body: &[u8]) -> String {
 
 /// Whether two tokens are equal, in time that does not depend on where they differ.
 pub fn same_token(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    // An empty token matches nothing (host.yaml refuses empty secrets; this is the
+    // second lock).
+    !b.is_empty() && a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
 #[cfg(test)]

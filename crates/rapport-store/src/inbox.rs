@@ -56,6 +56,10 @@ pub struct Mark {
     /// The action to deliver from now on, when it changes (a send resent in another
     /// form, such as its template after the platform found the window closed).
     pub line: Option<String>,
+    /// Applies only when the delivery's status is this one now (a status webhook that
+    /// resends a delivered message must find it still delivered: the same status twice
+    /// resends it once).
+    pub only_from: Option<String>,
 }
 
 /// An audit record that no engine step wrote (a webhook with a bad signature, a part of
@@ -131,12 +135,19 @@ impl Live {
             }
             let mut put = tx.prepare_cached(
                 "UPDATE deliveries SET status = ?2, attempts = ?3, code = ?4, detail = ?5, updated = ?6,
-                 line = COALESCE(?7, line) WHERE action = ?1",
+                 line = COALESCE(?7, line) WHERE action = ?1 AND (?8 IS NULL OR status = ?8)",
             )?;
             let mut append = tx.prepare_cached("INSERT INTO inbox (line) VALUES (?1)")?;
             for (m, event) in &batch.marks {
                 let n = put.execute(params![
-                    m.action, m.status, m.attempts, m.code, m.detail, now, m.line
+                    m.action,
+                    m.status,
+                    m.attempts,
+                    m.code,
+                    m.detail,
+                    now,
+                    m.line,
+                    m.only_from
                 ])?;
                 out.marked.push(n > 0);
                 out.outcome_seqs.push(match event {
