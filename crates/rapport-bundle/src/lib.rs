@@ -277,6 +277,12 @@ pub enum Action {
     Goto {
         state: usize,
     },
+    /// Go on at once to the state with this index when the condition holds; else try
+    /// the next action.
+    Branch {
+        state: usize,
+        when: Condition,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -511,7 +517,7 @@ impl Bundle {
                 }
                 for a in &s.actions {
                     match a {
-                        Action::Goto { state } => {
+                        Action::Goto { state } | Action::Branch { state, .. } => {
                             check(*state, &format!("a goto in state `{}`", s.name))?
                         }
                         Action::Ask(ask) => {

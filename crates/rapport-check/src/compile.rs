@@ -450,5 +450,9 @@ fn action(kind: &ActionKind, marketing: bool, target: &impl Fn(&str) -> usize) -
         ActionKind::Goto(t) => b::Action::Goto {
             state: target(&t.value),
         },
+        ActionKind::Branch { target: t, when } => b::Action::Branch {
+            state: target(&t.value),
+            when: condition(when),
+        },
     }
 }

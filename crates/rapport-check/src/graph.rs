@@ -23,6 +23,13 @@ pub enum EdgeKind {
     After(u64),
     /// `-> STATE` as an entry action: no waiting.
     Immediate,
+    /// `-> STATE when COND`: no waiting, when COND holds. `condition` is COND as written;
+    /// `defines` the slots COND needs a value of to hold (`has x`, `x == "y"`), so they
+    /// are set along this edge.
+    Branch {
+        condition: String,
+        defines: Vec<String>,
+    },
     /// A valid answer to the state's `ask` (the slot it sets).
     AskThen(String),
     /// Retries used up on the state's `ask`.
@@ -40,9 +47,16 @@ impl EdgeKind {
             EdgeKind::AgentReplied => "agent replied".into(),
             EdgeKind::After(s) => format!("after {}", duration(*s)),
             EdgeKind::Immediate => "at once".into(),
+            EdgeKind::Branch { condition, .. } => format!("when {condition}"),
             EdgeKind::AskThen(slot) => format!("answer {slot}"),
             EdgeKind::AskElse => "no valid answer".into(),
         }
+    }
+
+    /// Whether the edge is taken at once on entering the state (`->`, with or without a
+    /// condition).
+    pub fn is_immediate(&self) -> bool {
+        matches!(self, EdgeKind::Immediate | EdgeKind::Branch { .. })
     }
 
     /// Whether the contact must write something for this edge to be taken.
@@ -106,6 +120,22 @@ pub(crate) fn build(flow: &Flow, states: &HashMap<&str, usize>) -> FlowGraph {
                         );
                     }
                 }
+                ActionKind::Branch { target: t, when } => {
+                    if let Some(to) = target(&t.value) {
+                        graph.add_edge(
+                            nodes[i],
+                            to,
+                            Edge {
+                                kind: EdgeKind::Branch {
+                                    condition: rapport_syntax::format_condition(when),
+                                    defines: defined_by(when),
+                                },
+                                span: action.span,
+                                flow_wide: false,
+                            },
+                        );
+                    }
+                }
                 ActionKind::Ask(ask) => {
                     if let Some(to) = target(&ask.then.value) {
                         graph.add_edge(
@@ -160,6 +190,33 @@ pub(crate) fn build(flow: &Flow, states: &HashMap<&str, usize>) -> FlowGraph {
         }
     }
     FlowGraph { graph, nodes }
+}
+
+/// The names a condition needs a value of to hold: `has x` and every comparison (a
+/// comparison with a missing value is false); all of an `and`'s parts, what every part
+/// of an `or` needs, nothing under a `not`.
+fn defined_by(c: &rapport_syntax::ast::Condition) -> Vec<String> {
+    use rapport_syntax::ast::ConditionKind;
+    match &c.kind {
+        ConditionKind::Has(n) => vec![n.value.clone()],
+        ConditionKind::Compare { token, .. } => vec![token.value.clone()],
+        ConditionKind::Not(_) => Vec::new(),
+        ConditionKind::And(parts) => {
+            let mut all: Vec<String> = parts.iter().flat_map(defined_by).collect();
+            all.sort();
+            all.dedup();
+            all
+        }
+        ConditionKind::Or(parts) => {
+            let mut each = parts.iter().map(defined_by);
+            let first = each.next().unwrap_or_default();
+            let rest: Vec<Vec<String>> = each.collect();
+            first
+                .into_iter()
+                .filter(|n| rest.iter().all(|r| r.contains(n)))
+                .collect()
+        }
+    }
 }
 
 fn pattern_label(p: &PatternKind) -> String {
@@ -226,8 +283,20 @@ pub(crate) fn structure(flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>)
             .actions
             .iter()
             .any(|a| matches!(a.kind, ActionKind::End | ActionKind::Handoff { .. }));
-        let leaves = g.graph.edges(g.nodes[i]).next().is_some();
-        if !ends && !leaves {
+        // A branch leaves only when its condition holds.
+        let leaves = g
+            .edges_from(i)
+            .any(|(_, e)| !matches!(e.kind, EdgeKind::Branch { .. }));
+        let branches = g
+            .edges_from(i)
+            .any(|(_, e)| matches!(e.kind, EdgeKind::Branch { .. }));
+        if !ends && !leaves && branches {
+            diags.push(
+                Diagnostic::error(Code::DeadEnd, format!("state `{}` is a dead end when none of its branches holds", state.name.value))
+                    .label(state.name.span, "a run that gets here and takes no branch can never leave")
+                    .help("close the branches with a default `-> STATE` (no `when`), or add a transition (`on reply ... -> STATE`, `after 24h -> STATE`)"),
+            );
+        } else if !ends && !leaves {
             diags.push(
                 Diagnostic::error(Code::DeadEnd, format!("state `{}` is a dead end", state.name.value))
                     .label(state.name.span, "a run that gets here can never leave")
@@ -249,12 +318,12 @@ pub(crate) fn structure(flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>)
     }
 
     // Instant loops: strongly connected components over `->` edges alone.
-    let immediate = EdgeFiltered::from_fn(&g.graph, |e| e.weight().kind == EdgeKind::Immediate);
+    let immediate = EdgeFiltered::from_fn(&g.graph, |e| e.weight().kind.is_immediate());
     for component in tarjan_scc(&immediate) {
         let looped = component.len() > 1
             || g.graph
                 .edges_connecting(component[0], component[0])
-                .any(|e| e.weight().kind == EdgeKind::Immediate);
+                .any(|e| e.weight().kind.is_immediate());
         if !looped {
             continue;
         }
@@ -279,7 +348,7 @@ pub(crate) fn structure(flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>)
             if let Some(a) = flow.states[i]
                 .actions
                 .iter()
-                .find(|a| matches!(a.kind, ActionKind::Goto(_)))
+                .find(|a| matches!(a.kind, ActionKind::Goto(_) | ActionKind::Branch { .. }))
             {
                 d = d.label(a.span, "goes on at once");
             }
@@ -299,7 +368,7 @@ fn cycle_from(g: &FlowGraph, start: usize, members: &[usize]) -> Vec<usize> {
     for _ in 0..members.len() {
         let next = g
             .edges_from(current)
-            .filter(|(to, e)| e.kind == EdgeKind::Immediate && members.contains(to))
+            .filter(|(to, e)| e.kind.is_immediate() && members.contains(to))
             .map(|(to, _)| to)
             .find(|to| *to == start || !path.contains(to));
         match next {

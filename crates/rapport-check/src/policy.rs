@@ -326,7 +326,7 @@ fn window(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
                 let next = match &edge.kind {
                     k if k.needs_contact() => 0,
                     EdgeKind::After(d) => (t + d).min(late),
-                    EdgeKind::Immediate => t,
+                    EdgeKind::Immediate | EdgeKind::Branch { .. } => t,
                     // Events and agents can come at any time later.
                     _ => late,
                 };

@@ -75,7 +75,7 @@ pub(crate) fn graph_is_whole(flow: &Flow, states: &HashMap<&str, usize>) -> bool
             .iter()
             .flat_map(|s| s.actions.iter())
             .all(|a| match &a.kind {
-                ActionKind::Goto(t) => known(t),
+                ActionKind::Goto(t) | ActionKind::Branch { target: t, .. } => known(t),
                 ActionKind::Ask(ask) => {
                     known(&ask.then) && ask.otherwise.as_ref().is_none_or(known)
                 }
@@ -171,7 +171,7 @@ pub(crate) fn names(
     for state in &flow.states {
         for action in &state.actions {
             match &action.kind {
-                ActionKind::Goto(t) => target(t, diags),
+                ActionKind::Goto(t) | ActionKind::Branch { target: t, .. } => target(t, diags),
                 ActionKind::Ask(ask) => {
                     target(&ask.then, diags);
                     if let Some(o) = &ask.otherwise {

@@ -233,6 +233,11 @@ pub(crate) fn check(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut
             check_when(c, event);
         }
     }
+    for action in flow.states.iter().flat_map(|s| s.actions.iter()) {
+        if let ActionKind::Branch { when, .. } = &action.kind {
+            check_when(when, None);
+        }
+    }
 
     let defined_in = must_defined(flow, g, &names);
     for (v, state) in flow.states.iter().enumerate() {
@@ -372,10 +377,21 @@ fn must_defined(flow: &Flow, g: &FlowGraph, names: &Names<'_>) -> Vec<Option<Fix
         out.union_with(&gens[u]);
         for (v, edge) in g.edges_from(u) {
             let mut along = out.clone();
-            if let EdgeKind::AskThen(slot) = &edge.kind {
-                if let Some(&i) = names.slots.get(slot.as_str()) {
-                    along.insert(i);
+            match &edge.kind {
+                EdgeKind::AskThen(slot) => {
+                    if let Some(&i) = names.slots.get(slot.as_str()) {
+                        along.insert(i);
+                    }
                 }
+                // `-> S when has x`: along this branch, `x` has a value.
+                EdgeKind::Branch { defines, .. } => {
+                    for name in defines {
+                        if let Some(&i) = names.slots.get(name.as_str()) {
+                            along.insert(i);
+                        }
+                    }
+                }
+                _ => {}
             }
             let changed = match &mut ins[v] {
                 slot @ None => {
@@ -426,7 +442,12 @@ fn missing_path(
             continue;
         }
         for (v, edge) in g.edges_from(u) {
-            if seen[v] || matches!(&edge.kind, EdgeKind::AskThen(s) if s == name) {
+            let defines = match &edge.kind {
+                EdgeKind::AskThen(s) => s == name,
+                EdgeKind::Branch { defines, .. } => defines.iter().any(|d| d == name),
+                _ => false,
+            };
+            if seen[v] || defines {
                 continue;
             }
             seen[v] = true;

@@ -587,7 +587,7 @@ impl Coverage {
                 }
                 for a in &s.actions {
                     match a {
-                        BAction::Goto { state } => {
+                        BAction::Goto { state } | BAction::Branch { state, .. } => {
                             edges.insert((i, *state));
                         }
                         BAction::Ask(ask) => {

@@ -169,6 +169,12 @@ pub enum ActionKind {
     },
     End,
     Goto(Name),
+    /// `-> STATE when COND`: taken at once when COND holds; else the next action (only
+    /// further branches, or a final `-> STATE`) is tried.
+    Branch {
+        target: Name,
+        when: Condition,
+    },
 }
 
 impl ActionKind {
@@ -185,7 +191,7 @@ impl ActionKind {
             ActionKind::Emit { .. } => "emit",
             ActionKind::Handoff { .. } => "handoff",
             ActionKind::End => "end",
-            ActionKind::Goto(_) => "->",
+            ActionKind::Goto(_) | ActionKind::Branch { .. } => "->",
         }
     }
 }

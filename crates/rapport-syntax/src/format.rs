@@ -175,6 +175,9 @@ impl Printer {
                     self.line(d + 1, &format!("sla {}", duration(sla.value)));
                 }
             }
+            ActionKind::Branch { target, when: w } => {
+                self.line(d, &format!("-> {} when {}", target.value, or_condition(w)));
+            }
             ActionKind::Hide | ActionKind::End | ActionKind::Goto(_) => {}
         }
     }
@@ -333,6 +336,11 @@ fn expect(e: &Expect) -> String {
 }
 
 // ---------------------------------------------------------------------- conditions
+
+/// A condition as `rapport fmt` writes it (`size_help == "yes" and has first_name`).
+pub fn format_condition(c: &Condition) -> String {
+    or_condition(c)
+}
 
 fn when(condition: &Option<Condition>) -> String {
     match condition {

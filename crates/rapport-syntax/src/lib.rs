@@ -13,6 +13,7 @@ pub mod settings;
 mod text;
 
 pub use diagnostic::{did_you_mean, Code, Diagnostic, Label, Severity, Span};
+pub use format::format_condition;
 pub use parser::build::{parse_duration, DurationProblem};
 pub use parser::{parse, Parsed};
 pub use settings::depth::{too_deep as yaml_too_deep, MAX_YAML_DEPTH};

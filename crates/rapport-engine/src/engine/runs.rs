@@ -427,6 +427,20 @@ impl Engine {
                     self.enter(contact, run_id, *state, depth + 1, cause);
                     return;
                 }
+                // Branches are tried in order; the first whose condition holds is taken
+                // at once. None taken (and no default): the run waits in this state.
+                BAction::Branch { state, when } => {
+                    let Some(run) = self.run_copy(contact, run_id) else {
+                        return;
+                    };
+                    let lookup = self.lookup(contact, &run, None);
+                    let holds = crate::matching::condition_holds(when, &lookup);
+                    drop(lookup);
+                    if holds {
+                        self.enter(contact, run_id, *state, depth + 1, cause);
+                        return;
+                    }
+                }
             }
             // A send can end the run (no consent): stop there.
             if self

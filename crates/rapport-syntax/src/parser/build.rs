@@ -495,13 +495,32 @@ impl<'d> Builder<'d> {
                 .label(t.span, "the state's transitions start here")
                 .help("write a state's actions first and its transitions (`on ...`, `after ...`) last");
                 self.error(d);
-            } else if let Some(prev) = &last {
+            } else if let Some(prev) = last.as_ref().filter(|prev| {
+                // Branches are tried in order: more branches, or a default `->`, may follow.
+                !(matches!(prev.kind, ActionKind::Branch { .. })
+                    && matches!(action.kind, ActionKind::Branch { .. } | ActionKind::Goto(_)))
+            }) {
                 let (msg, help) = if matches!(prev.kind, ActionKind::Ask(_))
                     && matches!(action.kind, ActionKind::Ask(_))
                 {
                     (
                         "a state can ask only one question".to_string(),
                         "move the second `ask` into a state of its own, reached by the first one's `then ->`".to_string(),
+                    )
+                } else if matches!(action.kind, ActionKind::Branch { .. }) {
+                    (
+                        format!(
+                            "a branch comes after `{}`, so it would never be tried",
+                            prev.kind.keyword()
+                        ),
+                        if matches!(prev.kind, ActionKind::Goto(_)) {
+                            "branches are tried in order and `-> STATE` without `when` is taken at once: write it last, as the default".to_string()
+                        } else {
+                            format!(
+                                "a state's branches come last: after `{}` nothing runs; move the branches to a state of their own",
+                                prev.kind.keyword()
+                            )
+                        },
                     )
                 } else {
                     (
@@ -523,10 +542,23 @@ impl<'d> Builder<'d> {
                     .help(help);
                 self.error(d);
             }
+            let branch_chain = matches!(
+                (&last, &action.kind),
+                (
+                    Some(Action {
+                        kind: ActionKind::Branch { .. },
+                        ..
+                    }),
+                    ActionKind::Goto(_)
+                )
+            );
             if matches!(
                 action.kind,
-                ActionKind::Ask(_) | ActionKind::Goto(_) | ActionKind::End
-            ) && last.is_none()
+                ActionKind::Ask(_)
+                    | ActionKind::Goto(_)
+                    | ActionKind::End
+                    | ActionKind::Branch { .. }
+            ) && (last.is_none() || branch_chain)
             {
                 last = Some(action.clone());
             }
@@ -598,7 +630,18 @@ impl<'d> Builder<'d> {
                 }
             }
             Rule::end_action => ActionKind::End,
-            Rule::goto_action => ActionKind::Goto(self.target(first_value(pair)?)),
+            Rule::goto_action => {
+                let mut v = values(pair);
+                let target = self.target(v.next()?);
+                match v
+                    .next()
+                    .and_then(first_value)
+                    .and_then(|c| self.condition(c))
+                {
+                    Some(when) => ActionKind::Branch { target, when },
+                    None => ActionKind::Goto(target),
+                }
+            }
             _ => return None,
         };
         Some(Action { span, kind })
