@@ -298,6 +298,9 @@ pub struct TemplateSend {
 pub struct Ask {
     pub slot: String,
     pub question: Text,
+    /// How the question is asked outside the messaging window.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub template: Option<TemplateSend>,
     pub marketing: bool,
     pub expect: Expect,
     pub retries: u32,

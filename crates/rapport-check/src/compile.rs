@@ -401,6 +401,10 @@ fn action(kind: &ActionKind, marketing: bool, target: &impl Fn(&str) -> usize) -
         ActionKind::Ask(ask) => b::Action::Ask(Box::new(b::Ask {
             slot: ask.slot.value.clone(),
             question: text(&ask.question),
+            template: ask.template.as_ref().map(|tf| b::TemplateSend {
+                name: tf.name.value.clone(),
+                params: pairs(&tf.with),
+            }),
             marketing,
             expect: match ask.expect.as_ref().map(|e| &e.value) {
                 None | Some(Expect::Text) => b::Expect::Text,

@@ -359,13 +359,13 @@ fn window(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
             let what = match &action.kind {
                 ActionKind::Send { template: None, .. } => "this message",
                 ActionKind::SendOneOf { .. } => "this `one of` message",
-                ActionKind::Ask(_) => "this question",
+                ActionKind::Ask(ask) if ask.template.is_none() => "this question",
                 _ => continue,
             };
             let path = witness(flow, &why, v, !by_message);
             let help = match &action.kind {
                 ActionKind::Send { .. } => "add `or template NAME` with an approved template, used when the window has closed",
-                ActionKind::Ask(_) => "a question cannot have a template: ask it after a reply from the contact, or send a templated message first and ask once they answer",
+                ActionKind::Ask(_) => "add `or template NAME` after the question, with an approved template that asks it, used when the window has closed",
                 _ => "`one of` cannot have a template: send it after a reply from the contact, or send a templated message first and go on once they answer",
             };
             diags.push(

@@ -177,6 +177,20 @@ pub(crate) fn names(
                     if let Some(o) = &ask.otherwise {
                         target(o, diags);
                     }
+                    if let Some(t) = &ask.template {
+                        match settings.templates.get(&t.name.value) {
+                            None => diags.push(unknown(
+                                "template",
+                                &t.name,
+                                &templates,
+                                "under `templates:` in rapport.yaml",
+                            )),
+                            Some(Some(params)) => {
+                                template_params(&t.name, params, &t.with, &ask.question, diags)
+                            }
+                            Some(None) => {}
+                        }
+                    }
                     if let (Some(retry), None) = (&ask.retry, &ask.otherwise) {
                         diags.push(
                             Diagnostic::warning(Code::RetryWithoutElse, "`retry` without `else`: after the last retry the run waits silently")

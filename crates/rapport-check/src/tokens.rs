@@ -318,6 +318,9 @@ fn action_tokens(action: &Action) -> Vec<&Token> {
         ActionKind::Reply(t) | ActionKind::Review(t) => texts.push(t),
         ActionKind::Ask(ask) => {
             texts.push(&ask.question);
+            if let Some(t) = &ask.template {
+                texts.extend(t.with.iter().map(|(_, v)| v));
+            }
             if let Some(r) = &ask.retry {
                 texts.push(&r.reprompt);
             }

@@ -206,6 +206,8 @@ pub struct TemplateFallback {
 pub struct Ask {
     pub slot: Name,
     pub question: Text,
+    /// `or template NAME [with ...]`: how the question is asked outside the window.
+    pub template: Option<TemplateFallback>,
     pub expect: Option<Spanned<Expect>>,
     pub retry: Option<Retry>,
     pub then: Name,

@@ -187,6 +187,10 @@ impl Printer {
             d,
             &format!("ask {} {}", ask.slot.value, text(&ask.question, d)),
         );
+        if let Some(template) = &ask.template {
+            let with = with_pairs(&template.with, d + 1);
+            self.line(d + 1, &format!("or template {}{with}", template.name.value));
+        }
         if let Some(e) = &ask.expect {
             self.line(d + 1, &format!("expect {}", expect(&e.value)));
         }

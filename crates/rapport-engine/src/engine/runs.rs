@@ -354,7 +354,7 @@ impl Engine {
                         contact,
                         run_id,
                         &ask.question,
-                        None,
+                        ask.template.as_ref(),
                         Some((target, i, false)),
                         cause,
                     );

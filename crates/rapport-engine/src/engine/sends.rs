@@ -38,7 +38,8 @@ impl Engine {
                 Some(t) => (t, None),
                 None => return,
             },
-            Some(BAction::Ask(ask)) => (&ask.question, None),
+            // Outside the window, the question is asked with its template.
+            Some(BAction::Ask(ask)) => (&ask.question, ask.template.as_ref()),
             _ => return,
         };
         self.deliver_text(

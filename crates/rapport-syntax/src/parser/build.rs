@@ -671,9 +671,11 @@ impl<'d> Builder<'d> {
         let question = self.text(v.next()?);
         let mut expect = None;
         let mut retry = None;
+        let mut template = None;
         let mut targets = Vec::new();
         for p in v {
             match p.as_rule() {
+                Rule::or_template => template = self.template_fallback(p),
                 Rule::expect_clause => expect = first_value(p).and_then(|e| self.expect(e)),
                 Rule::retry_clause => {
                     let span = self.span(&p);
@@ -696,6 +698,7 @@ impl<'d> Builder<'d> {
         Some(Ask {
             slot,
             question,
+            template,
             expect,
             retry,
             then: targets.next()?,
