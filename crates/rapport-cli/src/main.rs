@@ -28,6 +28,7 @@ mod cap;
 mod check;
 mod durable;
 mod files;
+mod fmt;
 mod graph;
 mod load;
 mod project;
@@ -92,6 +93,19 @@ enum Command {
     ///   rapport graph welcome flows/ --format dot | dot -Tsvg > welcome.svg
     #[command(verbatim_doc_comment)]
     Graph(GraphArgs),
+
+    /// Rewrite .flow files in their canonical form, keeping every comment.
+    ///
+    /// One layout for every flow: two spaces per level, header clauses in a fixed order,
+    /// one statement per line, strings escaped one way. Comments stay where they were
+    /// written, and blank lines between blocks are kept. Formatting never changes a
+    /// flow's version. A file with syntax errors is left as it is (exit 1).
+    ///
+    /// Examples:
+    ///   rapport fmt flows/
+    ///   rapport fmt --check flows/ bench/funnel     # in CI: list what would change, exit 1
+    #[command(verbatim_doc_comment)]
+    Fmt(FmtCliArgs),
 
     /// Run a bundle against a stream of JSONL events, writing actions and audit records.
     ///
@@ -400,6 +414,15 @@ struct BuildArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct FmtCliArgs {
+    /// Project folders (holding rapport.yaml) or .flow files; default: the current folder.
+    paths: Vec<PathBuf>,
+    /// Change nothing: list the files that are not formatted, and exit 1 if there are any.
+    #[arg(long)]
+    check: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct GraphArgs {
     /// The flow's name.
     flow: String,
@@ -438,6 +461,10 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Build(args) => build::run(args),
         Command::Graph(args) => graph::run(args),
+        Command::Fmt(args) => fmt::run(fmt::FmtArgs {
+            paths: args.paths,
+            check: args.check,
+        }),
         Command::Run(args) => run::run(args),
         Command::Test(args) => scenario::run(args),
         Command::Audit(AuditCommand::Export { contact, store }) => {

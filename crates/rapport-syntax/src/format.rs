@@ -59,78 +59,211 @@ pub fn format_file(file: &FlowFile) -> String {
         .join("\n")
 }
 
-/// The flow's canonical text, ending with a line break.
+/// The flow's canonical text, ending with a line break: what its version is hashed from.
 pub fn format_flow(flow: &Flow) -> String {
     let mut printer = Printer::default();
     printer.flow(flow);
     printer.out
 }
 
-#[derive(Default)]
-struct Printer {
-    out: String,
+/// What `rapport fmt` writes: the file's canonical form with every comment of `notes`
+/// (see [`crate::comments`]) where it was written. Without comments it is
+/// [`format_file`]: a flow's version does not depend on its comments or layout.
+pub fn format_file_with(file: &FlowFile, notes: &crate::comments::Notes) -> String {
+    let mut printer = Printer {
+        out: String::new(),
+        notes: Some(notes),
+    };
+    for (i, flow) in file.flows.iter().enumerate() {
+        if i > 0 {
+            printer.out.push('\n');
+        }
+        printer.flow(flow);
+    }
+    for note in &notes.end {
+        if note.blank_before {
+            printer.blank();
+        }
+        printer.line(0, &note.text);
+    }
+    printer.out
 }
 
-impl Printer {
+#[derive(Default)]
+struct Printer<'a> {
+    out: String,
+    /// Comments to keep (`rapport fmt`); none for the canonical text of a version.
+    notes: Option<&'a crate::comments::Notes>,
+}
+
+impl Printer<'_> {
     fn line(&mut self, depth: usize, text: &str) {
         push_indent(&mut self.out, depth);
         self.out.push_str(text);
         self.out.push('\n');
     }
 
+    /// One blank line, unless the text starts here, a block opens just above, or there
+    /// is one already.
+    fn blank(&mut self) {
+        if !(self.out.is_empty() || self.out.ends_with("\n\n") || self.out.ends_with("{\n")) {
+            self.out.push('\n');
+        }
+    }
+
+    /// The comments written above the statement at `at`, and the blank lines around
+    /// them (`blank`: whether a blank line just above the statement is kept).
+    fn lead(&mut self, at: usize, depth: usize, blank: bool) {
+        let Some(notes) = self.notes else {
+            return;
+        };
+        if let Some(list) = notes.leading.get(&at) {
+            for note in list {
+                if note.blank_before {
+                    self.blank();
+                }
+                self.line(depth, &note.text);
+            }
+        }
+        if blank && notes.blank_before.contains(&at) {
+            self.blank();
+        }
+    }
+
+    /// Puts the comments written after the statement at `at` at the end of the first
+    /// line printed from `from` on.
+    fn trail(&mut self, at: usize, from: usize) {
+        let Some(list) = self.notes.and_then(|n| n.trailing.get(&at)) else {
+            return;
+        };
+        let end = self.out[from..]
+            .find('\n')
+            .map_or(self.out.len(), |i| from + i);
+        if self.out[from..end].ends_with("\"\"\"") {
+            // The line opens a `"""` block: a comment after it would be text. It goes on
+            // the line above, at the statement's indentation.
+            let indent: String = self.out[from..end]
+                .chars()
+                .take_while(|c| *c == ' ')
+                .collect();
+            let lines: String = list.iter().map(|c| format!("{indent}{c}\n")).collect();
+            self.out.insert_str(from, &lines);
+            return;
+        }
+        let text: String = list.iter().map(|c| format!("  {c}")).collect();
+        self.out.insert_str(end, &text);
+    }
+
+    /// Whether comments belong to the statement at `at`.
+    fn noted(&self, at: usize) -> bool {
+        self.notes
+            .is_some_and(|n| n.leading.contains_key(&at) || n.trailing.contains_key(&at))
+    }
+
+    /// Whether comments are written above the statement at `at` (a `}` with some cannot
+    /// close a block printed on one line; one with a comment after it can).
+    fn led(&self, at: usize) -> bool {
+        self.notes.is_some_and(|n| n.leading.contains_key(&at))
+    }
+
+    /// Whether comments come after the statement at `at` on its line.
+    fn trailed(&self, at: usize) -> bool {
+        self.notes.is_some_and(|n| n.trailing.contains_key(&at))
+    }
+
     fn flow(&mut self, flow: &Flow) {
         let header = header(flow);
         let name = &flow.name.value;
-        if header.is_empty() && flow.transitions.is_empty() && flow.states.is_empty() {
+        let close = flow.span.end.saturating_sub(1);
+        self.lead(flow.span.start, 0, true);
+        let from = self.out.len();
+        // One line holds one comment at most: two go on lines of their own.
+        if header.is_empty()
+            && flow.transitions.is_empty()
+            && flow.states.is_empty()
+            && !self.led(close)
+            && !(self.trailed(flow.span.start) && self.trailed(close))
+        {
             self.line(0, &format!("flow {name} {{}}"));
+            self.trail(flow.span.start, from);
+            self.trail(close, from);
             return;
         }
         self.line(0, &format!("flow {name} {{"));
+        self.trail(flow.span.start, from);
         let mut after_group = false;
-        for clause in &header {
+        for (at, clause) in &header {
+            self.lead(*at, 1, true);
+            let from = self.out.len();
             self.line(1, clause);
+            self.trail(*at, from);
             after_group = true;
         }
         if !flow.transitions.is_empty() {
             if after_group {
-                self.out.push('\n');
+                self.blank();
             }
             for t in &flow.transitions {
+                self.lead(t.span.start, 1, true);
+                let from = self.out.len();
                 self.line(1, &transition(t));
+                self.trail(t.span.start, from);
             }
             after_group = true;
         }
         for state in &flow.states {
             if after_group {
-                self.out.push('\n');
+                self.blank();
             }
             self.state(state, 1);
             after_group = true;
         }
+        self.lead(close, 1, false);
+        let from = self.out.len();
         self.line(0, "}");
+        self.trail(close, from);
     }
 
     fn state(&mut self, state: &State, depth: usize) {
         let name = &state.name.value;
-        if state.transitions.is_empty() {
-            match state.actions.as_slice() {
-                [] => return self.line(depth, &format!("state {name} {{}}")),
-                [only] => {
-                    if let Some(word) = bare_action(&only.kind) {
-                        return self.line(depth, &format!("state {name} {{ {word} }}"));
-                    }
-                }
-                _ => {}
+        let close = state.span.end.saturating_sub(1);
+        self.lead(state.span.start, depth, true);
+        let from = self.out.len();
+        // One line, when nothing inside has comments of its own.
+        // One line holds one comment at most: with two, the block takes several lines.
+        let inner_noted = self.led(close)
+            || (self.trailed(state.span.start) && self.trailed(close))
+            || state.actions.iter().any(|a| self.noted(a.span.start));
+        if state.transitions.is_empty() && !inner_noted {
+            let one_line = match state.actions.as_slice() {
+                [] => Some(format!("state {name} {{}}")),
+                [only] => bare_action(&only.kind).map(|word| format!("state {name} {{ {word} }}")),
+                _ => None,
+            };
+            if let Some(line) = one_line {
+                self.line(depth, &line);
+                self.trail(state.span.start, from);
+                return self.trail(close, from);
             }
         }
         self.line(depth, &format!("state {name} {{"));
+        self.trail(state.span.start, from);
         for action in &state.actions {
+            self.lead(action.span.start, depth + 1, true);
+            let from = self.out.len();
             self.action(&action.kind, depth + 1);
+            self.trail(action.span.start, from);
         }
         for t in &state.transitions {
+            self.lead(t.span.start, depth + 1, true);
+            let from = self.out.len();
             self.line(depth + 1, &transition(t));
+            self.trail(t.span.start, from);
         }
+        self.lead(close, depth + 1, false);
+        let from = self.out.len();
         self.line(depth, "}");
+        self.trail(close, from);
     }
 
     fn action(&mut self, kind: &ActionKind, d: usize) {
@@ -215,29 +348,33 @@ fn bare_action(kind: &ActionKind) -> Option<String> {
     }
 }
 
-fn header(flow: &Flow) -> Vec<String> {
+/// The header clauses in their fixed order, each with where it starts in the source.
+fn header(flow: &Flow) -> Vec<(usize, String)> {
     let mut lines = Vec::new();
     if let Some(title) = &flow.title {
-        lines.push(format!("title {}", quoted(&title.value)));
+        lines.push((title.span.start, format!("title {}", quoted(&title.value))));
     }
     if let Some(version) = &flow.version {
-        lines.push(format!("version {}", version.value));
+        lines.push((version.span.start, format!("version {}", version.value)));
     }
     if let Some(purpose) = &flow.purpose {
         let word = match purpose.value {
             Purpose::Marketing => "marketing",
             Purpose::Transactional => "transactional",
         };
-        lines.push(format!("purpose {word}"));
+        lines.push((purpose.span.start, format!("purpose {word}")));
     }
     if let Some(channels) = &flow.channels {
-        lines.push(format!("channels {}", names(&channels.value)));
+        lines.push((
+            channels.span.start,
+            format!("channels {}", names(&channels.value)),
+        ));
     }
     for trigger in &flow.triggers {
-        lines.push(self::trigger(trigger));
+        lines.push((trigger.span.start, self::trigger(trigger)));
     }
     if let Some(priority) = &flow.priority {
-        lines.push(format!("priority {}", priority.value));
+        lines.push((priority.span.start, format!("priority {}", priority.value)));
     }
     if let Some(reentry) = &flow.reentry {
         let policy = match reentry.value {
@@ -245,10 +382,13 @@ fn header(flow: &Flow) -> Vec<String> {
             Reentry::Never => "never".to_string(),
             Reentry::After(d) => format!("after {}", duration(d)),
         };
-        lines.push(format!("reentry {policy}"));
+        lines.push((reentry.span.start, format!("reentry {policy}")));
     }
     if let Some(expire) = &flow.expire_after {
-        lines.push(format!("expire after {}", duration(expire.value)));
+        lines.push((
+            expire.span.start,
+            format!("expire after {}", duration(expire.value)),
+        ));
     }
     if let Some(rollout) = &flow.rollout {
         let stages: Vec<String> = rollout.stages.iter().map(|s| percent(s.value)).collect();
@@ -256,7 +396,7 @@ fn header(flow: &Flow) -> Vec<String> {
         if let Some(every) = &rollout.every {
             line.push_str(&format!(" every {}", duration(every.value)));
         }
-        lines.push(line);
+        lines.push((rollout.span.start, line));
     }
     if let Some(halt) = &flow.halt {
         let guards: Vec<String> = halt
@@ -271,11 +411,14 @@ fn header(flow: &Flow) -> Vec<String> {
         if let Some(runs) = &halt.after_runs {
             line.push_str(&format!(" after {} runs", runs.value));
         }
-        lines.push(line);
+        lines.push((halt.span.start, line));
     }
     if let Some(goal) = &flow.goal {
         let within = duration(goal.within.value);
-        lines.push(format!("goal {} within {within}", goal.event.value));
+        lines.push((
+            goal.span.start,
+            format!("goal {} within {within}", goal.event.value),
+        ));
     }
     lines
 }

@@ -4,6 +4,7 @@
 //! Pure: no I/O, no clock. Parsing never panics and never stops at the first error.
 
 pub mod ast;
+pub mod comments;
 pub mod diagnostic;
 mod errors;
 pub mod format;

@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use rapport_syntax::ast::FlowFile;
-use rapport_syntax::format::{format_file, format_flow};
+use rapport_syntax::comments::notes;
+use rapport_syntax::format::{format_file, format_file_with, format_flow};
 use rapport_syntax::parse;
 
 /// Every construct of the language, written out of canonical order, with comments and odd
@@ -670,5 +671,62 @@ proptest! {
         let parsed = parse(&relaid);
         prop_assert!(parsed.diagnostics.is_empty(), "{name}: {:#?}\n{relaid}", parsed.diagnostics);
         prop_assert_eq!(format_file(&parsed.file), canonical(source, name), "{}:\n{}", name, relaid);
+    }
+}
+
+/// What `rapport fmt` writes for `source`.
+fn formatted(source: &str) -> (String, FlowFile, Vec<String>) {
+    let parsed = parse(source);
+    let placed = notes(source, &parsed.file).expect("parses whole");
+    let mut comments = placed.all.clone();
+    comments.sort();
+    (
+        format_file_with(&parsed.file, &placed),
+        parsed.file,
+        comments,
+    )
+}
+
+#[test]
+fn formatting_the_examples_keeps_their_comments_and_meaning_and_is_stable() {
+    for (name, source) in sources() {
+        let (once, tree, comments) = formatted(source);
+        let (twice, again, comments_again) = formatted(&once);
+        assert_eq!(twice, once, "{name}: formatting twice changes it");
+        assert_eq!(
+            shape(&again),
+            shape(&tree),
+            "{name}: the formatted text says something else"
+        );
+        assert_eq!(comments_again, comments, "{name}: comments changed");
+        assert_eq!(
+            format_file(&again),
+            format_file(&tree),
+            "{name}: the version would change"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Any layout of any example, with comments anywhere: `rapport fmt` keeps every
+    /// comment, says the same, and gives text it would leave as it is.
+    #[test]
+    fn formatting_keeps_every_comment_and_is_idempotent(
+        which in 0usize..64,
+        at in 0usize..10_000,
+        edits in proptest::collection::vec(edit(), 1..40),
+        last_comment in "\\PC{0,20}",
+    ) {
+        let (name, source) = &sources()[which % sources().len()];
+        let relaid = relaid(source, at, &edits, &last_comment);
+        let (once, tree, comments) = formatted(&relaid);
+        let reparsed = parse(&once);
+        prop_assert!(reparsed.diagnostics.is_empty(), "{name}: {:#?}\n{once}", reparsed.diagnostics);
+        let (twice, again, comments_again) = formatted(&once);
+        prop_assert_eq!(shape(&again), shape(&tree), "{}: says something else:\n{}", name, once);
+        prop_assert_eq!(comments_again, comments, "{}: comments changed:\n{}\n---\n{}", name, relaid, once);
+        prop_assert_eq!(twice, once.clone(), "{}: not stable:\n{}\n--- from ---\n{}", name, once, relaid);
     }
 }
