@@ -240,6 +240,9 @@ pub enum Action {
         marketing: bool,
         #[serde(skip_serializing_if = "Option::is_none", default)]
         template: Option<TemplateSend>,
+        /// A draft: it goes to a person's queue, and out when they approve it.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        approve: Option<Approve>,
     },
     SendVariant {
         /// One text per variant key, in the flow's variant order.
@@ -283,6 +286,16 @@ pub enum Action {
         state: usize,
         when: Condition,
     },
+}
+
+/// Who approves a draft, and for how long it waits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approve {
+    pub queue: String,
+    /// Seconds; an undecided draft is dropped after them.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub within: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -350,6 +363,10 @@ pub enum On {
     },
     AgentReleased,
     AgentReplied,
+    /// A person approved a draft of the state.
+    AgentApproved,
+    /// A person rejected a draft of the state.
+    AgentRejected,
     /// Seconds after the state was entered.
     After {
         seconds: u64,

@@ -279,6 +279,8 @@ fn transition(t: &ast::Transition, target: &impl Fn(&str) -> usize) -> b::Transi
             TransitionKind::Agent(a) => match a.value {
                 ast::AgentEvent::Released => b::On::AgentReleased,
                 ast::AgentEvent::Replied => b::On::AgentReplied,
+                ast::AgentEvent::Approved => b::On::AgentApproved,
+                ast::AgentEvent::Rejected => b::On::AgentRejected,
             },
             TransitionKind::After(d) => b::On::After {
                 seconds: d.value.seconds,
@@ -383,7 +385,15 @@ fn pairs(with: &[(ast::Name, ast::Text)]) -> Vec<(String, b::Text)> {
 
 fn action(kind: &ActionKind, marketing: bool, target: &impl Fn(&str) -> usize) -> b::Action {
     match kind {
-        ActionKind::Send { text: t, template } => b::Action::Send {
+        ActionKind::Send {
+            text: t,
+            template,
+            approve,
+        } => b::Action::Send {
+            approve: approve.as_ref().map(|a| b::Approve {
+                queue: a.queue.value.clone(),
+                within: a.within.as_ref().map(|w| w.value.seconds),
+            }),
             text: text(t),
             marketing,
             template: template.as_ref().map(|tf| b::TemplateSend {

@@ -19,6 +19,8 @@ pub enum EdgeKind {
     Event(String),
     AgentReleased,
     AgentReplied,
+    AgentApproved,
+    AgentRejected,
     /// `after DURATION`, in seconds.
     After(u64),
     /// `-> STATE` as an entry action: no waiting.
@@ -45,6 +47,8 @@ impl EdgeKind {
             EdgeKind::Event(e) => format!("event {e}"),
             EdgeKind::AgentReleased => "agent released".into(),
             EdgeKind::AgentReplied => "agent replied".into(),
+            EdgeKind::AgentApproved => "draft approved".into(),
+            EdgeKind::AgentRejected => "draft rejected".into(),
             EdgeKind::After(s) => format!("after {}", duration(*s)),
             EdgeKind::Immediate => "at once".into(),
             EdgeKind::Branch { condition, .. } => format!("when {condition}"),
@@ -174,6 +178,8 @@ pub(crate) fn build(flow: &Flow, states: &HashMap<&str, usize>) -> FlowGraph {
                     TransitionKind::Agent(a) => match a.value {
                         rapport_syntax::ast::AgentEvent::Released => EdgeKind::AgentReleased,
                         rapport_syntax::ast::AgentEvent::Replied => EdgeKind::AgentReplied,
+                        rapport_syntax::ast::AgentEvent::Approved => EdgeKind::AgentApproved,
+                        rapport_syntax::ast::AgentEvent::Rejected => EdgeKind::AgentRejected,
                     },
                     TransitionKind::After(d) => EdgeKind::After(d.value.seconds),
                 };

@@ -357,7 +357,13 @@ fn window(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
                 continue;
             }
             let what = match &action.kind {
-                ActionKind::Send { template: None, .. } => "this message",
+                // A draft goes out when a person approves it, not when the state is
+                // entered.
+                ActionKind::Send {
+                    template: None,
+                    approve: None,
+                    ..
+                } => "this message",
                 ActionKind::SendOneOf { .. } => "this `one of` message",
                 ActionKind::Ask(ask) if ask.template.is_none() => "this question",
                 _ => continue,
@@ -572,7 +578,9 @@ fn budget(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagn
             .filter(|a| {
                 matches!(
                     a.kind,
-                    ActionKind::Send { .. } | ActionKind::SendOneOf { .. } | ActionKind::Ask(_)
+                    ActionKind::Send { approve: None, .. }
+                        | ActionKind::SendOneOf { .. }
+                        | ActionKind::Ask(_)
                 )
             })
             .count()

@@ -170,6 +170,19 @@ pub(crate) fn names(
     }
     for state in &flow.states {
         for action in &state.actions {
+            if let ActionKind::Send {
+                approve: Some(a), ..
+            } = &action.kind
+            {
+                if !settings.queues.contains(&a.queue.value) {
+                    diags.push(unknown(
+                        "queue",
+                        &a.queue,
+                        &queues,
+                        "under `queues:` in rapport.yaml",
+                    ));
+                }
+            }
             match &action.kind {
                 ActionKind::Goto(t) | ActionKind::Branch { target: t, .. } => target(t, diags),
                 ActionKind::Ask(ask) => {
@@ -210,6 +223,7 @@ pub(crate) fn names(
                 ActionKind::Send {
                     text,
                     template: Some(t),
+                    ..
                 } => match settings.templates.get(&t.name.value) {
                     None => diags.push(unknown(
                         "template",

@@ -88,6 +88,7 @@ impl<'a> Names<'a> {
     /// `last_reply`: always resolvable, so never "missing".
     fn is_ambient(&self, name: &str) -> bool {
         name == "last_reply"
+            || name == "suggested_reply"
             || self.settings.profile.contains_key(name)
             || self.settings.vars.contains_key(name)
     }
@@ -97,6 +98,7 @@ impl<'a> Names<'a> {
         c.extend(self.settings.profile.keys().map(String::as_str));
         c.extend(self.settings.vars.keys().map(String::as_str));
         c.push("last_reply");
+        c.push("suggested_reply");
         c
     }
 
@@ -308,7 +310,7 @@ pub(crate) fn check(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut
 fn action_tokens(action: &Action) -> Vec<&Token> {
     let mut texts: Vec<&Text> = Vec::new();
     match &action.kind {
-        ActionKind::Send { text, template } => {
+        ActionKind::Send { text, template, .. } => {
             texts.push(text);
             if let Some(t) = template {
                 texts.extend(t.with.iter().map(|(_, v)| v));

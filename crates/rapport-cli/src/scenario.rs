@@ -224,7 +224,8 @@ fn read_scenario(
             Some(Seg::Index(j)) => j + 1,
             _ => 0,
         };
-        if let Err(why) = step::step_event(step, &scenario, n, scenario.start, settings) {
+        if let Err(why) = step::step_event(step, &scenario, n, scenario.start, settings, Some("d"))
+        {
             problems.push(Problem::at(&path, why));
         }
     }
@@ -291,6 +292,7 @@ fn run_case(
     let mut engine = Engine::new(bundle.clone());
     let mut now = s.start;
     let mut first_message = true;
+    let mut last_draft: Option<String> = None;
     let mut not_enrolled: Vec<String> = Vec::new();
     for (i, step) in case.steps.iter().enumerate() {
         let n = i + 1;
@@ -313,7 +315,9 @@ fn run_case(
             engine.advance(now)
         } else {
             let at = placed.unwrap_or(now);
-            let mut event = step::step_event(step, s, n, at, &bundle.settings).map_err(fail)?;
+            let mut event =
+                step::step_event(step, s, n, at, &bundle.settings, last_draft.as_deref())
+                    .map_err(fail)?;
             if let Body::Message { profile, .. } = &mut event.body {
                 if first_message {
                     for (k, v) in &s.profile {
@@ -330,6 +334,14 @@ fn run_case(
             engine.step(&event)
         };
         coverage.observe(&out.audit);
+        if let Some(d) = out
+            .actions
+            .iter()
+            .rev()
+            .find(|a| a.kind == ActionKind::Draft)
+        {
+            last_draft = Some(d.id.clone());
+        }
         for a in out.audit.iter().filter(|a| a.kind == "not_enrolled") {
             let why = format!(
                 "the contact was not enrolled in `{}`: {}",
@@ -375,7 +387,7 @@ fn describe_step(step: &Yaml) -> String {
 }
 
 /// The type an expected action names, and the action field its main value is.
-const TYPES: [(&str, &str); 10] = [
+const TYPES: [(&str, &str); 11] = [
     ("send", "text"),
     ("template", "template"),
     ("handoff", "queue"),
@@ -386,6 +398,7 @@ const TYPES: [(&str, &str); 10] = [
     ("tag", "label"),
     ("emit", "name"),
     ("alert", "kind"),
+    ("draft", "text"),
 ];
 
 fn action_type(a: &Action) -> &'static str {

@@ -9,6 +9,10 @@ use rapport_bundle::Settings;
 /// Milliseconds since the Unix epoch: the engine's clock is the events' `at`.
 pub type Millis = i64;
 
+/// The token a message's `suggestion` (a reply drafted upstream) is read by, until the
+/// contact's next message.
+pub const SUGGESTED_REPLY: &str = "suggested_reply";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub id: String,
@@ -47,6 +51,14 @@ pub enum Body {
     },
     Agent {
         released: bool,
+        agent: Option<String>,
+    },
+    /// A person's decision on a draft: `approved` (sent, as `text` when they edited it)
+    /// or `rejected`.
+    Decision {
+        approved: bool,
+        draft: String,
+        text: Option<String>,
         agent: Option<String>,
     },
     Tick,
@@ -89,7 +101,7 @@ impl Body {
             Body::Comment { .. } => "comment",
             Body::Consent { .. } => "consent",
             Body::External { .. } => "event",
-            Body::Agent { .. } => "agent",
+            Body::Agent { .. } | Body::Decision { .. } => "agent",
             Body::Tick => "tick",
             Body::Operator { .. } => "operator",
             Body::Delivery { .. } => "delivery",
@@ -182,6 +194,8 @@ struct Raw {
     code: Option<Value>,
     detail: Option<String>,
     effect: Option<String>,
+    draft: Option<String>,
+    suggestion: Option<String>,
 }
 
 /// Why a line was rejected, in words for stderr and the audit trail.
@@ -334,7 +348,14 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
                     .text
                     .take()
                     .ok_or_else(|| reject(rid, contact, "a `message` event needs `text`"))?,
-                profile: raw.profile.take().map(|p| p.0).unwrap_or_default(),
+                profile: {
+                    let mut profile = raw.profile.take().map(|p| p.0).unwrap_or_default();
+                    // A reply drafted upstream: `{suggested_reply}` until the next message.
+                    if let Some(s) = raw.suggestion.take() {
+                        profile.push((SUGGESTED_REPLY.to_string(), Value::String(s)));
+                    }
+                    profile
+                },
                 intent: raw.intent.take(),
                 sentiment: raw.sentiment,
             }
@@ -413,20 +434,36 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
         }
         "agent" => {
             need_contact("agent")?;
-            let released = match raw.action.as_deref() {
-                Some("released") => true,
-                Some("replied") => false,
+            match raw.action.as_deref() {
+                Some(what @ ("released" | "replied")) => Body::Agent {
+                    released: what == "released",
+                    agent: raw.agent.take(),
+                },
+                Some(decision @ ("approved" | "rejected")) => {
+                    let approved = decision == "approved";
+                    let draft = raw.draft.take().filter(|d| !d.is_empty()).ok_or_else(|| {
+                        reject(
+                            rid,
+                            contact,
+                            format!(
+                                "an `agent` event `{decision}` needs `draft`: the id of the draft action"
+                            ),
+                        )
+                    })?;
+                    Body::Decision {
+                        approved,
+                        draft,
+                        text: if approved { raw.text.take() } else { None },
+                        agent: raw.agent.take(),
+                    }
+                }
                 _ => {
                     return Err(reject(
                         rid,
                         contact,
-                        "an `agent` event needs `action`: released or replied",
+                        "an `agent` event needs `action`: released, replied, approved or rejected",
                     ))
                 }
-            };
-            Body::Agent {
-                released,
-                agent: raw.agent.take(),
             }
         }
         "tick" => Body::Tick,

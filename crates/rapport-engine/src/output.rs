@@ -62,6 +62,9 @@ pub struct Action {
     pub state: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<Arc<str>>,
+    /// On a send a person approved: the draft's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -76,6 +79,8 @@ pub enum ActionKind {
     Handoff,
     HandoffClosed,
     Alert,
+    /// A send waiting for a person's approval (`send ... approve by QUEUE`).
+    Draft,
 }
 
 impl ActionKind {
@@ -90,6 +95,7 @@ impl ActionKind {
             ActionKind::Handoff => "handoff",
             ActionKind::HandoffClosed => "handoff_closed",
             ActionKind::Alert => "alert",
+            ActionKind::Draft => "draft",
         }
     }
 }
@@ -121,6 +127,7 @@ impl Action {
             variant: None,
             state: None,
             cause: None,
+            draft: None,
         }
     }
 }
@@ -157,6 +164,7 @@ impl Action {
             variant,
             state,
             cause,
+            draft,
         } = self;
         out.extend_from_slice(b"{\"id\":");
         json_str(out, id);
@@ -185,6 +193,7 @@ impl Action {
         opt_str(out, "variant", variant.as_deref());
         opt_str(out, "state", state.as_deref());
         opt_str(out, "cause", cause.as_deref());
+        opt_str(out, "draft", draft.as_deref());
         out.push(b'}');
     }
 }
@@ -336,6 +345,7 @@ mod tests {
             variant: Some(text.into()),
             state: Some(Arc::from(text)),
             cause: Some(Arc::from(text)),
+            draft: Some(text.into()),
         }
     }
 

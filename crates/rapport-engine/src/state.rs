@@ -139,6 +139,21 @@ pub(crate) struct Run {
     pub(crate) state_timers: ThinVec<u64>,
     /// The run's expiry timer, cancelled when the run ends (timer keys start at 1).
     pub(crate) expire_timer: Option<NonZeroU64>,
+    /// Drafts of the current state waiting for a person (`send ... approve by QUEUE`);
+    /// dropped when the run leaves the state.
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub(crate) drafts: ThinVec<Draft>,
+}
+
+/// A draft waiting for a person's decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Draft {
+    /// The `draft` action's id: what `approved` and `rejected` name.
+    pub(crate) id: Box<str>,
+    /// The index of the action that made it, in the run's state.
+    pub(crate) action: u32,
+    /// The rendered text (no disclosure or footer: those are decided when it is sent).
+    pub(crate) text: Box<str>,
 }
 
 /// What a timer does (indexes in 32 bits: a timer is kept for every run).
@@ -160,6 +175,13 @@ pub(crate) enum TimerKind {
     },
     Expire {
         run: u64,
+    },
+    /// An undecided draft runs out (`approve by QUEUE within DURATION`): the draft's
+    /// action index in the state.
+    DraftExpire {
+        run: u64,
+        state: u32,
+        action: u32,
     },
     Sla,
     /// A goal window closes: count the run as not converted.
@@ -433,6 +455,12 @@ impl<V> SmallMap<V> {
         match self.0.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => *v = value,
             None => push_exact(&mut self.0, (key, value)),
+        }
+    }
+
+    pub(crate) fn remove(&mut self, key: &str) {
+        if let Some(i) = self.0.iter().position(|(k, _)| &**k == key) {
+            self.0.remove(i);
         }
     }
 }

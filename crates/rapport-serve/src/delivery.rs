@@ -726,10 +726,11 @@ fn opted_out_outcome() -> Outcome {
     }
 }
 
-/// The sink of an action type (`handoff_closed` goes where `handoff` goes).
+/// The sink of an action type (`handoff_closed` and drafts go where `handoff` goes: the
+/// people's queues).
 fn sink_name(kind: &str) -> &str {
     match kind {
-        "handoff_closed" => "handoff",
+        "handoff_closed" | "draft" => "handoff",
         other => other,
     }
 }

@@ -145,6 +145,8 @@ pub enum ActionKind {
     Send {
         text: Text,
         template: Option<TemplateFallback>,
+        /// `approve by QUEUE [within DURATION]`: a draft a person decides on.
+        approve: Option<Approve>,
     },
     SendOneOf {
         variants: Vec<(Name, Text)>,
@@ -194,6 +196,14 @@ impl ActionKind {
             ActionKind::Goto(_) | ActionKind::Branch { .. } => "->",
         }
     }
+}
+
+/// `approve by QUEUE [within DURATION]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approve {
+    pub span: Span,
+    pub queue: Name,
+    pub within: Option<Spanned<Duration>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -253,6 +263,10 @@ pub enum TransitionKind {
 pub enum AgentEvent {
     Released,
     Replied,
+    /// A person approved a draft (3.6).
+    Approved,
+    /// A person rejected a draft.
+    Rejected,
 }
 
 #[derive(Debug, Clone, PartialEq)]

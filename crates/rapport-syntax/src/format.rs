@@ -271,11 +271,23 @@ impl Printer<'_> {
             return self.line(d, &word);
         }
         match kind {
-            ActionKind::Send { text: t, template } => {
+            ActionKind::Send {
+                text: t,
+                template,
+                approve,
+            } => {
                 self.line(d, &format!("send {}", text(t, d)));
                 if let Some(template) = template {
                     let with = with_pairs(&template.with, d + 1);
                     self.line(d + 1, &format!("or template {}{with}", template.name.value));
+                }
+                if let Some(a) = approve {
+                    let within = a
+                        .within
+                        .as_ref()
+                        .map(|w| format!(" within {}", duration(w.value)))
+                        .unwrap_or_default();
+                    self.line(d + 1, &format!("approve by {}{within}", a.queue.value));
                 }
             }
             ActionKind::SendOneOf { variants } => {
@@ -448,6 +460,8 @@ fn transition(t: &Transition) -> String {
         TransitionKind::Agent(e) => match e.value {
             AgentEvent::Released => "on agent released".to_string(),
             AgentEvent::Replied => "on agent replied".to_string(),
+            AgentEvent::Approved => "on agent approved".to_string(),
+            AgentEvent::Rejected => "on agent rejected".to_string(),
         },
         TransitionKind::After(d) => format!("after {}", duration(d.value)),
     };

@@ -63,6 +63,7 @@ pub(super) const EXPECTED_ACTION: &[&str] = &[
     "tag",
     "emit",
     "alert",
+    "draft",
     "id",
     "at",
     "contact",
@@ -89,7 +90,8 @@ pub(super) const EXPECTED_ACTION: &[&str] = &[
 /// The keys a step of this kind may have besides `STEP_ANY`.
 fn step_keys(kind: &str) -> &'static [&'static str] {
     match kind {
-        "message" => &["profile", "intent", "sentiment"],
+        "message" => &["profile", "intent", "sentiment", "suggestion"],
+        "agent" => &["draft", "text"],
         "comment" => &["id", "post", "author", "intent", "sentiment"],
         "event" => &["data"],
         _ => &[],

@@ -10,14 +10,22 @@ use serde_yaml::Value as Yaml;
 use super::{yaml_str, Scenario};
 
 /// The event of a step (any step but `wait`), numbered `n` (its id is `sN`), at `at`.
+/// `last_draft` is the id of the latest draft action of the case so far, which an
+/// `agent` step's `draft: last` names.
 pub(super) fn step_event(
     step: &Yaml,
     s: &Scenario,
     n: usize,
     at: Millis,
     settings: &rapport_bundle::Settings,
+    last_draft: Option<&str>,
 ) -> Result<Event, String> {
-    let line = step_json(step, s, n, at)?;
+    let mut line = step_json(step, s, n, at)?;
+    if line.get("draft").and_then(Value::as_str) == Some("last") {
+        let id =
+            last_draft.ok_or("`draft: last` names the latest draft, and no step made one yet")?;
+        line.insert("draft".into(), id.into());
+    }
     rapport_engine::decode(&Value::Object(line).to_string(), settings)
         .map_err(|r| format!("`rapport run` would reject this event: {}", r.reason))
 }
@@ -56,7 +64,7 @@ fn step_json(
             "text".into(),
             yaml_str(text).ok_or("`message` needs text")?.into(),
         );
-        for key in ["profile", "intent", "sentiment"] {
+        for key in ["profile", "intent", "sentiment", "suggestion"] {
             copy(&mut line, step, key, key)?;
         }
     } else if let Some(text) = step.get("comment") {
@@ -93,6 +101,8 @@ fn step_json(
         line.insert("type".into(), "agent".into());
         line.insert("agent".into(), "agent".into());
         copy(&mut line, step, "agent", "action")?;
+        copy(&mut line, step, "draft", "draft")?;
+        copy(&mut line, step, "text", "text")?;
     } else if let Some(o) = step.get("operator") {
         line.insert("type".into(), "operator".into());
         line.insert("actor".into(), "test".into());

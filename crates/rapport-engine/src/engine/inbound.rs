@@ -97,6 +97,19 @@ impl Engine {
             Body::Agent { released, agent } => {
                 self.agent(contact, *released, agent.as_deref(), cause)
             }
+            Body::Decision {
+                approved,
+                draft,
+                text,
+                agent,
+            } => self.decision(
+                contact,
+                *approved,
+                draft,
+                text.as_deref(),
+                agent.as_deref(),
+                cause,
+            ),
             Body::Delivery {
                 effect: Some(effect),
                 code,
@@ -124,6 +137,13 @@ impl Engine {
         // `ensure_contact` made sure the contact is held.
         if let Some(c) = self.contacts.get_mut(contact) {
             c.profile.merge(profile, |k| names.get(k));
+            // `{suggested_reply}` is the latest message's suggestion, or nothing.
+            if !profile
+                .iter()
+                .any(|(k, _)| k == crate::event::SUGGESTED_REPLY)
+            {
+                c.profile.remove(crate::event::SUGGESTED_REPLY);
+            }
             if let Some(ch) = &channel {
                 let last = event
                     .at

@@ -211,6 +211,7 @@ impl Engine {
             error: false,
             state_timers: thin_vec::ThinVec::new(),
             expire_timer: None,
+            drafts: thin_vec::ThinVec::new(),
         };
         let name = self.labels[f].name.clone();
         let goal = flow.goal.clone();
@@ -302,6 +303,8 @@ impl Engine {
         for t in std::mem::take(&mut run.state_timers) {
             self.live_timers.remove(&t);
         }
+        // A draft belongs to its state.
+        run.drafts = thin_vec::ThinVec::new();
         let from = run.state as usize;
         run.state = target as u32;
         let flow_idx = run.flow as usize;
@@ -330,6 +333,11 @@ impl Engine {
         let state = &versions[flow_idx].states[target];
         for (i, action) in state.actions.iter().enumerate() {
             match action {
+                BAction::Send {
+                    text,
+                    approve: Some(approve),
+                    ..
+                } => self.draft(contact, run_id, target, i, text, approve, cause),
                 BAction::Send { .. } | BAction::SendVariant { .. } => {
                     self.run_send(contact, run_id, target, i, false, cause)
                 }
@@ -597,6 +605,159 @@ impl Engine {
 
     /// A token with no value and no fallback renders empty, with an audit
     /// warning; the run counts towards `error_rate`.
+    /// A send a person approves first: the `draft` action goes to the queue, and the run
+    /// keeps the draft until it is approved, rejected, runs out or the state is left.
+    #[allow(clippy::too_many_arguments)]
+    fn draft(
+        &mut self,
+        contact: &str,
+        run_id: u64,
+        state: usize,
+        action: usize,
+        text: &rapport_bundle::Text,
+        approve: &rapport_bundle::Approve,
+        cause: &mut Cause,
+    ) {
+        let Some(run) = self.run_copy(contact, run_id) else {
+            return;
+        };
+        let lookup = self.lookup(contact, &run, None);
+        let (rendered, missing) = render(text, &lookup);
+        drop(lookup);
+        self.warn_missing(contact, run_id, missing, cause);
+        let id = cause.next_action_id();
+        let mut a = Action::new(id.clone(), cause.at, Some(contact), ActionKind::Draft);
+        a.channel = Some(run.channel.clone());
+        a.text = Some(rendered.clone());
+        a.queue = Some(approve.queue.clone());
+        self.flow_fields(&mut a, contact, run_id);
+        a.cause = Some(cause.field.clone());
+        self.out.actions.push(a);
+        let expiry = approve.within.map(|w| {
+            let due = cause.at.max(self.clock) + w as Millis * 1000;
+            self.set_timer(
+                cause,
+                due,
+                Some(contact),
+                TimerKind::DraftExpire {
+                    run: run_id,
+                    state: state as u32,
+                    action: action as u32,
+                },
+            )
+        });
+        if let Some(r) = self
+            .contacts
+            .get_mut(contact)
+            .and_then(|c| c.run_mut(run_id))
+        {
+            crate::state::push_exact(
+                &mut r.drafts,
+                crate::state::Draft {
+                    id: id.into(),
+                    action: action as u32,
+                    text: rendered.into(),
+                },
+            );
+            if let Some(t) = expiry {
+                crate::state::push_exact(&mut r.state_timers, t);
+            }
+        }
+        self.audit(
+            cause,
+            Some(contact),
+            Some((run.flow as usize, Some(state))),
+            "draft",
+            Some("pending"),
+            Some(approve.queue.clone()),
+        );
+    }
+
+    /// A person's decision on a draft, routed by the draft's id to the run that holds it.
+    /// An approval sends the text (or the person's edit, as written) through every send
+    /// check at this moment; then `on agent approved|rejected` fires.
+    pub(super) fn decision(
+        &mut self,
+        contact: &str,
+        approved: bool,
+        draft: &str,
+        edited: Option<&str>,
+        agent: Option<&str>,
+        cause: &mut Cause,
+    ) {
+        let holder = self.contacts.get(contact).and_then(|c| {
+            c.runs.iter().find_map(|r| {
+                r.drafts
+                    .iter()
+                    .position(|d| &*d.id == draft)
+                    .map(|i| (r.id, i))
+            })
+        });
+        let Some((run_id, index)) = holder else {
+            self.audit(
+                cause,
+                Some(contact),
+                None,
+                "unmatched",
+                Some("no_pending_draft"),
+                Some(draft.to_string()),
+            );
+            return;
+        };
+        let Some((taken, flow, state)) = self
+            .contacts
+            .get_mut(contact)
+            .and_then(|c| c.run_mut(run_id))
+            .map(|r| (r.drafts.remove(index), r.flow as usize, r.state as usize))
+        else {
+            return;
+        };
+        self.audit(
+            cause,
+            Some(contact),
+            Some((flow, Some(state))),
+            "draft",
+            Some(if approved { "approved" } else { "rejected" }),
+            Some(match agent {
+                Some(a) => format!("{draft} by {a}"),
+                None => draft.to_string(),
+            }),
+        );
+        if approved {
+            let body = edited.map_or_else(|| taken.text.to_string(), str::to_string);
+            let text = rapport_bundle::Text {
+                parts: vec![rapport_bundle::TextPart::Literal(body)],
+            };
+            let before = self.out.actions.len();
+            self.deliver_text(contact, run_id, &text, None, None, cause);
+            if self.out.actions.len() > before {
+                if let Some(a) = self.out.actions.last_mut() {
+                    a.draft = Some(draft.to_string());
+                }
+            }
+        }
+        // The send can end the run (no consent): then nothing more.
+        let Some(run) = self.contacts.get(contact).and_then(|c| c.run(run_id)) else {
+            return;
+        };
+        let flow = &self.versions[run.flow as usize];
+        let target = flow
+            .transitions
+            .iter()
+            .chain(&flow.states[run.state as usize].transitions)
+            .find(|t| {
+                if approved {
+                    matches!(t.on, On::AgentApproved)
+                } else {
+                    matches!(t.on, On::AgentRejected)
+                }
+            })
+            .map(|t| t.target);
+        if let Some(t) = target {
+            self.transition(contact, run_id, t, cause);
+        }
+    }
+
     pub(super) fn warn_missing(
         &mut self,
         contact: &str,

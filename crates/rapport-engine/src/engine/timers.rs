@@ -135,6 +135,35 @@ impl Engine {
                 );
                 self.end_run(&contact_id, run, "expired", cause);
             }
+            TimerKind::DraftExpire { run, state, action } => {
+                if self.run_state(&contact_id, run, state as usize).is_none() {
+                    return;
+                }
+                // The draft this timer was set for: made by the state's action `action`.
+                let Some(r) = self
+                    .contacts
+                    .get_mut(contact_id.as_str())
+                    .and_then(|c| c.run_mut(run))
+                else {
+                    return;
+                };
+                let flow = r.flow as usize;
+                let expired = r
+                    .drafts
+                    .iter()
+                    .position(|d| d.action == action)
+                    .map(|i| r.drafts.remove(i));
+                if let Some(d) = expired {
+                    self.audit(
+                        cause,
+                        Some(&contact_id),
+                        Some((flow, Some(state as usize))),
+                        "draft_expired",
+                        None,
+                        Some(d.id.to_string()),
+                    );
+                }
+            }
             TimerKind::Sla => {
                 let Some(h) = self
                     .contact_ref(&contact_id)

@@ -586,8 +586,20 @@ impl<'d> Builder<'d> {
                     ActionKind::SendOneOf { variants }
                 } else {
                     let text = self.text(body);
-                    let template = v.next().and_then(|t| self.template_fallback(t));
-                    ActionKind::Send { text, template }
+                    let mut template = None;
+                    let mut approve = None;
+                    for p in v {
+                        match p.as_rule() {
+                            Rule::or_template => template = self.template_fallback(p),
+                            Rule::approve_clause => approve = self.approve(p),
+                            _ => {}
+                        }
+                    }
+                    ActionKind::Send {
+                        text,
+                        template,
+                        approve,
+                    }
                 }
             }
             Rule::reply_action => ActionKind::Reply(self.text(first_value(pair)?)),
@@ -645,6 +657,24 @@ impl<'d> Builder<'d> {
             _ => return None,
         };
         Some(Action { span, kind })
+    }
+
+    fn approve(&mut self, pair: Pair<'_, Rule>) -> Option<Approve> {
+        let span = self.span(&pair);
+        let mut queue = None;
+        let mut within = None;
+        for p in values(pair) {
+            match p.as_rule() {
+                Rule::queue => queue = Some(self.name(p)),
+                Rule::duration => within = self.duration(p),
+                _ => {}
+            }
+        }
+        Some(Approve {
+            span,
+            queue: queue?,
+            within,
+        })
     }
 
     fn template_fallback(&mut self, pair: Pair<'_, Rule>) -> Option<TemplateFallback> {
@@ -781,8 +811,14 @@ impl<'d> Builder<'d> {
                     kind = match word.value.as_str() {
                         "released" => Some(AgentEvent::Released),
                         "replied" => Some(AgentEvent::Replied),
+                        "approved" => Some(AgentEvent::Approved),
+                        "rejected" => Some(AgentEvent::Rejected),
                         _ => {
-                            self.unknown_word(&word, "agent event", &["released", "replied"]);
+                            self.unknown_word(
+                                &word,
+                                "agent event",
+                                &["released", "replied", "approved", "rejected"],
+                            );
                             None
                         }
                     }
