@@ -696,3 +696,37 @@ async fn a_stop_before_whatsapps_131047_status_cancels_the_template_resend() {
         "{records:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draft_goes_to_the_helpdesk_and_out_on_the_channel_once_approved() {
+    let (_dir, mock, host) = serving("draft").await;
+    let events = format!("{}/v1/events", host.url);
+    let now = || rapport_engine::format_time(unix_now() * 1000);
+    let question = json!({"id": "m1", "at": now(), "contact": "sms:+40712000222", "channel": "sms",
+        "type": "message", "text": "how much are the boots?", "intent": "price_question",
+        "suggestion": "The Alpine Boot is 149 EUR."});
+    let (status, body) = api(Method::POST, &events, Some(question.to_string())).await;
+    assert_eq!(status, 200, "{body}");
+    // The draft reaches the people's queue through the handoff sink, signed; nothing goes
+    // to the contact yet.
+    let draft = wait_path(&mock, "/hooks/handoff").await.expect("a draft");
+    assert_eq!(draft["type"], "draft");
+    assert_eq!(draft["text"], "The Alpine Boot is 149 EUR.");
+    assert_eq!(draft["queue"], "sales");
+    assert!(mock.calls().iter().all(|c| c.path != "/sms/send"));
+    // A person edits and approves it.
+    let id = draft["id"].as_str().expect("the draft's id").to_string();
+    let approved = json!({"id": "a1", "at": now(), "contact": "sms:+40712000222", "type": "agent",
+        "action": "approved", "draft": id, "text": "The Alpine Boot is 129 EUR this week.",
+        "agent": "mia"});
+    let (status, body) = api(Method::POST, &events, Some(approved.to_string())).await;
+    assert_eq!(status, 200, "{body}");
+    let sent = wait_path(&mock, "/sms/send")
+        .await
+        .expect("the approved answer");
+    assert_eq!(
+        sent["text"],
+        "Automated reply: The Alpine Boot is 129 EUR this week."
+    );
+    assert_eq!(sent["draft"], id.as_str());
+}
