@@ -311,7 +311,12 @@ pub(crate) fn structure(flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>)
         }
         // Left only through a flow-wide transition: the run stays here until one fires,
         // which may be never, and then until the run expires.
-        if !ends && leaves && g.edges_from(i).all(|(_, e)| e.flow_wide) {
+        // (A branch may hold or not: it does not make the state one a run always leaves.)
+        if !ends
+            && leaves
+            && g.edges_from(i)
+                .all(|(_, e)| e.flow_wide || matches!(e.kind, EdgeKind::Branch { .. }))
+        {
             diags.push(
                 Diagnostic::warning(
                     Code::FlowWideExitOnly,
@@ -322,6 +327,8 @@ pub(crate) fn structure(flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>)
             );
         }
     }
+
+    drafts(flow, diags);
 
     // Instant loops: strongly connected components over `->` edges alone.
     let immediate = EdgeFiltered::from_fn(&g.graph, |e| e.weight().kind.is_immediate());
@@ -360,6 +367,65 @@ pub(crate) fn structure(flow: &Flow, g: &FlowGraph, diags: &mut Vec<Diagnostic>)
             }
         }
         diags.push(d.help("put a wait on the loop: replace one `-> STATE` with `after DURATION -> STATE` or an `on reply` transition"));
+    }
+}
+
+/// Drafts a run can never have decided: a draft whose state goes on at once (`->`, a
+/// branch, `end`) is dropped as it is made; `on agent approved|rejected` in a state that
+/// drafts nothing can never fire.
+fn drafts(flow: &Flow, diags: &mut Vec<Diagnostic>) {
+    use rapport_syntax::ast::{AgentEvent, TransitionKind};
+    for state in &flow.states {
+        let draft = state.actions.iter().position(|a| {
+            matches!(
+                a.kind,
+                ActionKind::Send {
+                    approve: Some(_),
+                    ..
+                }
+            )
+        });
+        if let Some(at) = draft {
+            let leaves = state.actions[at..].iter().find(|a| {
+                matches!(
+                    a.kind,
+                    ActionKind::Goto(_) | ActionKind::Branch { .. } | ActionKind::End
+                )
+            });
+            if let Some(l) = leaves {
+                diags.push(
+                    Diagnostic::error(
+                        Code::DraftMisplaced,
+                        format!(
+                            "state `{}` is left at once, so its draft can never be approved",
+                            state.name.value
+                        ),
+                    )
+                    .label(state.actions[at].span, "a draft belongs to its state")
+                    .label(l.span, format!("`{}` leaves it at once", l.kind.keyword()))
+                    .help("wait in the state for the decision: replace this with `on agent approved -> STATE` (and `on agent rejected`, `after DURATION`)"),
+                );
+            }
+            continue;
+        }
+        for t in &state.transitions {
+            if let TransitionKind::Agent(e) = &t.kind {
+                if matches!(e.value, AgentEvent::Approved | AgentEvent::Rejected) {
+                    diags.push(
+                        Diagnostic::error(
+                            Code::DraftMisplaced,
+                            format!(
+                                "state `{}` drafts nothing, so `on agent {}` can never fire",
+                                state.name.value,
+                                if e.value == AgentEvent::Approved { "approved" } else { "rejected" }
+                            ),
+                        )
+                        .label(t.span, "no draft of this state to decide on")
+                        .help("move it to the state with the `send ... approve by QUEUE`, or make a send of this state a draft"),
+                    );
+                }
+            }
+        }
     }
 }
 

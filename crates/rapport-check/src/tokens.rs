@@ -261,6 +261,16 @@ pub(crate) fn check(settings: &Settings, flow: &Flow, g: &FlowGraph, diags: &mut
                     fallback: token.fallback.is_some(),
                 };
                 names.resolve(&token.path, token.span, place, diags);
+                if token.path == "suggested_reply" && token.fallback.is_none() {
+                    diags.push(
+                        Diagnostic::error(
+                            Code::TokenMaybeMissing,
+                            "`{suggested_reply}` may be missing",
+                        )
+                        .label(token.span, "used here without a fallback")
+                        .help("a message may carry no `suggestion`: add a fallback, e.g. {suggested_reply|Let me check that for you.}"),
+                    );
+                }
                 let Some(&slot) = names.slots.get(token.path.as_str()) else {
                     continue;
                 };

@@ -66,8 +66,24 @@ fn format_source(flow: &FlowSource) -> Outcome {
 }
 
 /// Replaces `path` with `text`: written to a file beside it, synced, then renamed over it,
-/// keeping its permissions.
-fn replace(path: &Path, text: &str) -> std::io::Result<()> {
+/// keeping its permissions. `read` is the text formatted: a file that holds anything else
+/// by now (saved by an editor meanwhile) is left as it is.
+fn replace(path: &Path, text: &str, read: &str) -> Result<(), String> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(
+            "it is a symbolic link; format the file it points to (replacing the link would leave the two different)"
+                .into(),
+        );
+    }
+    let now = std::fs::read(path).map_err(|e| format!("cannot read it again: {e}"))?;
+    let now = String::from_utf8_lossy(&now);
+    if now.strip_prefix('\u{feff}').unwrap_or(&now) != read {
+        return Err("it changed while it was being formatted; run `rapport fmt` again".into());
+    }
+    write_beside(path, text).map_err(|e| format!("cannot write it: {e}"))
+}
+
+fn write_beside(path: &Path, text: &str) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path
         .file_name()
@@ -119,13 +135,13 @@ pub(crate) fn run(args: FmtArgs) -> ExitCode {
                     } else {
                         text
                     };
-                    match replace(Path::new(&flow.path), &text) {
+                    match replace(Path::new(&flow.path), &text, &flow.source) {
                         Ok(()) => {
                             println!("formatted {}", flow.path);
                             changed += 1;
                         }
                         Err(e) => {
-                            eprintln!("error: {}: cannot write it: {e}", flow.path);
+                            eprintln!("error: {}: not formatted: {e}", flow.path);
                             failed = true;
                         }
                     }

@@ -387,7 +387,7 @@ fn describe_step(step: &Yaml) -> String {
 }
 
 /// The type an expected action names, and the action field its main value is.
-const TYPES: [(&str, &str); 11] = [
+const TYPES: [(&str, &str); 12] = [
     ("send", "text"),
     ("template", "template"),
     ("handoff", "queue"),
@@ -399,6 +399,7 @@ const TYPES: [(&str, &str); 11] = [
     ("emit", "name"),
     ("alert", "kind"),
     ("draft", "text"),
+    ("draft_closed", "reason"),
 ];
 
 fn action_type(a: &Action) -> &'static str {

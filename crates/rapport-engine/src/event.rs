@@ -450,10 +450,18 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
                             ),
                         )
                     })?;
+                    let text = if approved { raw.text.take() } else { None };
+                    if text.as_deref().is_some_and(|t| t.trim().is_empty()) {
+                        return Err(reject(
+                            rid,
+                            contact,
+                            "an `approved` event's `text` is empty: leave `text` out to send the draft as it is",
+                        ));
+                    }
                     Body::Decision {
                         approved,
                         draft,
-                        text: if approved { raw.text.take() } else { None },
+                        text,
                         agent: raw.agent.take(),
                     }
                 }

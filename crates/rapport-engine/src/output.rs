@@ -81,6 +81,9 @@ pub enum ActionKind {
     Alert,
     /// A send waiting for a person's approval (`send ... approve by QUEUE`).
     Draft,
+    /// A draft dropped undecided (it ran out, its state was left or its run ended): the
+    /// queue can take it off its list.
+    DraftClosed,
 }
 
 impl ActionKind {
@@ -96,6 +99,7 @@ impl ActionKind {
             ActionKind::HandoffClosed => "handoff_closed",
             ActionKind::Alert => "alert",
             ActionKind::Draft => "draft",
+            ActionKind::DraftClosed => "draft_closed",
         }
     }
 }

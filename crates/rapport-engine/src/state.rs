@@ -152,6 +152,8 @@ pub(crate) struct Draft {
     pub(crate) id: Box<str>,
     /// The index of the action that made it, in the run's state.
     pub(crate) action: u32,
+    /// The queue deciding on it (told when the draft is dropped).
+    pub(crate) queue: Box<str>,
     /// The rendered text (no disclosure or footer: those are decided when it is sent).
     pub(crate) text: Box<str>,
 }

@@ -726,11 +726,11 @@ fn opted_out_outcome() -> Outcome {
     }
 }
 
-/// The sink of an action type (`handoff_closed` and drafts go where `handoff` goes: the
-/// people's queues).
+/// The sink of an action type (`handoff_closed`, `draft` and `draft_closed` go where
+/// `handoff` goes: the people's queues).
 fn sink_name(kind: &str) -> &str {
     match kind {
-        "handoff_closed" | "draft" => "handoff",
+        "handoff_closed" | "draft" | "draft_closed" => "handoff",
         other => other,
     }
 }

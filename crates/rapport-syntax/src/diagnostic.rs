@@ -169,6 +169,9 @@ pub enum Code {
     FlowWideExitOnly,
     /// A send's text can be longer than a channel of the flow sends (warning).
     TextTooLong,
+    /// A draft its state leaves at once, or `on agent approved|rejected` where nothing is
+    /// drafted.
+    DraftMisplaced,
     /// `rapport.yaml` is not valid YAML.
     YamlSyntax,
     /// An unknown key in `rapport.yaml`.
@@ -179,7 +182,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in documentation order.
-    pub const ALL: [Code; 34] = [
+    pub const ALL: [Code; 35] = [
         Code::Syntax,
         Code::UnterminatedString,
         Code::BadEscape,
@@ -214,6 +217,7 @@ impl Code {
         Code::MessageBudget,
         Code::FlowWideExitOnly,
         Code::TextTooLong,
+        Code::DraftMisplaced,
     ];
 
     /// The code as users see it, e.g. `RP0001`.
@@ -253,6 +257,7 @@ impl Code {
             Code::MessageBudget => "RP0215",
             Code::FlowWideExitOnly => "RP0216",
             Code::TextTooLong => "RP0217",
+            Code::DraftMisplaced => "RP0218",
         }
     }
 }

@@ -64,6 +64,7 @@ pub(super) const EXPECTED_ACTION: &[&str] = &[
     "emit",
     "alert",
     "draft",
+    "draft_closed",
     "id",
     "at",
     "contact",

@@ -304,10 +304,14 @@ impl Engine {
             self.live_timers.remove(&t);
         }
         // A draft belongs to its state.
-        run.drafts = thin_vec::ThinVec::new();
+        let dropped = std::mem::take(&mut run.drafts);
         let from = run.state as usize;
         run.state = target as u32;
         let flow_idx = run.flow as usize;
+        let run_channel = run.channel.clone();
+        for d in &dropped {
+            self.draft_closed(contact, run_id, &run_channel, d, "state_left", cause);
+        }
         // A run leaving its handoff state lifts the pause.
         if leaving_handoff && from != target {
             let h = self.contacts.get_mut(contact).and_then(|c| {
@@ -656,6 +660,7 @@ impl Engine {
                 crate::state::Draft {
                     id: id.into(),
                     action: action as u32,
+                    queue: approve.queue.as_str().into(),
                     text: rendered.into(),
                 },
             );
@@ -671,6 +676,32 @@ impl Engine {
             Some("pending"),
             Some(approve.queue.clone()),
         );
+    }
+
+    /// Tells the draft's queue that it was dropped undecided (`reason`: `expired`,
+    /// `state_left`, or why the run ended).
+    pub(super) fn draft_closed(
+        &mut self,
+        contact: &str,
+        run_id: u64,
+        channel: &crate::state::Name,
+        d: &crate::state::Draft,
+        reason: &str,
+        cause: &mut Cause,
+    ) {
+        let mut a = Action::new(
+            cause.next_action_id(),
+            cause.at,
+            Some(contact),
+            ActionKind::DraftClosed,
+        );
+        a.channel = Some(channel.clone());
+        a.queue = Some(d.queue.to_string());
+        a.reason = Some(reason.to_string());
+        a.draft = Some(d.id.to_string());
+        self.flow_fields(&mut a, contact, run_id);
+        a.cause = Some(cause.field.clone());
+        self.out.actions.push(a);
     }
 
     /// A person's decision on a draft, routed by the draft's id to the run that holds it.
@@ -728,8 +759,18 @@ impl Engine {
             let text = rapport_bundle::Text {
                 parts: vec![rapport_bundle::TextPart::Literal(body)],
             };
+            // Outside the window the draft's approved template goes, as for any send; a
+            // person's own wording has none.
+            let versions = Arc::clone(&self.versions);
+            let template = match versions[flow].states[state]
+                .actions
+                .get(taken.action as usize)
+            {
+                Some(BAction::Send { template, .. }) if edited.is_none() => template.as_ref(),
+                _ => None,
+            };
             let before = self.out.actions.len();
-            self.deliver_text(contact, run_id, &text, None, None, cause);
+            self.deliver_text(contact, run_id, &text, template, None, cause);
             if self.out.actions.len() > before {
                 if let Some(a) = self.out.actions.last_mut() {
                     a.draft = Some(draft.to_string());
@@ -804,6 +845,7 @@ impl Engine {
         };
         let run = c.runs.remove(pos);
         let name = self.labels[run.flow as usize].name.clone();
+        let drafts = run.drafts.clone();
         c.reentry.ended(name, cause.at);
         let mut closed = None;
         if c.handoff.as_ref().is_some_and(|h| h.run == Some(run_id)) {
@@ -814,6 +856,21 @@ impl Engine {
         }
         if let Some(key) = run.expire_timer {
             self.live_timers.remove(&key.get());
+        }
+        for d in &drafts {
+            // The run's fields are gone with it: the action names the draft.
+            let mut a = Action::new(
+                cause.next_action_id(),
+                cause.at,
+                Some(contact),
+                ActionKind::DraftClosed,
+            );
+            a.channel = Some(run.channel.clone());
+            a.queue = Some(d.queue.to_string());
+            a.reason = Some(reason.to_string());
+            a.draft = Some(d.id.to_string());
+            a.cause = Some(cause.field.clone());
+            self.out.actions.push(a);
         }
         if let Some(h) = closed {
             // Released by an agent: no `handoff_closed`.

@@ -148,12 +148,14 @@ impl Engine {
                     return;
                 };
                 let flow = r.flow as usize;
+                let channel = r.channel.clone();
                 let expired = r
                     .drafts
                     .iter()
                     .position(|d| d.action == action)
                     .map(|i| r.drafts.remove(i));
                 if let Some(d) = expired {
+                    self.draft_closed(&contact_id, run, &channel, &d, "expired", cause);
                     self.audit(
                         cause,
                         Some(&contact_id),
