@@ -105,3 +105,25 @@ fn the_repositorys_flows_are_formatted() {
         text(&o.stdout)
     );
 }
+
+#[test]
+fn a_symbolic_link_is_left_as_it_is() {
+    let dir = temp_dir("fmt", "link");
+    copy_golden(&dir);
+    std::fs::create_dir_all(dir.join("shared")).expect("dir");
+    std::fs::rename(dir.join("messy.flow"), dir.join("shared/messy.src")).expect("move");
+    std::os::unix::fs::symlink("shared/messy.src", dir.join("messy.flow")).expect("link");
+    let o = rapport(&["fmt", s(&dir)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("messy.flow: not formatted: it is a symbolic link"),
+        "{}",
+        text(&o.stderr)
+    );
+    let meta = std::fs::symlink_metadata(dir.join("messy.flow")).expect("meta");
+    assert!(meta.file_type().is_symlink(), "the link is still a link");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("shared/messy.src")).expect("read"),
+        std::fs::read_to_string(repo_root().join("tests/fmt/messy.flow")).expect("read")
+    );
+}
