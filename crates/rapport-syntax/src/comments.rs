@@ -153,14 +153,16 @@ pub fn notes(source: &str, file: &FlowFile) -> Option<Notes> {
     let key_at: HashMap<usize, usize> = anchors.iter().copied().collect();
     let mut things: Vec<(usize, usize)> = tokens.iter().chain(&comments).copied().collect();
     things.sort_unstable();
-    // The end of the last token or comment that ends at or before `at`.
+    // The end of the last token or comment that ends at or before `at`. Tokens and
+    // comments do not overlap, so in start order their ends are in order too: a binary
+    // search, not a scan (a file can hold hundreds of thousands of tokens).
     let prev_end = |at: usize| -> usize {
         let i = things.partition_point(|&(s, _)| s < at);
         things[..i]
             .iter()
+            .rev()
             .map(|&(_, e)| e)
-            .filter(|&e| e <= at)
-            .max()
+            .find(|&e| e <= at)
             .unwrap_or(0)
     };
     let blank_above =
