@@ -141,7 +141,7 @@ async fn wait_path(mock: &Mock, path: &str) -> Option<Value> {
 
 /// The contact's audit records, from the access-request endpoint.
 async fn audit(host: &str, contact: &str) -> Vec<Value> {
-    let (status, body) = api(Method::GET, &format!("{host}/v1/contacts/{contact}"), None).await;
+    let (status, body) = contact_export(host, contact).await;
     assert_eq!(status, 200, "{body}");
     body["audit_trail"].as_array().cloned().unwrap_or_default()
 }
@@ -251,12 +251,7 @@ async fn an_instagram_comment_is_answered_publicly_and_privately_and_an_abusive_
     // of our account as a contact.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(platform_calls(&mock.calls()).len(), 3);
-    let (status, _) = api(
-        Method::GET,
-        &format!("{}/v1/contacts/instagram:{IG_ACCOUNT}", host.url),
-        None,
-    )
-    .await;
+    let (status, _) = contact_export(&host.url, &format!("instagram:{IG_ACCOUNT}")).await;
     assert_eq!(status, 404);
     // The person answers the private reply by DM: the run goes on to a person.
     let yes = json!({"object": "instagram", "entry": [{"id": IG_ACCOUNT, "time": unix_now() * 1000,
@@ -425,14 +420,7 @@ async fn whatsapp_buttons_and_lists_answer_questions_and_out_of_order_statuses_a
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // And in the metrics, by channel and action type, for the delivered and read rates.
-    let metrics = client()
-        .get(format!("{}/metrics", host.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(&host.url).await;
     for (status, n) in [("sent", 5), ("delivered", 1), ("read", 1)] {
         let line = format!(
             "rapport_delivery_statuses_total{{channel=\"whatsapp\",type=\"send\",status=\"{status}\"}} {n}"
@@ -489,12 +477,7 @@ async fn a_send_whatsapp_finds_outside_its_window_is_resent_once_as_its_template
     // The platform's id of that message, from the contact's record of deliveries.
     let end = std::time::Instant::now() + WAIT;
     let message_id = loop {
-        let (_, export) = api(
-            Method::GET,
-            &format!("{}/v1/contacts/whatsapp:40799000111", host.url),
-            None,
-        )
-        .await;
+        let (_, export) = contact_export(&host.url, "whatsapp:40799000111").await;
         let found = export["deliveries"].as_array().and_then(|d| {
             d.iter()
                 .find(|x| x["action"]["cause"] == "cart-2" && x["status"] == "delivered")
@@ -670,12 +653,7 @@ async fn a_stop_before_whatsapps_131047_status_cancels_the_template_resend() {
         "{calls:?}"
     );
     // Then WhatsApp says the reminder failed as outside the window: no template now.
-    let (_, export) = api(
-        Method::GET,
-        &format!("{}/v1/contacts/{contact}", host.url),
-        None,
-    )
-    .await;
+    let (_, export) = contact_export(&host.url, &contact).await;
     let message_id = export["deliveries"]
         .as_array()
         .and_then(|d| {

@@ -26,18 +26,6 @@ async fn serving(name: &str) -> (std::path::PathBuf, Mock, Host) {
     (dir, mock, host)
 }
 
-/// What `/metrics` shows.
-async fn metrics_text(host: &str) -> String {
-    client()
-        .get(format!("{host}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_webhook_is_answered_at_the_platform_with_the_exact_json() {
     let (_dir, mock, host) = serving("reply").await;
@@ -222,12 +210,7 @@ async fn a_permanent_error_fails_the_send_at_once_and_is_recorded() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(mock.calls().len(), 1, "not retried");
     // The outcome came back to the engine as a `delivery` event and is audited.
-    let (status, export) = api(
-        Method::GET,
-        &format!("{}/v1/contacts/whatsapp:40700000005", host.url),
-        None,
-    )
-    .await;
+    let (status, export) = contact_export(&host.url, "whatsapp:40700000005").await;
     assert_eq!(status, 200);
     let text = export.to_string();
     assert!(
@@ -732,12 +715,7 @@ async fn status_webhooks_reach_the_audit_trail_and_stickers_are_acknowledged_not
                 "type": "sticker", "sticker": {"id": "123", "mime_type": "image/webp"}}]}}]}]});
     assert_eq!(webhook(&host.url, &sticker).await.0, 200);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, export) = api(
-        Method::GET,
-        &format!("{}/v1/contacts/whatsapp:{who}", host.url),
-        None,
-    )
-    .await;
+    let (_, export) = contact_export(&host.url, &format!("whatsapp:{who}")).await;
     let kinds: Vec<(String, String)> = export["audit_trail"]
         .as_array()
         .into_iter()
@@ -864,12 +842,7 @@ async fn a_message_waiting_to_be_retried_is_dropped_when_the_contact_says_stop()
     assert!(calls[1].at.duration_since(calls[0].at) < Duration::from_secs(4));
     let confirm = calls_after[1].body["text"]["body"].as_str().unwrap_or("");
     assert!(confirm.starts_with("You're unsubscribed"), "{confirm}");
-    let (_, export) = api(
-        Method::GET,
-        &format!("{}/v1/contacts/whatsapp:{who}", host.url),
-        None,
-    )
-    .await;
+    let (_, export) = contact_export(&host.url, &format!("whatsapp:{who}")).await;
     let text = export.to_string();
     assert!(
         text.contains("\"reason\":\"cancelled_by_stop\"") && text.contains("delivery_failed"),
@@ -1139,24 +1112,14 @@ async fn what_platforms_say_back_changes_consent_and_opt_out() {
     mock.wait_calls(2, WAIT).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let (_, wa) = api(
-        Method::GET,
-        &format!("{}/v1/contacts/whatsapp:40755500011", host.url),
-        None,
-    )
-    .await;
+    let (_, wa) = contact_export(&host.url, "whatsapp:40755500011").await;
     let ledger = wa["consent_ledger"].to_string();
     assert!(
         ledger.contains("marketing") && ledger.contains("false"),
         "{wa}"
     );
     assert_eq!(wa["opted_out"], false, "{wa}");
-    let (_, tg) = api(
-        Method::GET,
-        &format!("{}/v1/contacts/telegram:5150", host.url),
-        None,
-    )
-    .await;
+    let (_, tg) = contact_export(&host.url, "telegram:5150").await;
     assert_eq!(tg["opted_out"], true, "{tg}");
     // No confirmation can reach someone who blocked the bot, and none is attempted.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -207,6 +207,29 @@ pub(crate) async fn api(method: reqwest::Method, url: &str, body: Option<String>
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// What the host holds about a contact (`GET /v1/contacts/{contact}`): the status and
+/// the export.
+pub(crate) async fn contact_export(host: &str, contact: &str) -> (u16, Value) {
+    api(
+        reqwest::Method::GET,
+        &format!("{host}/v1/contacts/{contact}"),
+        None,
+    )
+    .await
+}
+
+/// What `/metrics` shows.
+pub(crate) async fn metrics_text(host: &str) -> String {
+    client()
+        .get(format!("{host}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// Now, in whole seconds (WhatsApp's timestamps).
 pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()

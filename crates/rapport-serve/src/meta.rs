@@ -145,21 +145,10 @@ fn messaging(item: &Value, meta: &Meta, channel: &str, out: &mut Normalised) {
             ));
             return;
         };
-        let mut event = json!({
-            "id": format!("{}:{mid}", meta.platform.message_prefix()),
-            "at": rapport_engine::format_time(at),
-            "contact": contact,
-            "channel": channel,
-            "type": "message",
-            "text": text,
-        });
-        if let Some(p) = message
-            .pointer("/quick_reply/payload")
-            .and_then(Value::as_str)
-        {
-            event["payload"] = Value::String(p.to_string());
-        }
-        out.events.push(event.to_string());
+        let id = format!("{}:{mid}", meta.platform.message_prefix());
+        let payload = message.pointer("/quick_reply/payload");
+        out.events
+            .push(message_event(id, at, contact, channel, text, payload));
     } else if let Some(postback) = item.get("postback") {
         // A button the person tapped: the button's title is what they said.
         let title = postback.get("title").and_then(Value::as_str);
@@ -174,18 +163,10 @@ fn messaging(item: &Value, meta: &Meta, channel: &str, out: &mut Normalised) {
             Some(mid) => format!("{}:{mid}", meta.platform.message_prefix()),
             None => format!("{}:postback:{sender}:{at}", meta.platform.message_prefix()),
         };
-        let mut event = json!({
-            "id": id,
-            "at": rapport_engine::format_time(at),
-            "contact": format!("{channel}:{sender}"),
-            "channel": channel,
-            "type": "message",
-            "text": title,
-        });
-        if let Some(p) = postback.get("payload").and_then(Value::as_str) {
-            event["payload"] = Value::String(p.to_string());
-        }
-        out.events.push(event.to_string());
+        let contact = format!("{channel}:{sender}");
+        let payload = postback.get("payload");
+        out.events
+            .push(message_event(id, at, contact, channel, title, payload));
     } else if let Some(delivery) = item.get("delivery") {
         // Messenger's delivery receipts name the messages delivered.
         let at = at.or_else(|| millis(delivery.get("watermark")));
@@ -248,22 +229,16 @@ fn instagram_comment(
         ));
         return;
     };
-    let mut event = json!({
-        "id": format!("igc:{id}"),
-        "at": rapport_engine::format_time(at),
-        "contact": format!("{channel}:{from}"),
-        "channel": channel,
-        "type": "comment",
-        "comment": id,
-        "text": text,
-    });
-    if let Some(u) = value.pointer("/from/username").and_then(Value::as_str) {
-        event["author"] = Value::String(u.to_string());
-    }
-    if let Some(post) = text_of(value.pointer("/media/id")) {
-        event["post"] = Value::String(post);
-    }
-    out.events.push(event.to_string());
+    out.events.push(comment_event(
+        "igc",
+        &id,
+        at,
+        &format!("{channel}:{from}"),
+        channel,
+        text,
+        value.pointer("/from/username").and_then(Value::as_str),
+        text_of(value.pointer("/media/id")),
+    ));
 }
 
 /// A change of the Page's feed: a new comment is a `comment`; posts, likes, edits and
@@ -290,22 +265,69 @@ fn facebook_feed(value: &Value, meta: &Meta, channel: &str, out: &mut Normalised
         ));
         return;
     };
+    out.events.push(comment_event(
+        "fbc",
+        &id,
+        at,
+        &format!("{channel}:{from}"),
+        channel,
+        text,
+        value.pointer("/from/name").and_then(Value::as_str),
+        text_of(value.get("post_id")),
+    ));
+}
+
+/// A `message` event as a JSON line (`payload`: a quick reply's or a button's).
+fn message_event(
+    id: String,
+    at: i64,
+    contact: String,
+    channel: &str,
+    text: &str,
+    payload: Option<&Value>,
+) -> String {
     let mut event = json!({
-        "id": format!("fbc:{id}"),
+        "id": id,
         "at": rapport_engine::format_time(at),
-        "contact": format!("{channel}:{from}"),
+        "contact": contact,
+        "channel": channel,
+        "type": "message",
+        "text": text,
+    });
+    if let Some(p) = payload.and_then(Value::as_str) {
+        event["payload"] = Value::String(p.to_string());
+    }
+    event.to_string()
+}
+
+/// A `comment` event as a JSON line; its id is `PREFIX:<comment id>`.
+#[allow(clippy::too_many_arguments)]
+fn comment_event(
+    prefix: &str,
+    id: &str,
+    at: i64,
+    contact: &str,
+    channel: &str,
+    text: &str,
+    author: Option<&str>,
+    post: Option<String>,
+) -> String {
+    let mut event = json!({
+        "id": format!("{prefix}:{id}"),
+        "at": rapport_engine::format_time(at),
+        "contact": contact,
         "channel": channel,
         "type": "comment",
         "comment": id,
         "text": text,
     });
-    if let Some(n) = value.pointer("/from/name").and_then(Value::as_str) {
-        event["author"] = Value::String(n.to_string());
+    if let Some(a) = author {
+        event["author"] = Value::String(a.to_string());
     }
-    if let Some(post) = text_of(value.get("post_id")) {
-        event["post"] = Value::String(post);
+    if let Some(p) = post {
+        event["post"] = Value::String(p);
     }
-    out.events.push(event.to_string());
+    event.to_string()
 }
 
 /// The URL and JSON body of the call that delivers a `send`, `reply` or `hide`.
