@@ -18,7 +18,7 @@ use crate::matching::{
 };
 use crate::output::{Action, ActionKind, Audit};
 mod durable;
-pub use durable::{Changes, Loaded, Loader, TimerChange};
+pub use durable::{Changes, Loaded, Loader, RunFact, TimerChange};
 mod seen;
 pub use seen::SeenEvents;
 pub(crate) use seen::{seen_seconds, IdKey};

@@ -13,7 +13,7 @@ pub mod output;
 pub mod rollout;
 mod state;
 
-pub use engine::{Changes, Engine, Loaded, Loader, Output, SeenEvents, TimerChange};
+pub use engine::{Changes, Engine, Loaded, Loader, Output, RunFact, SeenEvents, TimerChange};
 pub use event::{
     decode, format_time, line_text, parse_time, Body, DeliveryEffect, DeliveryStatus, Event,
     Millis, Rejected,

@@ -16,6 +16,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 
 use rapport_bundle::{Bundle, Purpose};
 use rapport_engine::{decode, ActionKind, Engine, Millis, Output};
@@ -504,6 +505,8 @@ struct Pending {
     batch: Batch,
     actions: Vec<u8>,
     audit: Vec<u8>,
+    /// Sends and moderation actions by flow version, hour and kind, for the report.
+    activity: HashMap<(Arc<str>, Arc<str>, i64, String), u64>,
 }
 
 impl Pending {
@@ -521,6 +524,22 @@ impl Pending {
     fn output(&mut self, o: &Output, purpose: &HashMap<String, Purpose>, counts: &mut Counts) {
         for a in &o.actions {
             counts.action(a);
+            let kind = match a.kind {
+                ActionKind::Send => Some("sent"),
+                ActionKind::Reply => Some("reply"),
+                ActionKind::Hide => Some("hide"),
+                ActionKind::Review => Some("review"),
+                _ => None,
+            };
+            if let (Some(kind), Some(flow), Some(version)) = (kind, &a.flow, &a.version) {
+                let key = (
+                    Arc::clone(flow),
+                    Arc::clone(version),
+                    rapport_store::hour_of(a.at),
+                    kind.to_string(),
+                );
+                *self.activity.entry(key).or_default() += 1;
+            }
             let Ok(line) = serde_json::to_string(a) else {
                 continue;
             };
@@ -552,6 +571,15 @@ impl Pending {
         // concerns one contact).
         let mut current: Option<AuditEntry> = None;
         for a in &o.audit {
+            if let ("suppressed", Some(flow), Some(version)) = (a.kind, &a.flow, &a.version) {
+                let key = (
+                    Arc::from(flow.as_str()),
+                    Arc::from(version.as_str()),
+                    rapport_store::hour_of(a.at),
+                    format!("suppressed:{}", a.reason.as_deref().unwrap_or("unknown")),
+                );
+                *self.activity.entry(key).or_default() += 1;
+            }
             let Ok(line) = serde_json::to_string(a) else {
                 continue;
             };
@@ -611,6 +639,17 @@ impl Pipeline {
         }
         let pending = std::mem::take(&mut self.pending);
         let mut batch = pending.batch;
+        batch.activity = pending
+            .activity
+            .into_iter()
+            .map(|((flow, version, hour, kind), n)| rapport_store::Activity {
+                flow: flow.to_string(),
+                version: version.to_string(),
+                hour,
+                kind,
+                n,
+            })
+            .collect();
         batch.changes = engine.take_changes().map_err(DurableError::State)?;
         batch.checkpoint = self.source.as_ref().map(|s| Checkpoint {
             source: s.clone(),

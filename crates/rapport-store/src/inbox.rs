@@ -138,6 +138,16 @@ impl Live {
                  line = COALESCE(?7, line) WHERE action = ?1 AND (?8 IS NULL OR status = ?8)",
             )?;
             let mut append = tx.prepare_cached("INSERT INTO inbox (line) VALUES (?1)")?;
+            // A flow's send that reaches an end (the platform took it, or it failed) is
+            // counted for the report, by flow version and hour.
+            let mut count = tx.prepare_cached(
+                "INSERT INTO activity (flow, version, hour, kind, n)
+                 SELECT json_extract(line, '$.flow'), json_extract(line, '$.version'), ?2, ?3, 1
+                 FROM deliveries WHERE action = ?1 AND json_extract(line, '$.kind') = 'send'
+                     AND json_extract(line, '$.flow') IS NOT NULL
+                     AND json_extract(line, '$.version') IS NOT NULL
+                 ON CONFLICT (flow, version, hour, kind) DO UPDATE SET n = n + 1",
+            )?;
             for (m, event) in &batch.marks {
                 let n = put.execute(params![
                     m.action,
@@ -150,6 +160,14 @@ impl Live {
                     m.only_from
                 ])?;
                 out.marked.push(n > 0);
+                let kind = match m.status.as_str() {
+                    "delivered" => Some("delivered".to_string()),
+                    "failed" => Some(format!("failed:{}", m.code.as_deref().unwrap_or("unknown"))),
+                    _ => None,
+                };
+                if let (Some(kind), true) = (kind, n > 0) {
+                    count.execute(params![m.action, crate::hour_of(now), kind])?;
+                }
                 out.outcome_seqs.push(match event {
                     Some(line) if n > 0 => {
                         append.execute([line])?;

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 /// The schema this build writes; stores of a later schema are refused.
-pub const SCHEMA: i64 = 2;
+pub const SCHEMA: i64 = 3;
 /// `PRAGMA application_id` of a Rapport store ("RPRT").
 const APPLICATION_ID: i64 = 0x5250_5254;
 
@@ -138,6 +138,25 @@ pub struct Batch {
     pub released_up_to: Option<i64>,
     /// Forget processed event ids older than this.
     pub forget_ids_before: Option<Millis>,
+    /// Sends and moderation actions counted by flow version and hour, for the report.
+    pub activity: Vec<Activity>,
+}
+
+/// A count of one kind of thing a flow version did within one hour: `sent`, `reply`,
+/// `hide`, `review`, `suppressed:REASON`; a live host adds `delivered` and `failed:CODE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    pub flow: String,
+    pub version: String,
+    /// Hours since the epoch.
+    pub hour: i64,
+    pub kind: String,
+    pub n: u64,
+}
+
+/// The hour (since the epoch) an instant in milliseconds falls in.
+pub fn hour_of(at: Millis) -> i64 {
+    at.div_euclid(3_600_000)
 }
 
 /// What `forget` erased.
@@ -238,6 +257,21 @@ const MIGRATIONS: &[&str] = &[
          attempts INTEGER NOT NULL DEFAULT 0, code TEXT, detail TEXT, updated INTEGER NOT NULL);
      CREATE INDEX deliveries_open ON deliveries (status) WHERE status IN ('pending', 'in_flight');
      CREATE INDEX deliveries_detail ON deliveries (detail);",
+    // 3: what the KPI report reads: one row per run (started, first answer, end,
+    // conversion), counts of sends by flow version and hour, and an index of the
+    // contacts a person must look at (an open handoff, a draft waiting).
+    "CREATE TABLE runs (run INTEGER PRIMARY KEY, contact TEXT, flow TEXT NOT NULL,
+         version TEXT NOT NULL, variant TEXT, channel TEXT, started INTEGER NOT NULL,
+         responded INTEGER, ended INTEGER, outcome TEXT, handoff INTEGER NOT NULL DEFAULT 0,
+         error INTEGER NOT NULL DEFAULT 0, opted_out INTEGER NOT NULL DEFAULT 0,
+         goal_deadline INTEGER, converted INTEGER);
+     CREATE INDEX runs_started ON runs (started);
+     CREATE INDEX runs_contact ON runs (contact);
+     CREATE TABLE activity (flow TEXT NOT NULL, version TEXT NOT NULL, hour INTEGER NOT NULL,
+         kind TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (flow, version, hour, kind))
+         WITHOUT ROWID;
+     CREATE INDEX contacts_attention ON contacts (id)
+         WHERE json_extract(state, '$.handoff') IS NOT NULL OR instr(state, '\"drafts\":') > 0;",
 ];
 
 /// The store on SQLite.
@@ -692,6 +726,14 @@ impl Store for SqliteStore {
                     .execute([lines, audit_lines])?;
                 last = Some(tx.last_insert_rowid());
             }
+            write_runs(&tx, &batch.changes.runs)?;
+            let mut put = tx.prepare_cached(
+                "INSERT INTO activity (flow, version, hour, kind, n) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (flow, version, hour, kind) DO UPDATE SET n = n + excluded.n",
+            )?;
+            for a in &batch.activity {
+                put.execute(params![a.flow, a.version, a.hour, a.kind, a.n as i64])?;
+            }
             let mut meta =
                 tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
             meta.execute(params!["global", batch.changes.global])?;
@@ -867,6 +909,11 @@ impl Store for SqliteStore {
             .max(0) as usize;
         tx.execute("DELETE FROM transcript WHERE contact = ?1", [contact])?;
         f.audit = tx.execute("DELETE FROM audit WHERE contact = ?1", [contact])?;
+        // The report's run rows stay, without the contact: counts, not a person.
+        tx.execute(
+            "UPDATE runs SET contact = NULL WHERE contact = ?1",
+            [contact],
+        )?;
         // Unreleased actions (and audit lines) for the contact: rewrite each outbox row
         // without them.
         let rows: Vec<(i64, String, String)> = {
@@ -964,4 +1011,70 @@ impl Store for SqliteStore {
             transcript: removed,
         })
     }
+}
+
+/// Applies what happened to runs to the report's `runs` table.
+fn write_runs(
+    tx: &rusqlite::Transaction<'_>,
+    facts: &[rapport_engine::RunFact],
+) -> Result<(), StoreError> {
+    use rapport_engine::RunFact;
+    for f in facts {
+        match f {
+            RunFact::Started {
+                run,
+                contact,
+                flow,
+                version,
+                variant,
+                channel,
+                at,
+                goal_deadline,
+            } => {
+                tx.prepare_cached(
+                    "INSERT OR REPLACE INTO runs (run, contact, flow, version, variant, channel,
+                     started, goal_deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    *run as i64,
+                    contact,
+                    flow,
+                    version,
+                    variant,
+                    channel,
+                    at,
+                    goal_deadline
+                ])?;
+            }
+            RunFact::Responded { run, at } => {
+                tx.prepare_cached(
+                    "UPDATE runs SET responded = ?2 WHERE run = ?1 AND responded IS NULL",
+                )?
+                .execute(params![*run as i64, at])?;
+            }
+            RunFact::Ended {
+                run,
+                at,
+                outcome,
+                handoff,
+                error,
+            } => {
+                tx.prepare_cached(
+                    "UPDATE runs SET ended = ?2, outcome = ?3, handoff = ?4, error = ?5 WHERE run = ?1",
+                )?
+                .execute(params![*run as i64, at, outcome, handoff, error])?;
+            }
+            RunFact::OptedOut { run } => {
+                tx.prepare_cached("UPDATE runs SET opted_out = 1 WHERE run = ?1")?
+                    .execute([*run as i64])?;
+            }
+            RunFact::Converted { run, at } => {
+                tx.prepare_cached(
+                    "UPDATE runs SET converted = ?2 WHERE run = ?1 AND converted IS NULL",
+                )?
+                .execute(params![*run as i64, at])?;
+            }
+        }
+    }
+    Ok(())
 }

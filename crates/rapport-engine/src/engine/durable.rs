@@ -46,6 +46,39 @@ pub struct Changes {
     pub seen: Vec<(u64, u32, Millis)>,
     /// The engine-wide state (clock, counters, per-version stats), as JSON.
     pub global: String,
+    /// What happened to runs, in order, for the KPI report.
+    pub runs: Vec<RunFact>,
+}
+
+/// One fact about a run, kept for the KPI report (`rapport report`): a run started,
+/// answered for the first time, ended, converted, or had an opt-out charged to it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunFact {
+    Started {
+        run: u64,
+        contact: String,
+        flow: String,
+        version: String,
+        variant: Option<String>,
+        channel: String,
+        at: Millis,
+        /// When the goal window closes (`None`: the flow has no goal).
+        goal_deadline: Option<Millis>,
+    },
+    /// The run's first message to the contact left (`at`: when it was released).
+    Responded { run: u64, at: Millis },
+    Ended {
+        run: u64,
+        at: Millis,
+        /// Why: `end`, `expired`, `opted_out`, `released`, …
+        outcome: String,
+        handoff: bool,
+        error: bool,
+    },
+    /// An opt-out was charged to the run (it sent last), as `opt_out_rate` counts it.
+    OptedOut { run: u64 },
+    /// The run's goal event came within its window.
+    Converted { run: u64, at: Millis },
 }
 
 /// The engine-wide state that is not a contact's.
@@ -66,6 +99,7 @@ struct Global {
 pub(crate) struct Journal {
     contacts: HashSet<String, foldhash::fast::RandomState>,
     seen: Vec<(u64, u32, Millis)>,
+    runs: Vec<RunFact>,
 }
 
 /// The live timers by key; with a journal, every key set or removed is noted.
@@ -205,6 +239,13 @@ impl Engine {
         }
     }
 
+    /// Notes a fact about a run (the journal's part of the KPI report).
+    pub(crate) fn journal_run(&mut self, fact: impl FnOnce() -> RunFact) {
+        if let Some(j) = self.journal.as_mut() {
+            j.runs.push(fact());
+        }
+    }
+
     /// What the steps since the last call changed. Call it after every batch, then
     /// commit the changes before releasing the batch's actions.
     pub fn take_changes(&mut self) -> Result<Changes, String> {
@@ -213,6 +254,7 @@ impl Engine {
         };
         let touched = std::mem::take(&mut journal.contacts);
         let seen = std::mem::take(&mut journal.seen);
+        let runs = std::mem::take(&mut journal.runs);
         let mut timer_keys = self.live_timers.log.replace(Vec::new()).unwrap_or_default();
         timer_keys.sort_unstable();
         timer_keys.dedup();
@@ -257,6 +299,7 @@ impl Engine {
             timers,
             seen,
             global: serde_json::to_string(&global).map_err(|e| e.to_string())?,
+            runs,
         })
     }
 

@@ -417,6 +417,7 @@ impl Engine {
         if let Some((flow, run)) = self.contacts.get(contact).and_then(|c| c.last_sender) {
             if runs.contains(&run.get()) {
                 self.stats[flow as usize].opted_out += 1;
+                self.journal_run(|| crate::engine::RunFact::OptedOut { run: run.get() });
             }
         }
         let sent = u32::try_from((cause.at.max(0) + 999) / 1000).unwrap_or(u32::MAX);
@@ -689,8 +690,9 @@ impl Engine {
             }
             None => Vec::new(),
         };
-        for (flow, _) in converted {
+        for (flow, run) in converted {
             self.stats[flow].converted += 1;
+            self.journal_run(|| crate::engine::RunFact::Converted { run, at: event.at });
         }
         // Every active run with a matching `on event`, in routing order.
         for run_id in self.run_order(contact) {

@@ -183,6 +183,20 @@ impl Engine {
         let flow = &self.versions[f];
         let variant = (!flow.variants.is_empty())
             .then(|| crate::rollout::variant(&flow.name, contact, flow.variants.len()));
+        // Built only when a journal keeps it (a store), not on a plain run.
+        let fact = self
+            .journal
+            .is_some()
+            .then(|| crate::engine::RunFact::Started {
+                run: id,
+                contact: contact.to_string(),
+                flow: flow.name.clone(),
+                version: flow.version.clone(),
+                variant: variant.and_then(|v| flow.variants.get(v).cloned()),
+                channel: channel.to_string(),
+                at: now,
+                goal_deadline: flow.goal.as_ref().map(|g| now + g.within as Millis * 1000),
+            });
         let run = Run {
             id,
             flow: f as u32,
@@ -220,6 +234,10 @@ impl Engine {
             crate::state::push_exact(&mut c.runs, run);
             c.reentry.started(name);
         }
+        let deadline = goal.as_ref().map(|g| now + g.within as Millis * 1000);
+        if let Some(fact) = fact {
+            self.journal_run(|| fact);
+        }
         self.stats[f].enrolled += 1;
         if let Some(v) = variant {
             *self.stats[f].variants.entry(v).or_default() += 1;
@@ -234,7 +252,6 @@ impl Engine {
         );
         // The first state's timers are set first, then the goal's and the run's expiry
         // (so a first state's `after` timer is `EVENT~0`, the id docs/runtime.md gives it).
-        let deadline = goal.as_ref().map(|g| now + g.within as Millis * 1000);
         if let (Some(g), Some(deadline)) = (&goal, deadline) {
             if let Some(c) = self.contacts.get_mut(contact) {
                 crate::state::push_exact(
@@ -880,6 +897,13 @@ impl Engine {
                 self.live_timers.remove(t);
             }
         }
+        self.journal_run(|| crate::engine::RunFact::Ended {
+            run: run.id,
+            at: cause.at,
+            outcome: reason.to_string(),
+            handoff: run.reached_handoff,
+            error: run.error,
+        });
         let st = &mut self.stats[run.flow as usize];
         st.finished += 1;
         if run.reached_handoff {

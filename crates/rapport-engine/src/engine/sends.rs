@@ -339,7 +339,9 @@ impl Engine {
                 c.sends.drain(..stale);
             }
             c.last_sender = std::num::NonZeroU64::new(run_id).map(|id| (run.flow as u32, id));
+            let mut first = false;
             if let Some(r) = c.run_mut(run_id) {
+                first = r.last_send == crate::state::Since::NEVER;
                 r.last_send = crate::state::Since::at(now);
                 r.last_activity = now;
                 if !use_template {
@@ -351,6 +353,12 @@ impl Engine {
                 if private_reply.is_some() {
                     r.private_reply_used = true;
                 }
+            }
+            if first {
+                self.journal_run(|| crate::engine::RunFact::Responded {
+                    run: run_id,
+                    at: now,
+                });
             }
         }
         self.audit(cause, Some(contact), at_state, "sent", None, None);
