@@ -112,7 +112,7 @@ pub(crate) fn read_bundle(path: &Path) -> Result<Bundle, String> {
 /// Writes to stdout for `-`, else to a temporary file renamed into place, so a reader
 /// never sees half a bundle. Only a regular, writable file is replaced: renaming over
 /// `/dev/full`, a pipe or a read-only file would swap it for a bundle.
-fn write_output(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn write_output(path: &Path, bytes: &[u8]) -> Result<(), String> {
     if path == Path::new("-") {
         let mut out = std::io::stdout().lock();
         return out

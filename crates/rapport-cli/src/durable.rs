@@ -40,7 +40,7 @@ fn open_as_host(url: &str, create: bool) -> Result<(HostLock, SqliteStore), Stri
 }
 
 /// Opens an existing store to read what its host committed, even while the host runs.
-fn open_to_read(url: &str) -> Result<SqliteStore, String> {
+pub(crate) fn open_to_read(url: &str) -> Result<SqliteStore, String> {
     let path = store_path(url)?;
     SqliteStore::open_existing(&path).map_err(|e| e.to_string())
 }

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 mod deploy;
 mod inbox;
 mod lock;
+pub mod report;
 pub use inbox::{DeliveryRow, HostAudit, Live, LiveBatch, LiveReader, Mark, Written, INBOX_SOURCE};
 pub use lock::HostLock;
 
