@@ -26,6 +26,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod build;
 mod cap;
 mod check;
+mod demo;
 mod durable;
 mod files;
 mod fmt;
@@ -161,6 +162,20 @@ enum Command {
     #[command(verbatim_doc_comment)]
     Report(ReportArgs),
 
+    /// See the console with a week of traffic behind it: one command, nothing to set up.
+    ///
+    /// Builds the example project, generates a week of traffic for it (the same every
+    /// time for a seed), runs it into a store in --dir, and serves that store with
+    /// `rapport serve` on --listen, every platform and sink pointed at a mock platform on
+    /// 127.0.0.1. Prints the console's address and a token to sign in with. Run it again
+    /// to carry on with the same store; delete the folder for a new week.
+    ///
+    /// Examples:
+    ///   rapport demo
+    ///   rapport demo --listen 127.0.0.1:9090 --contacts 5000 --dir /tmp/rapport-demo
+    #[command(verbatim_doc_comment)]
+    Demo(DemoCliArgs),
+
     /// Erase everything a store holds about a contact (erasure request).
     ///
     /// Profile, consent ledger, runs, timers, transcript, audit records and unreleased
@@ -278,6 +293,25 @@ struct ReportArgs {
     /// Write to this file instead of stdout.
     #[arg(short, long)]
     output: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoCliArgs {
+    /// The project to serve (a folder holding rapport.yaml).
+    #[arg(long, default_value = "flows")]
+    project: PathBuf,
+    /// Where the demo keeps its bundle, store, events and host.yaml.
+    #[arg(long, default_value = "rapport-demo")]
+    dir: PathBuf,
+    /// The address to serve on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Contacts in the generated week.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    contacts: u64,
+    /// The generator's seed: the same seed, the same week.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -511,6 +545,13 @@ fn main() -> ExitCode {
             durable::export(&store, &contact)
         }
         Command::Forget(args) => durable::forget(&args.store, &args.contact),
+        Command::Demo(args) => demo::run(&demo::DemoArgs {
+            project: &args.project,
+            dir: &args.dir,
+            listen: &args.listen,
+            contacts: args.contacts as usize,
+            seed: args.seed,
+        }),
         Command::Report(args) => report::run(
             &args.store,
             &args.since,

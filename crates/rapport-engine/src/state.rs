@@ -105,6 +105,12 @@ pub(crate) struct OpenHandoff {
     /// When it opened (0 in a state stored before this was kept).
     #[serde(default)]
     pub(crate) opened: Millis,
+    /// What the person taking it is told, and on which channel the contact is (for the
+    /// console's list of open handoffs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) channel: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -309,7 +309,10 @@ pub fn run_durable<S: Store + 'static>(
     let wall = crate::WallClock::new(options.started);
     // The latest event time of this run: jumps are measured within a run, so a store
     // that sat idle for months takes today's events (the wall clock bounds the first).
-    let mut run_clock: Option<Millis> = None;
+    // A live host's stream clock is the wall clock from the start (as every tick makes
+    // it), so events from before the start arriving ahead of the first tick are not taken
+    // for a jump from the oldest of them.
+    let mut run_clock: Option<Millis> = live_input.then(|| wall.now());
     let mut run = Pipeline {
         committer: Committer::start(store),
         inflight: None,

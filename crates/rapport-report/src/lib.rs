@@ -17,7 +17,7 @@ use rapport_engine::event::Millis;
 use rapport_store::report::{Period, ReportData};
 use serde::Serialize;
 
-pub use render::{chart_svg, html, table, to_csv, Series};
+pub use render::{chart_svg, charts, html, percent, seconds, table, to_csv, Series};
 
 /// Below this many runs a rate means little: the report says so instead of showing it.
 pub const SMALL_SAMPLE: u64 = 30;
@@ -28,9 +28,27 @@ pub struct Report {
     pub from: String,
     pub to: String,
     pub flows: Vec<FlowReport>,
+    /// Every flow together: the console's tiles.
+    pub totals: Totals,
     /// Per flow and day (UTC): runs started, conversions, opt-outs, handoffs and the
     /// median first answer, for charts over time.
     pub days: Vec<FlowDays>,
+}
+
+/// Every flow version of the period together.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub enrolled: u64,
+    pub finished: u64,
+    pub converted: u64,
+    /// converted / enrolled over the flows with a goal.
+    pub conversion_rate: Option<f64>,
+    pub opt_out_rate: Option<f64>,
+    pub handoff_rate: Option<f64>,
+    pub automation_share: Option<f64>,
+    pub sent: u64,
+    pub delivered: Option<u64>,
+    pub first_response_s: FirstResponse,
 }
 
 /// One flow version's KPIs.
@@ -51,6 +69,10 @@ pub struct FlowReport {
     /// converted / enrolled (`null` for a flow with no goal, or no run).
     pub conversion_rate: Option<f64>,
     pub conversion_ci95: Option<[f64; 2]>,
+    /// Finished runs charged with an opt-out, that reached a handoff, that hit an error.
+    pub opted_out: u64,
+    pub handoffs: u64,
+    pub errors: u64,
     /// The guard metrics, over finished runs, as the rollout guards compute them.
     pub opt_out_rate: Option<f64>,
     pub handoff_rate: Option<f64>,
@@ -202,6 +224,9 @@ pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) 
                 converted: 0,
                 conversion_rate: None,
                 conversion_ci95: None,
+                opted_out: 0,
+                handoffs: 0,
+                errors: 0,
                 opt_out_rate: None,
                 handoff_rate: None,
                 error_rate: None,
@@ -215,6 +240,7 @@ pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) 
         }
         variant_rows.entry(key).or_default().push(c);
     }
+    let (mut goal_runs, mut automated_all) = (0u64, 0u64);
     for f in &mut flows {
         let rows = variant_rows
             .get(&(f.flow.clone(), f.version.clone()))
@@ -234,6 +260,11 @@ pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) 
             automated += r.automated;
         }
         f.active = f.enrolled - f.finished.min(f.enrolled);
+        (f.opted_out, f.handoffs, f.errors) = (opted_out, handoffs, errors);
+        if with_goal > 0 {
+            goal_runs += f.enrolled;
+        }
+        automated_all += automated;
         if with_goal > 0 {
             f.conversion_rate = rate(f.converted, f.enrolled);
             f.conversion_ci95 = ci(f.converted, f.enrolled);
@@ -322,6 +353,37 @@ pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) 
             .push(r.delay);
     }
     let seconds = |ms: Option<i64>| ms.map(|v| round4(v as f64 / 1000.0));
+    let mut all: Vec<i64> = data.responses.iter().map(|r| r.delay).collect();
+    all.sort_unstable();
+    let sum = |pick: fn(&FlowReport) -> u64| flows.iter().map(pick).sum::<u64>();
+    let (finished, goal_converted) = (
+        sum(|f| f.finished),
+        flows
+            .iter()
+            .filter(|f| f.conversion_rate.is_some())
+            .map(|f| f.converted)
+            .sum::<u64>(),
+    );
+    let totals = Totals {
+        enrolled: sum(|f| f.enrolled),
+        finished,
+        converted: sum(|f| f.converted),
+        conversion_rate: rate(goal_converted, goal_runs),
+        opt_out_rate: rate(sum(|f| f.opted_out), finished),
+        handoff_rate: rate(sum(|f| f.handoffs), finished),
+        automation_share: rate(automated_all, finished),
+        sent: sum(|f| f.sends.sent),
+        delivered: flows
+            .iter()
+            .filter_map(|f| f.sends.delivered)
+            .reduce(|a, b| a + b)
+            .or(data.live_deliveries.then_some(0)),
+        first_response_s: FirstResponse {
+            median: seconds(stats::quantile(&all, 0.5)),
+            p90: seconds(stats::quantile(&all, 0.9)),
+            n: all.len() as u64,
+        },
+    };
     for f in &mut flows {
         if let Some(v) = delays.get_mut(&(f.flow.as_str(), f.version.as_str())) {
             v.sort_unstable();
@@ -359,6 +421,7 @@ pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) 
         from: format_time(period.from),
         to: format_time(period.to),
         flows,
+        totals,
         days,
     }
 }

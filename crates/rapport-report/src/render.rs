@@ -7,8 +7,9 @@ use askama::Template;
 
 use crate::{FlowReport, Report, SMALL_SAMPLE};
 
-/// A percentage, or why there is none.
-fn pct(v: Option<f64>, n: u64) -> String {
+/// A rate as a percentage (one decimal), `—` when there is none, or `too few runs (N)`
+/// when fewer than [`SMALL_SAMPLE`] runs stand behind it.
+pub fn percent(v: Option<f64>, n: u64) -> String {
     match v {
         None => "—".into(),
         Some(_) if n < SMALL_SAMPLE => format!("too few runs ({n})"),
@@ -25,7 +26,8 @@ fn interval(ci: Option<[f64; 2]>, n: u64) -> String {
     }
 }
 
-fn seconds(v: Option<f64>) -> String {
+/// Seconds as a short duration (`2.5 s`, `4.0 min`, `1.2 h`), `—` for none.
+pub fn seconds(v: Option<f64>) -> String {
     match v {
         None => "—".into(),
         Some(s) if s < 60.0 => format!("{s:.1} s"),
@@ -52,12 +54,12 @@ fn summary(f: &FlowReport) -> Vec<(&'static str, String)> {
         ("finished", f.finished.to_string()),
         ("goal window open", f.open.to_string()),
         ("converted", f.converted.to_string()),
-        ("conversion", pct(f.conversion_rate, f.enrolled)),
+        ("conversion", percent(f.conversion_rate, f.enrolled)),
         ("95% interval", interval(f.conversion_ci95, f.enrolled)),
-        ("opt-out rate", pct(f.opt_out_rate, n)),
-        ("handoff rate", pct(f.handoff_rate, n)),
-        ("error rate", pct(f.error_rate, n)),
-        ("automated", pct(f.automation_share, n)),
+        ("opt-out rate", percent(f.opt_out_rate, n)),
+        ("handoff rate", percent(f.handoff_rate, n)),
+        ("error rate", percent(f.error_rate, n)),
+        ("automated", percent(f.automation_share, n)),
         (
             "first response",
             format!(
@@ -89,7 +91,7 @@ fn variant_cells(f: &FlowReport) -> Vec<[String; 7]> {
                 v.variant.clone(),
                 v.enrolled.to_string(),
                 v.converted.to_string(),
-                pct(v.conversion_rate, v.enrolled),
+                percent(v.conversion_rate, v.enrolled),
                 interval(v.conversion_ci95, v.enrolled),
                 match v.uplift {
                     Some(u) => format!("{:+.1}%", u * 100.0),
@@ -282,7 +284,7 @@ const COLOURS: [&str; 8] = [
 /// A line chart as inline SVG: one line per series over the labels (days), with the
 /// axis' top value and a legend. Needs no script and no network.
 pub fn chart_svg(title: &str, labels: &[String], series: &[Series], unit: &str) -> String {
-    let (w, h, left, right, top, bottom) = (640.0, 220.0, 48.0, 12.0, 28.0, 40.0);
+    let (w, h, left, right, top, bottom) = (640.0, 220.0, 48.0, 28.0, 28.0, 40.0);
     let max = series
         .iter()
         .flat_map(|s| s.values.iter().flatten())
@@ -382,7 +384,7 @@ fn short(v: f64) -> String {
 
 /// The charts over time of a report: per flow, runs started, conversions, opt-outs and
 /// the median first answer, per day.
-pub(crate) fn charts(r: &Report) -> Vec<String> {
+pub fn charts(r: &Report) -> Vec<String> {
     let mut labels: Vec<String> = r
         .days
         .iter()

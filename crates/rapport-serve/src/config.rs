@@ -44,6 +44,17 @@ struct Raw {
     delivery: Option<RawDelivery>,
     #[serde(default)]
     grace: Option<String>,
+    #[serde(default)]
+    console: Option<RawConsole>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConsole {
+    #[serde(default)]
+    secure_cookies: Option<bool>,
+    #[serde(default)]
+    session: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,6 +259,17 @@ pub struct HostConfig {
     pub delivery: DeliveryConfig,
     /// How long a stop waits for calls in flight.
     pub grace: Duration,
+    pub console: ConsoleConfig,
+}
+
+/// The web console's sessions.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// Session cookies are `Secure` (sent over HTTPS only): turn it off only when the
+    /// console is reached over plain HTTP on a trusted network.
+    pub secure_cookies: bool,
+    /// How long a sign-in lasts.
+    pub session: Duration,
 }
 
 /// The sink names `host.yaml` knows.
@@ -660,6 +682,28 @@ pub fn parse(
     for p in &mut problems {
         p.message = p.message.replace(OPEN, "${").replace(CLOSE, "}");
     }
+    let console = ConsoleConfig {
+        secure_cookies: raw
+            .console
+            .as_ref()
+            .and_then(|c| c.secure_cookies)
+            .unwrap_or(true),
+        session: match raw.console.as_ref().and_then(|c| c.session.as_deref()) {
+            None => Duration::from_secs(12 * 3600),
+            Some(text) => match duration(text).filter(|d| *d >= Duration::from_secs(60)) {
+                Some(d) => d,
+                None => {
+                    problems.push(Problem {
+                        error: true,
+                        at: "console.session".into(),
+                        message: format!("`{text}` is not a session length of a minute or more"),
+                        help: Some("write it like `12h` or `30m`".into()),
+                    });
+                    Duration::from_secs(12 * 3600)
+                }
+            },
+        },
+    };
     let ok = !problems.iter().any(|p| p.error);
     let config = match (ok, listen) {
         (true, Some(listen)) => Some(HostConfig {
@@ -670,6 +714,7 @@ pub fn parse(
             sinks,
             delivery,
             grace,
+            console,
         }),
         _ => None,
     };

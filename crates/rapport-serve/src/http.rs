@@ -47,6 +47,10 @@ pub(crate) struct App {
     pub(crate) handoffs_counted: Mutex<Option<Instant>>,
     /// How many rejected webhooks were audited this minute.
     pub(crate) forged_audit: PerMinute,
+    /// The console's signed-in sessions.
+    pub(crate) sessions: crate::console::Sessions,
+    /// Console sign-in attempts this minute (guessing the token is slowed down).
+    pub(crate) sign_ins: PerMinute,
 }
 
 /// At most `limit` a minute.
@@ -75,7 +79,7 @@ impl PerMinute {
     }
 }
 
-type Shared = Arc<App>;
+pub(crate) type Shared = Arc<App>;
 
 pub(crate) fn router(app: Shared) -> Router {
     Router::new()
@@ -84,10 +88,12 @@ pub(crate) fn router(app: Shared) -> Router {
         .route("/v1/events", post(post_events))
         .route("/v1/bundle", post(post_bundle))
         .route("/v1/rollouts", get(get_rollouts))
+        .route("/v1/report", get(get_report))
         .route("/v1/contacts/{id}", get(get_contact).delete(delete_contact))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(crate::console::routes())
         // 413 for a body over the limit, before it is read; 408 for a request that takes
         // longer than a platform would wait (a client trickling bytes holds nothing long).
         .layer(DefaultBodyLimit::disable())
@@ -114,7 +120,7 @@ impl App {
         response
     }
 
-    fn draining(&self) -> Option<Response> {
+    pub(crate) fn draining(&self) -> Option<Response> {
         self.draining.load(Ordering::Relaxed).then(|| {
             problem(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -124,7 +130,7 @@ impl App {
     }
 
     /// `None` when the bearer token is right, else the 401 to answer.
-    fn unauthorised(&self, headers: &HeaderMap) -> Option<Response> {
+    pub(crate) fn unauthorised(&self, headers: &HeaderMap) -> Option<Response> {
         // The scheme is case-insensitive (RFC 9110): `bearer` works as `Bearer` does.
         let given = headers
             .get("authorization")
@@ -142,7 +148,11 @@ impl App {
     }
 
     /// Appends to the inbox and waits until it is on disk.
-    async fn append(&self, events: Vec<String>, audit: Vec<HostAudit>) -> Result<Vec<u64>, String> {
+    pub(crate) async fn append(
+        &self,
+        events: Vec<String>,
+        audit: Vec<HostAudit>,
+    ) -> Result<Vec<u64>, String> {
         let (done, rx) = oneshot::channel();
         self.writer
             .send(Request::Append {
@@ -627,7 +637,7 @@ async fn post_events(State(app): State<Shared>, headers: HeaderMap, body: Bytes)
 
 /// Asks the engine's thread something between two commits: stops its loop, which
 /// handles the request and starts again.
-async fn ask_engine<T>(
+pub(crate) async fn ask_engine<T>(
     app: &App,
     control: Control,
     rx: oneshot::Receiver<Result<T, String>>,
@@ -783,6 +793,31 @@ async fn get_rollouts(State(app): State<Shared>, headers: HeaderMap) -> Response
         out.push(describe(f, "retired"));
     }
     Json(json!({"versions": out})).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ReportQuery {
+    since: Option<String>,
+    flow: Option<String>,
+}
+
+/// The KPI report as JSON: the same document as `rapport report --format json`.
+async fn get_report(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<ReportQuery>,
+) -> Response {
+    if let Some(r) = app.unauthorised(&headers) {
+        return r;
+    }
+    let since = match rapport_report::parse_since(q.since.as_deref().unwrap_or("7d")) {
+        Ok(s) => s,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, format!("since: {e}")),
+    };
+    match crate::console::report(&app, since, q.flow).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 async fn get_contact(

@@ -11,6 +11,7 @@
 //! writer each have a thread of their own (SQLite calls block).
 
 pub mod config;
+mod console;
 mod delivery;
 mod engine;
 mod feed;
@@ -155,6 +156,8 @@ pub async fn serve(s: Serve) -> Result<(), String> {
         now: wall_ms,
         handoffs_counted: Mutex::new(None),
         forged_audit: http::PerMinute::new(60),
+        sessions: console::Sessions::default(),
+        sign_ins: http::PerMinute::new(20),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -271,6 +271,7 @@ const MIGRATIONS: &[&str] = &[
      CREATE TABLE activity (flow TEXT NOT NULL, version TEXT NOT NULL, hour INTEGER NOT NULL,
          kind TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (flow, version, hour, kind))
          WITHOUT ROWID;
+     CREATE INDEX deliveries_contact ON deliveries (contact);
      CREATE INDEX contacts_attention ON contacts (id)
          WHERE json_extract(state, '$.handoff') IS NOT NULL OR instr(state, '\"drafts\":') > 0;",
 ];
@@ -855,8 +856,10 @@ impl Store for SqliteStore {
                 })
                 .collect()
         };
+        let run_history = self.contact_runs(contact)?;
         Ok(Some(json!({
             "contact": contact,
+            "run_history": run_history,
             "deliveries": deliveries,
             "profile": as_object(&s["profile"]),
             "consent_ledger": s["consent"],

@@ -77,6 +77,53 @@ pub struct ReportData {
 const DAY: Millis = 86_400_000;
 
 impl SqliteStore {
+    /// A contact's runs, oldest first, as the report records them.
+    pub fn contact_runs(&self, contact: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT run, flow, version, variant, channel, started, responded, ended, outcome,
+                 handoff, opted_out, converted FROM runs WHERE contact = ?1 ORDER BY run",
+        )?;
+        let time = |v: Option<i64>| v.map(rapport_engine::format_time);
+        let rows = q.query_map([contact], |r| {
+            Ok(serde_json::json!({
+                "run": r.get::<_, i64>(0)?,
+                "flow": r.get::<_, String>(1)?,
+                "version": r.get::<_, String>(2)?,
+                "variant": r.get::<_, Option<String>>(3)?,
+                "channel": r.get::<_, Option<String>>(4)?,
+                "started": time(r.get(5)?),
+                "first_response": time(r.get(6)?),
+                "ended": time(r.get(7)?),
+                "outcome": r.get::<_, Option<String>>(8)?,
+                "handoff": r.get::<_, bool>(9)?,
+                "opted_out": r.get::<_, bool>(10)?,
+                "converted": time(r.get(11)?),
+            }))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Contacts a person must look at (an open handoff, or maybe a draft waiting), with
+    /// their state as JSON, and the due time of each open handoff's SLA timer.
+    pub fn attention(&self, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT id, state FROM contacts
+             WHERE json_extract(state, '$.handoff') IS NOT NULL OR instr(state, '\"drafts\":') > 0
+             LIMIT ?1",
+        )?;
+        let rows = q.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// When a timer is due (`None`: it fired or was cancelled).
+    pub fn timer_due(&self, key: u64) -> Result<Option<Millis>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT due FROM timers WHERE key = ?1")?
+            .query_row([key as i64], |r| r.get(0))
+            .optional()?)
+    }
+
     /// Reads what the KPI report of `period` needs.
     pub fn report_data(&mut self, period: &Period<'_>) -> Result<ReportData, StoreError> {
         let tx = self.conn.transaction()?;

@@ -289,6 +289,8 @@ impl Engine {
                         flow: None,
                         sla_timer: None,
                         opened: cause.at.max(self.clock),
+                        summary: Some(text.to_string()),
+                        channel: reply_channel.clone(),
                     }));
                 }
                 self.audit(

@@ -536,7 +536,7 @@ impl Engine {
         );
         a.channel = Some(run.channel.clone());
         a.queue = Some(queue.to_string());
-        a.summary = text;
+        a.summary = text.clone();
         self.flow_fields(&mut a, contact, run_id);
         a.cause = Some(cause.field.clone());
         self.out.actions.push(a);
@@ -556,6 +556,8 @@ impl Engine {
                 flow: Some(flow_name),
                 sla_timer,
                 opened: cause.at.max(self.clock),
+                summary: text,
+                channel: Some(run.channel.to_string()),
             }));
             if let Some(r) = c.run_mut(run_id) {
                 r.reached_handoff = true;
