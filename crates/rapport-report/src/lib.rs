@@ -200,9 +200,25 @@ fn purposes(bundle: Option<&Bundle>) -> BTreeMap<(String, String), &'static str>
     out
 }
 
+/// The declared variants of every flow version the bundle names, in order.
+fn variant_orders(bundle: Option<&Bundle>) -> BTreeMap<(String, String), Vec<String>> {
+    let mut out = BTreeMap::new();
+    let Some(b) = bundle else { return out };
+    for f in b
+        .flows
+        .iter()
+        .flat_map(|f| std::iter::once(f).chain(f.previous.as_deref()))
+        .chain(&b.retired)
+    {
+        out.insert((f.name.clone(), f.version.clone()), f.variants.clone());
+    }
+    out
+}
+
 /// Computes the report of `period` from what the store read.
 pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) -> Report {
     let purposes = purposes(bundle);
+    let variant_order = variant_orders(bundle);
     // Flow versions in the order the store gave them (by flow, then first run).
     let mut flows: Vec<FlowReport> = Vec::new();
     let mut variant_rows: BTreeMap<(String, String), Vec<&rapport_store::report::RunCounts>> =
@@ -274,8 +290,22 @@ pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) 
         f.error_rate = rate(errors, f.finished);
         f.automation_share = rate(automated, f.finished);
         f.small_sample = f.enrolled < SMALL_SAMPLE;
-        // Variants, in the order of their first run; the first is the baseline.
-        let variants: Vec<_> = rows.iter().filter(|r| r.variant.is_some()).collect();
+        // Variants in the order the flow declares them (the first is the baseline), then
+        // any the bundle no longer names, by name.
+        let declared = variant_order.get(&(f.flow.clone(), f.version.clone()));
+        let rank = |name: &str| {
+            declared
+                .and_then(|d| d.iter().position(|v| v == name))
+                .unwrap_or(usize::MAX)
+        };
+        let mut variants: Vec<_> = rows.iter().filter(|r| r.variant.is_some()).collect();
+        variants.sort_by(|a, b| {
+            let (a, b) = (
+                a.variant.as_deref().unwrap_or_default(),
+                b.variant.as_deref().unwrap_or_default(),
+            );
+            rank(a).cmp(&rank(b)).then(a.cmp(b))
+        });
         let first = variants.first().map(|r| (r.converted, r.enrolled));
         for (i, r) in variants.iter().enumerate() {
             let conversion_rate = (with_goal > 0)
@@ -343,12 +373,15 @@ pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) 
     let mut delays: BTreeMap<(&str, &str), Vec<i64>> = BTreeMap::new();
     let mut by_day: BTreeMap<(&str, i64), Vec<i64>> = BTreeMap::new();
     for r in &data.responses {
+        let Some(c) = data.counts.get(r.group) else {
+            continue;
+        };
         delays
-            .entry((r.flow.as_str(), r.version.as_str()))
+            .entry((c.flow.as_str(), c.version.as_str()))
             .or_default()
             .push(r.delay);
         by_day
-            .entry((r.flow.as_str(), r.day))
+            .entry((c.flow.as_str(), r.day))
             .or_default()
             .push(r.delay);
     }

@@ -143,7 +143,7 @@ impl Live {
             let mut count = tx.prepare_cached(
                 "INSERT INTO activity (flow, version, hour, kind, n)
                  SELECT json_extract(line, '$.flow'), json_extract(line, '$.version'), ?2, ?3, 1
-                 FROM deliveries WHERE action = ?1 AND json_extract(line, '$.kind') = 'send'
+                 FROM deliveries WHERE action = ?1 AND json_extract(line, '$.type') = 'send'
                      AND json_extract(line, '$.flow') IS NOT NULL
                      AND json_extract(line, '$.version') IS NOT NULL
                  ON CONFLICT (flow, version, hour, kind) DO UPDATE SET n = n + 1",

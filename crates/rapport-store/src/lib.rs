@@ -266,7 +266,8 @@ const MIGRATIONS: &[&str] = &[
          responded INTEGER, ended INTEGER, outcome TEXT, handoff INTEGER NOT NULL DEFAULT 0,
          error INTEGER NOT NULL DEFAULT 0, opted_out INTEGER NOT NULL DEFAULT 0,
          goal_deadline INTEGER, converted INTEGER);
-     CREATE INDEX runs_started ON runs (started);
+     CREATE INDEX runs_report ON runs (started, flow, version, variant, responded, ended,
+         handoff, error, opted_out, goal_deadline, converted);
      CREATE INDEX runs_contact ON runs (contact);
      CREATE TABLE activity (flow TEXT NOT NULL, version TEXT NOT NULL, hour INTEGER NOT NULL,
          kind TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (flow, version, hour, kind))

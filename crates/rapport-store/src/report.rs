@@ -37,8 +37,8 @@ pub struct RunCounts {
 /// A run's first answer: how long after its start (milliseconds), and its day.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
-    pub flow: String,
-    pub version: String,
+    /// The index of the run's flow version and variant in [`ReportData::counts`].
+    pub group: usize,
     pub day: i64,
     pub delay: Millis,
 }
@@ -130,72 +130,110 @@ impl SqliteStore {
         let mut data = ReportData::default();
         let (from, to, flow) = (period.from, period.to, period.flow);
         {
+            // One pass over the period's runs, in the order of the covering index
+            // `runs_report`, grouped here: far faster than SQL's grouping on text keys.
             let mut q = tx.prepare(
-                "SELECT flow, version, variant, count(*), count(ended),
-                     sum(ended IS NOT NULL AND handoff), sum(ended IS NOT NULL AND error),
-                     sum(opted_out), count(converted), count(goal_deadline),
-                     sum(goal_deadline IS NOT NULL AND converted IS NULL AND goal_deadline > ?2),
-                     sum(ended IS NOT NULL AND NOT handoff)
-                 FROM runs WHERE started >= ?1 AND started < ?2 AND (?3 IS NULL OR flow = ?3)
-                 GROUP BY flow, version, variant ORDER BY flow, min(started), variant",
+                "SELECT flow, version, variant, started, responded, ended, handoff, error,
+                     opted_out, goal_deadline, converted
+                 FROM runs WHERE started >= ?1 AND started < ?2 AND (?3 IS NULL OR flow = ?3)",
             )?;
-            let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
-            let rows = q.query_map(params![from, to, flow], |r| {
-                Ok(RunCounts {
-                    flow: r.get(0)?,
-                    version: r.get(1)?,
-                    variant: r.get(2)?,
-                    enrolled: n(r.get(3)?),
-                    finished: n(r.get(4)?),
-                    handoffs: n(r.get(5)?),
-                    errors: n(r.get(6)?),
-                    opted_out: n(r.get(7)?),
-                    converted: n(r.get(8)?),
-                    with_goal: n(r.get(9)?),
-                    goal_open: n(r.get(10)?),
-                    automated: n(r.get(11)?),
-                })
-            })?;
-            for row in rows {
-                data.counts.push(row?);
+            let mut rows = q.query(params![from, to, flow])?;
+            let mut days: std::collections::BTreeMap<(usize, i64), Day> = Default::default();
+            let mut flows: Vec<String> = Vec::new();
+            while let Some(r) = rows.next()? {
+                let text = |i: usize| -> Result<Option<&str>, StoreError> {
+                    Ok(r.get_ref(i)?
+                        .as_str_or_null()
+                        .map_err(rusqlite::Error::from)?)
+                };
+                let (f, v, variant) = (text(0)?.unwrap_or(""), text(1)?.unwrap_or(""), text(2)?);
+                let group =
+                    match data.counts.iter().position(|c| {
+                        c.flow == f && c.version == v && c.variant.as_deref() == variant
+                    }) {
+                        Some(g) => g,
+                        None => {
+                            data.counts.push(RunCounts {
+                                flow: f.to_string(),
+                                version: v.to_string(),
+                                variant: variant.map(str::to_string),
+                                ..RunCounts::default()
+                            });
+                            data.counts.len() - 1
+                        }
+                    };
+                let flow_ix = match flows.iter().position(|x| x == f) {
+                    Some(i) => i,
+                    None => {
+                        flows.push(f.to_string());
+                        flows.len() - 1
+                    }
+                };
+                let started: i64 = r.get(3)?;
+                let responded: Option<i64> = r.get(4)?;
+                let ended: Option<i64> = r.get(5)?;
+                let handoff: bool = r.get(6)?;
+                let error: bool = r.get(7)?;
+                let opted_out: bool = r.get(8)?;
+                let deadline: Option<i64> = r.get(9)?;
+                let converted: Option<i64> = r.get(10)?;
+                let c = &mut data.counts[group];
+                c.enrolled += 1;
+                if ended.is_some() {
+                    c.finished += 1;
+                    c.handoffs += u64::from(handoff);
+                    c.errors += u64::from(error);
+                    c.automated += u64::from(!handoff);
+                }
+                c.opted_out += u64::from(opted_out);
+                c.converted += u64::from(converted.is_some());
+                if let Some(d) = deadline {
+                    c.with_goal += 1;
+                    c.goal_open += u64::from(converted.is_none() && d > to);
+                }
+                let day = started.div_euclid(DAY);
+                if let Some(at) = responded {
+                    data.responses.push(Response {
+                        group,
+                        day,
+                        delay: (at - started).max(0),
+                    });
+                }
+                let d = days.entry((flow_ix, day)).or_insert_with(|| Day {
+                    flow: f.to_string(),
+                    day,
+                    started: 0,
+                    converted: 0,
+                    opted_out: 0,
+                    handoffs: 0,
+                });
+                d.started += 1;
+                d.converted += u64::from(converted.is_some());
+                d.opted_out += u64::from(opted_out);
+                d.handoffs += u64::from(handoff);
             }
-            let mut q = tx.prepare(
-                "SELECT flow, version, started, responded - started FROM runs
-                 WHERE started >= ?1 AND started < ?2 AND (?3 IS NULL OR flow = ?3)
-                     AND responded IS NOT NULL",
-            )?;
-            let rows = q.query_map(params![from, to, flow], |r| {
-                let started: i64 = r.get(2)?;
-                Ok(Response {
-                    flow: r.get(0)?,
-                    version: r.get(1)?,
-                    day: started.div_euclid(DAY),
-                    delay: r.get::<_, i64>(3)?.max(0),
-                })
-            })?;
-            for row in rows {
-                data.responses.push(row?);
+            drop(rows);
+            // Flows by name, their versions in the order of their first run.
+            let mut order: Vec<usize> = (0..data.counts.len()).collect();
+            order.sort_by(|&a, &b| {
+                data.counts[a]
+                    .flow
+                    .cmp(&data.counts[b].flow)
+                    .then(a.cmp(&b))
+            });
+            let mut moved = vec![0; order.len()];
+            for (new, &old) in order.iter().enumerate() {
+                moved[old] = new;
             }
-            let mut q = tx.prepare(
-                "SELECT flow, started / 86400000 - (started < 0 AND started % 86400000 != 0) AS day,
-                     count(*), count(converted), sum(opted_out), sum(handoff)
-                 FROM runs WHERE started >= ?1 AND started < ?2 AND (?3 IS NULL OR flow = ?3)
-                 GROUP BY flow, day ORDER BY flow, day",
-            )?;
-            let rows = q.query_map(params![from, to, flow], |r| {
-                let n = |v: Option<i64>| v.unwrap_or(0).max(0) as u64;
-                Ok(Day {
-                    flow: r.get(0)?,
-                    day: r.get(1)?,
-                    started: n(r.get(2)?),
-                    converted: n(r.get(3)?),
-                    opted_out: n(r.get(4)?),
-                    handoffs: n(r.get(5)?),
-                })
-            })?;
-            for row in rows {
-                data.days.push(row?);
+            let counts = std::mem::take(&mut data.counts);
+            let mut slots: Vec<Option<RunCounts>> = counts.into_iter().map(Some).collect();
+            data.counts = order.iter().filter_map(|&i| slots[i].take()).collect();
+            for r in &mut data.responses {
+                r.group = moved[r.group];
             }
+            let mut days: Vec<Day> = days.into_values().collect();
+            days.sort_by(|a, b| a.flow.cmp(&b.flow).then(a.day.cmp(&b.day)));
+            data.days = days;
             let mut q = tx.prepare(
                 "SELECT flow, version, kind, sum(n) FROM activity
                  WHERE hour >= ?1 AND hour < ?2 AND (?3 IS NULL OR flow = ?3)

@@ -70,6 +70,7 @@ fn a_commit_is_kept_across_reopening_and_released_actions_leave_the_outbox() {
         }],
         seen: vec![(u64::MAX, 7, 1000)],
         global: "{\"clock\":1000}".into(),
+        runs: Vec::new(),
     };
     let outbox = vec![
         OutboxEntry {
@@ -189,4 +190,117 @@ fn a_second_host_on_one_store_is_refused_with_the_holders_pid() {
     drop(store);
     drop(lock);
     drop(HostLock::acquire(&path).expect("free again once the first host is gone"));
+}
+
+#[test]
+fn run_facts_become_report_rows_and_forgetting_a_contact_keeps_them_without_it() {
+    use rapport_engine::RunFact;
+    use rapport_store::report::Period;
+    let d = dir();
+    let mut s = open(&d.path().join("s.db")).expect("store");
+    let started = |run: u64, contact: &str, variant: &str, at: i64| RunFact::Started {
+        run,
+        contact: contact.into(),
+        flow: "offer".into(),
+        version: "v1".into(),
+        variant: Some(variant.into()),
+        channel: "sms".into(),
+        at,
+        goal_deadline: Some(at + 10_000),
+    };
+    let runs = vec![
+        started(1, "c1", "a", 1000),
+        started(2, "c2", "b", 2000),
+        started(3, "c3", "b", 3000),
+        RunFact::Responded { run: 1, at: 1500 },
+        RunFact::Responded { run: 1, at: 1900 },
+        RunFact::Responded { run: 2, at: 4000 },
+        RunFact::Converted { run: 2, at: 5000 },
+        RunFact::Converted { run: 2, at: 6000 },
+        RunFact::OptedOut { run: 3 },
+        RunFact::Ended {
+            run: 3,
+            at: 3500,
+            outcome: "opted_out".into(),
+            handoff: false,
+            error: false,
+        },
+        RunFact::Ended {
+            run: 1,
+            at: 9000,
+            outcome: "end".into(),
+            handoff: true,
+            error: false,
+        },
+    ];
+    s.commit(Batch {
+        changes: Changes {
+            global: "{\"clock\":9000}".into(),
+            runs,
+            ..Changes::default()
+        },
+        activity: vec![rapport_store::Activity {
+            flow: "offer".into(),
+            version: "v1".into(),
+            hour: 0,
+            kind: "sent".into(),
+            n: 3,
+        }],
+        ..Batch::default()
+    })
+    .expect("commit");
+    let data = s
+        .report_data(&Period {
+            from: 0,
+            to: 9001,
+            flow: None,
+        })
+        .expect("read");
+    let a = data
+        .counts
+        .iter()
+        .find(|c| c.variant.as_deref() == Some("a"))
+        .expect("a");
+    let b = data
+        .counts
+        .iter()
+        .find(|c| c.variant.as_deref() == Some("b"))
+        .expect("b");
+    assert_eq!(
+        (a.enrolled, a.finished, a.handoffs, a.converted),
+        (1, 1, 1, 0)
+    );
+    assert_eq!(
+        (b.enrolled, b.finished, b.opted_out, b.converted),
+        (2, 1, 1, 1)
+    );
+    // Run 1 and run 3's goal windows closed at 11,000 and 13,000: still open at 9,001.
+    assert_eq!(a.goal_open + b.goal_open, 2);
+    // The first answer counts once: the later one leaves it as it was.
+    let mut delays: Vec<i64> = data.responses.iter().map(|r| r.delay).collect();
+    delays.sort_unstable();
+    assert_eq!(delays, vec![500, 2000]);
+    assert_eq!(data.activity.len(), 1);
+    assert!(!data.live_deliveries);
+    // A period that ends before run 3 started leaves it out.
+    let early = s
+        .report_data(&Period {
+            from: 0,
+            to: 2500,
+            flow: Some("offer"),
+        })
+        .expect("read");
+    assert_eq!(early.counts.iter().map(|c| c.enrolled).sum::<u64>(), 2);
+    // Erasure keeps the counts, not the person.
+    assert_eq!(s.contact_runs("c2").expect("runs").len(), 1);
+    s.forget("c2").expect("forget");
+    assert!(s.contact_runs("c2").expect("runs").is_empty());
+    let after = s
+        .report_data(&Period {
+            from: 0,
+            to: 9001,
+            flow: None,
+        })
+        .expect("read");
+    assert_eq!(after.counts.iter().map(|c| c.enrolled).sum::<u64>(), 3);
 }
