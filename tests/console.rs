@@ -189,3 +189,211 @@ async fn the_console_works_in_a_real_browser() {
     assert!(sent, "the approved reply was sent");
     assert_eq!(host.term().code(), Some(0));
 }
+
+/// `rapport demo` started as README says (on a free port), read until it serves.
+struct Demo {
+    child: std::process::Child,
+    url: String,
+    token: String,
+}
+
+impl Drop for Demo {
+    /// A failed test leaves no demo running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_demo(dir: &Path) -> Demo {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rapport"))
+        .args([
+            "demo",
+            "--contacts",
+            "300",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir)
+        .current_dir(common::repo_root())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("rapport demo starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut url, mut token) = (None, None);
+        let mut seen = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            seen.push_str(&line);
+            seen.push('\n');
+            if let Some(t) = line.split("Sign in with any name and the token").nth(1) {
+                token = Some(t.trim().to_string());
+            }
+            if let Some(u) = line.strip_prefix("rapport serve: listening on ") {
+                url = Some(u.to_string());
+            }
+            if let (Some(u), Some(t)) = (&url, &token) {
+                let _ = tx.send(Ok((u.clone(), t.clone())));
+                url = None;
+            }
+        }
+        let _ = tx.send(Err(seen));
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok((url, token))) => Demo { child, url, token },
+        Ok(Err(log)) => {
+            let _ = child.kill();
+            panic!("the demo stopped: {log}")
+        }
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the demo did not start within a minute")
+        }
+    }
+}
+
+async fn get(url: &str, token: Option<&str>) -> (u16, String, Option<String>) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let mut req = client.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.expect("answered");
+    let status = r.status().as_u16();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, r.text().await.unwrap_or_default(), location)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_a_week_whose_report_the_api_and_the_command_agree_on() {
+    let dir = common::temp_dir("console", "demo");
+    let demo_dir = dir.join("demo");
+    let mut demo = start_demo(&demo_dir);
+    let base = demo.url.clone();
+
+    // Pages ask for sign-in; the bearer token is let in.
+    let (status, _, location) = get(&format!("{base}/console/overview"), None).await;
+    assert_eq!(status, 303);
+    assert_eq!(
+        location.as_deref(),
+        Some("/console/login?next=/console/overview")
+    );
+    let (status, page, _) = get(&format!("{base}/console/overview"), Some(&demo.token)).await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("data-kpi=\"runs\"") && page.contains("<svg"),
+        "{page}"
+    );
+    let (status, _, _) = get(&format!("{base}/console/flows"), Some("wrong-token")).await;
+    assert_eq!(status, 303, "a wrong bearer token is not let in");
+
+    // The API's report and the command's agree on the week's runs.
+    // From a fixed start: the period's end moves with the clock of the running host.
+    let (status, body, _) = get(
+        &format!("{base}/v1/report?since=2000-01-01"),
+        Some(&demo.token),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).expect("JSON");
+    let o = common::rapport(&[
+        "report",
+        "--store",
+        &format!("sqlite:{}", common::s(&demo_dir.join("demo.db"))),
+        "--format",
+        "json",
+        "--since",
+        "2000-01-01",
+    ]);
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    let cli: Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let runs = |r: &Value| -> Vec<(String, u64)> {
+        r["flows"]
+            .as_array()
+            .expect("flows")
+            .iter()
+            .map(|f| {
+                (
+                    format!(
+                        "{}@{}",
+                        f["flow"].as_str().unwrap_or(""),
+                        f["version"].as_str().unwrap_or("")
+                    ),
+                    f["enrolled"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(runs(&api), runs(&cli));
+    assert!(
+        api["totals"]["enrolled"].as_u64().unwrap_or(0) > 100,
+        "{api}"
+    );
+    let (status, body, _) = get(&format!("{base}/v1/report?flow=nope"), Some(&demo.token)).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("has no flow `nope`"), "{body}");
+
+    // A live send the mock platform accepts is counted as delivered.
+    let hello = json!({"id": "live-1", "at": at(0), "contact": "instagram:990001",
+        "channel": "instagram", "type": "message", "text": "hello there"});
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/v1/events"))
+        .bearer_auth(&demo.token)
+        .body(hello.to_string())
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(answer.status().as_u16(), 200);
+    let mut delivered = 0;
+    for _ in 0..80 {
+        let (_, body, _) = get(
+            &format!("{base}/v1/report?since=1h&flow=welcome"),
+            Some(&demo.token),
+        )
+        .await;
+        let r: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        delivered = r["flows"][0]["sends"]["delivered"].as_u64().unwrap_or(0);
+        if delivered > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(delivered > 0, "the welcome reply counts as delivered");
+
+    let _ = Command::new("kill")
+        .args(["-TERM", &demo.child.id().to_string()])
+        .status();
+    let status = demo.child.wait().expect("the demo stops");
+    assert_eq!(status.code(), Some(0));
+
+    // A folder the demo did not make is not written in.
+    let other = dir.join("other");
+    std::fs::create_dir_all(&other).expect("folder");
+    std::fs::write(other.join("notes.txt"), "mine").expect("file");
+    let o = common::rapport(&[
+        "demo",
+        "--dir",
+        common::s(&other),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(common::text(&o.stderr).contains("holds files the demo did not write"));
+    assert_eq!(
+        std::fs::read_dir(&other).expect("read").count(),
+        1,
+        "nothing written"
+    );
+}

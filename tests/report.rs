@@ -404,3 +404,27 @@ fn the_html_report_is_one_page_with_charts_that_needs_no_network() {
         assert!(!html.contains(needle), "{needle} in the page");
     }
 }
+
+#[test]
+fn a_store_of_an_older_schema_is_explained_and_left_as_it_is() {
+    let dir = common::temp_dir("report", "older");
+    let (events, _) = generate(5, 3);
+    let store = store_with(&dir, &events);
+    let path = dir.join("store.db");
+    {
+        let db = rusqlite::Connection::open(&path).expect("open");
+        db.pragma_update(None, "user_version", 2).expect("set");
+    }
+    let o = report(&store, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("was last written by an older rapport (schema 2)"),
+        "{}",
+        text(&o.stderr)
+    );
+    let db = rusqlite::Connection::open(&path).expect("open");
+    let v: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .expect("read");
+    assert_eq!(v, 2, "reading a report upgrades nothing");
+}

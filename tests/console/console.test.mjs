@@ -130,7 +130,7 @@ try {
   await page.fill("input[name=confirm]", "someone-else");
   await page.click("button:has-text('Forget')");
   await page.waitForSelector(".error");
-  assert.match(await page.textContent(".error"), /nothing was erased/);
+  assert.match(await page.textContent(".error"), /Nothing was erased/);
   await page.fill("input[name=confirm]", draftContact);
   await clickThenFlash(page.locator("button:has-text('Forget')"), new RegExp(`Erased everything held about ${draftContact}`));
 

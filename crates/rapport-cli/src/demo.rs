@@ -253,6 +253,8 @@ pub(crate) fn week(contacts: usize, seed: u64, end: i64) -> Vec<String> {
             }
         }
     }
+    // Nothing after the end: the week stops at the moment the host takes over.
+    events.retain(|e| e.0 <= end);
     events.sort_by_key(|e| e.0);
     events.into_iter().map(|(_, v)| v.to_string()).collect()
 }
@@ -323,8 +325,19 @@ fn demo(args: &DemoArgs<'_>) -> Result<(), String> {
             args.listen
         )
     })?;
+    // The demo writes its files in --dir: never in a folder it did not make.
+    let marker = args.dir.join(".rapport-demo");
+    let in_use = std::fs::read_dir(args.dir).is_ok_and(|mut d| d.next().is_some());
+    if in_use && !marker.is_file() {
+        return Err(format!(
+            "--dir `{}` holds files the demo did not write; give a new folder (the demo writes a store, a bundle and host.yaml there)",
+            args.dir.display()
+        ));
+    }
     std::fs::create_dir_all(args.dir)
         .map_err(|e| format!("cannot make the folder `{}`: {e}", args.dir.display()))?;
+    std::fs::write(&marker, "made by `rapport demo`\n")
+        .map_err(|e| format!("cannot write in `{}`: {e}", args.dir.display()))?;
     let file = |name: &str| -> PathBuf { args.dir.join(name) };
     let store = file("demo.db");
     let bundle = file("bundle.json");
@@ -400,7 +413,11 @@ fn demo(args: &DemoArgs<'_>) -> Result<(), String> {
         }
         let config = config.ok_or("the demo's host.yaml has errors (see above)")?;
         eprintln!();
-        eprintln!("  Console:  http://{listen}/console");
+        if listen.port() == 0 {
+            eprintln!("  Console:  /console on the address `rapport serve` prints below");
+        } else {
+            eprintln!("  Console:  http://{listen}/console");
+        }
         eprintln!("  Sign in with any name and the token  {token}");
         eprintln!(
             "  Report:   rapport report --store sqlite:{}",

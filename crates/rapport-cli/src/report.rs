@@ -20,6 +20,7 @@ pub(crate) fn run(
 ) -> ExitCode {
     let result = (|| -> Result<Vec<u8>, String> {
         let since = rapport_report::parse_since(since).map_err(|e| format!("--since: {e}"))?;
+        refuse_older(store)?;
         let mut store = crate::durable::open_to_read(store)?;
         if let Some(name) = flow {
             check_flow(&store, name)?;
@@ -80,4 +81,25 @@ fn check_flow(store: &rapport_store::SqliteStore, name: &str) -> Result<(), Stri
         "--flow: the store's bundle has no flow `{name}`; its flows: {}",
         names.join(", ")
     ))
+}
+
+/// A store of an older schema keeps no run records: reading it must not upgrade it (an
+/// older host still using it would then refuse it), and an empty report would mislead.
+fn refuse_older(url: &str) -> Result<(), String> {
+    let Some(path) = url.strip_prefix("sqlite:").filter(|p| !p.is_empty()) else {
+        return Ok(()); // open_to_read says what is wrong with the URL
+    };
+    let path = std::path::Path::new(path);
+    if !path.is_file() {
+        return Ok(()); // nor with a missing store
+    }
+    match rapport_store::SqliteStore::schema_of(path) {
+        Ok(Some(v)) if v < rapport_store::SCHEMA => Err(format!(
+            "the store `{}` was last written by an older rapport (schema {v}): it keeps no run \
+             records for the report yet; run it with this version (`rapport serve` or \
+             `rapport run --store`), which upgrades it and records every run from then on",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
 }

@@ -41,6 +41,8 @@ pub struct Totals {
     pub enrolled: u64,
     pub finished: u64,
     pub converted: u64,
+    /// Runs of flows with a goal: what `conversion_rate` is over.
+    pub enrolled_with_goal: u64,
     /// converted / enrolled over the flows with a goal.
     pub conversion_rate: Option<f64>,
     pub opt_out_rate: Option<f64>,
@@ -153,6 +155,35 @@ pub struct DayPoint {
     pub first_response_median_s: Option<f64>,
 }
 
+impl FlowReport {
+    fn empty(flow: &str, version: &str) -> FlowReport {
+        FlowReport {
+            flow: flow.to_string(),
+            version: version.to_string(),
+            purpose: None,
+            enrolled: 0,
+            finished: 0,
+            open: 0,
+            active: 0,
+            converted: 0,
+            conversion_rate: None,
+            conversion_ci95: None,
+            opted_out: 0,
+            handoffs: 0,
+            errors: 0,
+            opt_out_rate: None,
+            handoff_rate: None,
+            error_rate: None,
+            automation_share: None,
+            small_sample: false,
+            sends: Sends::default(),
+            comments: Comments::default(),
+            first_response_s: FirstResponse::default(),
+            variants: Vec::new(),
+        }
+    }
+}
+
 /// Rounds a rate to 4 decimals, as the report shows it.
 fn round4(v: f64) -> f64 {
     (v * 10_000.0).round() / 10_000.0
@@ -230,28 +261,8 @@ pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) 
             .any(|f| f.flow == c.flow && f.version == c.version)
         {
             flows.push(FlowReport {
-                flow: c.flow.clone(),
-                version: c.version.clone(),
                 purpose: purposes.get(&key).copied(),
-                enrolled: 0,
-                finished: 0,
-                open: 0,
-                active: 0,
-                converted: 0,
-                conversion_rate: None,
-                conversion_ci95: None,
-                opted_out: 0,
-                handoffs: 0,
-                errors: 0,
-                opt_out_rate: None,
-                handoff_rate: None,
-                error_rate: None,
-                automation_share: None,
-                small_sample: false,
-                sends: Sends::default(),
-                comments: Comments::default(),
-                first_response_s: FirstResponse::default(),
-                variants: Vec::new(),
+                ..FlowReport::empty(&c.flow, &c.version)
             });
         }
         variant_rows.entry(key).or_default().push(c);
@@ -341,8 +352,19 @@ pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) 
             });
         }
     }
-    // Sends and moderation.
+    // Sends and moderation. A flow version that sent in the period but started no run in
+    // it (its runs started before) is listed too, with its sends and no runs.
     for a in &data.activity {
+        if !flows
+            .iter()
+            .any(|f| f.flow == a.flow && f.version == a.version)
+        {
+            flows.push(FlowReport {
+                purpose: purposes.get(&(a.flow.clone(), a.version.clone())).copied(),
+                small_sample: true,
+                ..FlowReport::empty(&a.flow, &a.version)
+            });
+        }
         let Some(f) = flows
             .iter_mut()
             .find(|f| f.flow == a.flow && f.version == a.version)
@@ -401,6 +423,7 @@ pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) 
         enrolled: sum(|f| f.enrolled),
         finished,
         converted: sum(|f| f.converted),
+        enrolled_with_goal: goal_runs,
         conversion_rate: rate(goal_converted, goal_runs),
         opt_out_rate: rate(sum(|f| f.opted_out), finished),
         handoff_rate: rate(sum(|f| f.handoffs), finished),

@@ -41,6 +41,14 @@ struct Session {
     actor: String,
     csrf: String,
     expires: Instant,
+    /// What the last button did (or why it did nothing), shown once on the next page.
+    /// Kept here, not in the address, so no link can make the console say something.
+    flash: Option<Flash>,
+}
+
+struct Flash {
+    ok: bool,
+    text: String,
 }
 
 /// At most this many sessions are kept; the oldest goes first.
@@ -73,6 +81,7 @@ impl Sessions {
                 actor: actor.to_string(),
                 csrf: csrf.clone(),
                 expires: now + lifetime,
+                flash: None,
             },
         );
         Ok((id, csrf))
@@ -82,6 +91,18 @@ impl Sessions {
         let map = self.map.lock().ok()?;
         let s = map.get(id)?;
         (s.expires > Instant::now()).then(|| (s.actor.clone(), s.csrf.clone()))
+    }
+
+    fn set_flash(&self, id: &str, ok: bool, text: String) {
+        if let Ok(mut map) = self.map.lock() {
+            if let Some(s) = map.get_mut(id) {
+                s.flash = Some(Flash { ok, text });
+            }
+        }
+    }
+
+    fn take_flash(&self, id: &str) -> Option<Flash> {
+        self.map.lock().ok()?.get_mut(id)?.flash.take()
     }
 
     fn remove(&self, id: &str) {
@@ -163,6 +184,14 @@ fn html(page: impl Template) -> Response {
             [
                 (header::CONTENT_TYPE, "text/html; charset=utf-8"),
                 (header::CACHE_CONTROL, "no-store"),
+                // Nothing but the console's own files, and never inside another site's frame.
+                (
+                    header::CONTENT_SECURITY_POLICY,
+                    "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+                     frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+                ),
+                (header::X_FRAME_OPTIONS, "DENY"),
+                (header::REFERRER_POLICY, "same-origin"),
             ],
             body,
         )
@@ -195,55 +224,33 @@ struct Frame {
 }
 
 impl Frame {
-    fn new(title: &'static str, here: &'static str, who: &Who, done: &Done) -> Frame {
+    fn new(app: &App, title: &'static str, here: &'static str, who: &Who) -> Frame {
+        let flash = who
+            .session
+            .as_deref()
+            .and_then(|id| app.sessions.take_flash(id));
+        let (ok, error) = match flash {
+            Some(f) if f.ok => (Some(f.text), None),
+            Some(f) => (None, Some(f.text)),
+            None => (None, None),
+        };
         Frame {
             title,
             here,
             actor: who.actor.clone(),
             csrf: who.csrf.clone().unwrap_or_default(),
-            flash: done.message(),
-            error: done.error.clone(),
+            flash: ok,
+            error,
         }
     }
 }
 
-/// What the last button did, carried to the page after it (`?done=halt&subject=offer`).
-#[derive(Debug, Default, Deserialize)]
-struct Done {
-    done: Option<String>,
-    subject: Option<String>,
-    error: Option<String>,
-}
-
-impl Done {
-    fn message(&self) -> Option<String> {
-        let subject = self.subject.as_deref().unwrap_or_default();
-        let verb = match self.done.as_deref()? {
-            "promote" => "Promoted the rollout of",
-            "halt" => "Halted",
-            "resume" => "Resumed",
-            "release" => "Released the handoff of",
-            "approved" => "Approved the draft for",
-            "edited" => "Sent the edited draft to",
-            "rejected" => "Rejected the draft for",
-            "forgotten" => "Erased everything held about",
-            "pending" => "Accepted; the engine has not processed it yet (reload in a moment):",
-            _ => return None,
-        };
-        Some(format!("{verb} {subject}."))
+/// After a button: what it did, kept for the page the browser is sent to.
+fn after(app: &App, who: &Who, page: &str, ok: bool, text: String) -> Response {
+    if let Some(id) = &who.session {
+        app.sessions.set_flash(id, ok, text);
     }
-}
-
-fn done_url(page: &str, done: &str, subject: &str) -> String {
-    format!(
-        "{page}?done={}&subject={}",
-        url_encode(done),
-        url_encode(subject)
-    )
-}
-
-fn error_url(page: &str, error: &str) -> String {
-    format!("{page}?error={}", url_encode(error))
+    see_other(page)
 }
 
 pub(crate) fn routes() -> Router<Shared> {
@@ -355,12 +362,6 @@ async fn login(State(app): State<Shared>, Form(f): Form<LoginForm>) -> Response 
         *r.status_mut() = status;
         r
     };
-    if !app.sign_ins.allow() {
-        return again(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-in attempts this minute; wait a minute and try again.",
-        );
-    }
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         return again(
             StatusCode::BAD_REQUEST,
@@ -368,6 +369,13 @@ async fn login(State(app): State<Shared>, Form(f): Form<LoginForm>) -> Response 
         );
     }
     if !crate::signature::same_token(f.token.trim(), &app.config.api_token) {
+        // Wrong tokens are slowed down; the right one is never refused.
+        if !app.sign_ins.allow() {
+            return again(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many wrong tokens this minute; wait a minute and try again.",
+            );
+        }
         return again(
             StatusCode::UNAUTHORIZED,
             "That is not the host's API token (host.yaml api_token).",
@@ -493,25 +501,42 @@ const PERIODS: [(&str, &str); 4] = [
 #[derive(Deserialize)]
 struct OverviewQuery {
     since: Option<String>,
-    #[serde(flatten)]
-    done: Done,
 }
 
-/// The report of the store, read on a blocking thread.
+/// The last report computed, for [`report`].
+pub(crate) type ReportCache =
+    tokio::sync::Mutex<Option<(String, Instant, Arc<rapport_report::Report>)>>;
+
+/// How long a computed report is served again (the console's pages and `GET /v1/report`
+/// ask for the same one; a week of a large store takes tens of milliseconds to read).
+const REPORT_FRESH: Duration = Duration::from_secs(5);
+
+/// The report of the store, read on a blocking thread: one at a time (a burst of requests
+/// waits for the first and gets its result), and again only after [`REPORT_FRESH`].
 pub(crate) async fn report(
     app: &App,
     since: rapport_report::Since,
     flow: Option<String>,
-) -> Result<rapport_report::Report, String> {
+) -> Result<Arc<rapport_report::Report>, String> {
+    let key = format!("{since:?}|{flow:?}");
+    let mut cached = app.report_cache.lock().await;
+    if let Some((k, at, r)) = cached.as_ref() {
+        if *k == key && at.elapsed() < REPORT_FRESH {
+            return Ok(Arc::clone(r));
+        }
+    }
     let path = app.store_path.clone();
     let wall = (app.now)();
-    tokio::task::spawn_blocking(move || {
+    let r = tokio::task::spawn_blocking(move || {
         let mut store =
             rapport_store::SqliteStore::open_existing(&path).map_err(|e| e.to_string())?;
         rapport_report::of_store(&mut store, since, flow.as_deref(), wall)
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())??;
+    let r = Arc::new(r);
+    *cached = Some((key, Instant::now(), Arc::clone(&r)));
+    Ok(r)
 }
 
 async fn overview(
@@ -546,7 +571,7 @@ async fn overview(
         Tile {
             key: "conversion",
             label: "Conversion",
-            value: percent(t.conversion_rate, t.enrolled),
+            value: percent(t.conversion_rate, t.enrolled_with_goal),
             note: format!("{} converted (flows with a goal)", t.converted),
         },
         Tile {
@@ -620,7 +645,7 @@ async fn overview(
         })
         .collect();
     html(OverviewPage {
-        frame: Frame::new("Overview", "overview", &who, &q.done),
+        frame: Frame::new(&app, "Overview", "overview", &who),
         periods: PERIODS.iter().map(|(v, l)| (*v, *l, *v == since)).collect(),
         since,
         from: r.from.clone(),
@@ -707,11 +732,7 @@ fn pct_bp(bp: f64) -> String {
     format!("{:.1}%", bp / 100.0)
 }
 
-async fn flows(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Query(done): Query<Done>,
-) -> Response {
+async fn flows(State(app): State<Shared>, headers: HeaderMap) -> Response {
     let Some(who) = who(&app, &headers) else {
         return sign_in_first("/console/flows");
     };
@@ -831,7 +852,7 @@ async fn flows(
         });
     }
     html(FlowsPage {
-        frame: Frame::new("Flows", "flows", &who, &done),
+        frame: Frame::new(&app, "Flows", "flows", &who),
         flows: cards,
     })
 }
@@ -866,18 +887,21 @@ async fn flow_action(
         .map(|b| b.flows.iter().any(|x| x.name == f.flow))
         .unwrap_or(false);
     if !known {
-        return see_other(&error_url(
-            "/console/flows",
-            &format!("the running bundle has no flow `{}`", f.flow),
-        ));
+        let text = format!("Nothing done: the running bundle has no flow `{}`.", f.flow);
+        return after(&app, &who, "/console/flows", false, text);
     }
     let event = json!({"type": "operator", "action": op, "flow": f.flow, "actor": who.actor});
-    submit(&app, event, "/console/flows", &op, &f.flow).await
+    let done = match op.as_str() {
+        "promote" => format!("Promoted the rollout of {}.", f.flow),
+        "halt" => format!("Halted {}.", f.flow),
+        _ => format!("Resumed {}.", f.flow),
+    };
+    submit(&app, &who, event, "/console/flows", done).await
 }
 
 /// Appends one event made by a button to the inbox, waits (a few seconds at most) for the
 /// engine to process it, and sends the browser to `page` with what happened.
-async fn submit(app: &App, mut event: Value, page: &str, done: &str, subject: &str) -> Response {
+async fn submit(app: &App, who: &Who, mut event: Value, page: &str, done: String) -> Response {
     if let Some(r) = app.draining() {
         return r;
     }
@@ -894,7 +918,7 @@ async fn submit(app: &App, mut event: Value, page: &str, done: &str, subject: &s
         .map_err(|_| "no bundle loaded".to_string())
         .and_then(|b| rapport_engine::decode(&line, &b.settings).map_err(|r| r.reason));
     if let Err(e) = checked {
-        return see_other(&error_url(page, &e));
+        return after(app, who, page, false, format!("Nothing done: {e}."));
     }
     let seqs = match app.append(vec![line], Vec::new()).await {
         Ok(s) => s,
@@ -904,10 +928,11 @@ async fn submit(app: &App, mut event: Value, page: &str, done: &str, subject: &s
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         if processed(app) >= last {
-            return see_other(&done_url(page, done, subject));
+            return after(app, who, page, true, done);
         }
         if Instant::now() >= deadline {
-            return see_other(&done_url(page, "pending", subject));
+            let text = format!("Accepted, not processed yet (reload in a moment): {done}");
+            return after(app, who, page, true, text);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -970,11 +995,7 @@ fn age(ms: i64) -> String {
 /// The most handoffs and drafts the page lists.
 const MAX_LISTED: usize = 500;
 
-async fn handoffs(
-    State(app): State<Shared>,
-    headers: HeaderMap,
-    Query(done): Query<Done>,
-) -> Response {
+async fn handoffs(State(app): State<Shared>, headers: HeaderMap) -> Response {
     let Some(who) = who(&app, &headers) else {
         return sign_in_first("/console/handoffs");
     };
@@ -1066,7 +1087,7 @@ async fn handoffs(
         Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     html(HandoffsPage {
-        frame: Frame::new("Handoffs", "handoffs", &who, &done),
+        frame: Frame::new(&app, "Handoffs", "handoffs", &who),
         handoffs,
         drafts,
     })
@@ -1114,7 +1135,8 @@ async fn release(
     }
     let event =
         json!({"type": "agent", "action": "released", "contact": f.contact, "agent": who.actor});
-    submit(&app, event, "/console/handoffs", "release", &f.contact).await
+    let done = format!("Released the handoff of {}.", f.contact);
+    submit(&app, &who, event, "/console/handoffs", done).await
 }
 
 #[derive(Deserialize)]
@@ -1145,16 +1167,13 @@ async fn decide(
         "edited" => {
             let text = f.text.as_deref().unwrap_or("").trim();
             if text.is_empty() {
-                return see_other(&error_url(
-                    "/console/handoffs",
-                    "the edited text is empty: write the reply, or reject the draft",
-                ));
+                let t =
+                    "Nothing sent: the edited text is empty; write the reply, or reject the draft.";
+                return after(&app, &who, "/console/handoffs", false, t.into());
             }
             if text.chars().count() > 4096 {
-                return see_other(&error_url(
-                    "/console/handoffs",
-                    "the edited text is longer than 4,096 characters",
-                ));
+                let t = "Nothing sent: the edited text is longer than 4,096 characters.";
+                return after(&app, &who, "/console/handoffs", false, t.into());
             }
             event["action"] = Value::from("approved");
             event["text"] = Value::from(text);
@@ -1166,7 +1185,12 @@ async fn decide(
             )
         }
     }
-    submit(&app, event, "/console/handoffs", &f.decision, &f.contact).await
+    let done = match f.decision.as_str() {
+        "approved" => format!("Approved the draft for {}.", f.contact),
+        "edited" => format!("Sent the edited draft to {}.", f.contact),
+        _ => format!("Rejected the draft for {}.", f.contact),
+    };
+    submit(&app, &who, event, "/console/handoffs", done).await
 }
 
 // ------------------------------------------------------------------ contact
@@ -1225,8 +1249,6 @@ struct ContactPage {
 #[derive(Deserialize)]
 struct ContactQuery {
     id: Option<String>,
-    #[serde(flatten)]
-    done: Done,
 }
 
 /// The most audit records the page shows (the newest); Export has them all.
@@ -1348,7 +1370,7 @@ async fn contact(
         }
     };
     html(ContactPage {
-        frame: Frame::new("Contact", "contacts", &who, &q.done),
+        frame: Frame::new(&app, "Contact", "contacts", &who),
         id_q: url_encode(&id),
         id,
         contact,
@@ -1425,10 +1447,8 @@ async fn forget(
     }
     let page = format!("/console/contacts?id={}", url_encode(&f.id));
     if f.confirm.as_deref().map(str::trim) != Some(f.id.as_str()) {
-        return see_other(&format!(
-            "{page}&error={}",
-            url_encode("nothing was erased: type the contact id exactly to confirm")
-        ));
+        let t = "Nothing was erased: type the contact id exactly to confirm.";
+        return after(&app, &who, &page, false, t.into());
     }
     if let Some(r) = app.draining() {
         return r;
@@ -1445,8 +1465,20 @@ async fn forget(
     .await
     {
         Ok(_) => {
-            tracing::info!("{} erased a contact from the console", who.actor);
-            see_other(&done_url("/console/contacts", "forgotten", &f.id))
+            // The erasure is audited: who and when, not whom (that is what was erased).
+            let at = (app.now)();
+            let record = json!({"at": rapport_engine::format_time(at), "actor": who.actor,
+                "kind": "erased", "detail": "a contact was erased from the console"});
+            let audit = rapport_store::HostAudit {
+                at,
+                contact: None,
+                record: record.to_string(),
+            };
+            if let Err(e) = app.append(Vec::new(), vec![audit]).await {
+                tracing::warn!("the erasure could not be audited: {e}");
+            }
+            let text = format!("Erased everything held about {}.", f.id);
+            after(&app, &who, "/console/contacts", true, text)
         }
         Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, &e),
     }

@@ -49,8 +49,10 @@ pub(crate) struct App {
     pub(crate) forged_audit: PerMinute,
     /// The console's signed-in sessions.
     pub(crate) sessions: crate::console::Sessions,
-    /// Console sign-in attempts this minute (guessing the token is slowed down).
+    /// Console sign-ins with a wrong token this minute (guessing is slowed down).
     pub(crate) sign_ins: PerMinute,
+    /// The last KPI report computed (the console and `GET /v1/report`).
+    pub(crate) report_cache: crate::console::ReportCache,
 }
 
 /// At most `limit` a minute.
@@ -814,8 +816,30 @@ async fn get_report(
         Ok(s) => s,
         Err(e) => return problem(StatusCode::BAD_REQUEST, format!("since: {e}")),
     };
+    if let Some(name) = &q.flow {
+        let Ok(bundle) = app.bundle.read().map(|b| Arc::clone(&b)) else {
+            return problem(StatusCode::SERVICE_UNAVAILABLE, "no bundle loaded");
+        };
+        let mut names: Vec<&str> = bundle
+            .flows
+            .iter()
+            .chain(&bundle.retired)
+            .map(|f| f.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        if !names.contains(&name.as_str()) {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "flow: the running bundle has no flow `{name}`; its flows: {}",
+                    names.join(", ")
+                ),
+            );
+        }
+    }
     match crate::console::report(&app, since, q.flow).await {
-        Ok(r) => Json(r).into_response(),
+        Ok(r) => Json(&*r).into_response(),
         Err(e) => problem(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }

@@ -158,6 +158,7 @@ pub async fn serve(s: Serve) -> Result<(), String> {
         forged_audit: http::PerMinute::new(60),
         sessions: console::Sessions::default(),
         sign_ins: http::PerMinute::new(20),
+        report_cache: tokio::sync::Mutex::new(None),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

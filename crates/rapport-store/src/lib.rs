@@ -308,6 +308,27 @@ impl SqliteStore {
         Self::open_as(path, create)
     }
 
+    /// The schema version of the store at `path`, read without changing anything (`None`
+    /// when it is not a Rapport store).
+    pub fn schema_of(path: &Path) -> Result<Option<i64>, StoreError> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let app: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        if app != APPLICATION_ID {
+            return Ok(None);
+        }
+        Ok(Some(
+            conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+        ))
+    }
+
     /// Opens an existing store without taking the host's lock: for reading what a host
     /// committed (`rapport audit export`, `rapport rollout status`) while it runs.
     pub fn open_existing(path: &Path) -> Result<Self, StoreError> {

@@ -104,12 +104,13 @@ impl SqliteStore {
     }
 
     /// Contacts a person must look at (an open handoff, or maybe a draft waiting), with
-    /// their state as JSON, and the due time of each open handoff's SLA timer.
+    /// their state as JSON: those with only drafts first, then by when the handoff opened
+    /// (oldest first), at most `limit`.
     pub fn attention(&self, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
         let mut q = self.conn.prepare_cached(
             "SELECT id, state FROM contacts
              WHERE json_extract(state, '$.handoff') IS NOT NULL OR instr(state, '\"drafts\":') > 0
-             LIMIT ?1",
+             ORDER BY json_extract(state, '$.handoff.opened') LIMIT ?1",
         )?;
         let rows = q.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
