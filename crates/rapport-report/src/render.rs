@@ -277,14 +277,20 @@ fn esc(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
-const COLOURS: [&str; 8] = [
+const COLOURS: [&str; 12] = [
     "#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2", "#65a30d", "#9f1239",
+    "#ca8a04", "#475569", "#c026d3", "#0d9488",
 ];
+
+const LEGEND_PER_ROW: usize = 4;
 
 /// A line chart as inline SVG: one line per series over the labels (days), with the
 /// axis' top value and a legend. Needs no script and no network.
 pub fn chart_svg(title: &str, labels: &[String], series: &[Series], unit: &str) -> String {
-    let (w, h, left, right, top, bottom) = (640.0, 220.0, 48.0, 28.0, 28.0, 40.0);
+    // The legend takes rows of four under the plot.
+    let legend_rows = series.len().div_ceil(LEGEND_PER_ROW).max(1);
+    let extra = 14.0 * (legend_rows - 1) as f64;
+    let (w, h, left, right, top, bottom) = (640.0, 220.0 + extra, 48.0, 28.0, 28.0, 40.0 + extra);
     let max = series
         .iter()
         .flat_map(|s| s.values.iter().flatten())
@@ -357,15 +363,16 @@ pub fn chart_svg(title: &str, labels: &[String], series: &[Series], unit: &str) 
                 );
             }
         }
+        let (col, row) = ((k % LEGEND_PER_ROW) as f64, (k / LEGEND_PER_ROW) as f64);
         let _ = write!(
             svg,
-            "<rect x=\"{lx:.1}\" y=\"{ly}\" width=\"10\" height=\"10\" fill=\"{colour}\"/>\
-             <text x=\"{tx:.1}\" y=\"{ty}\" class=\"legend\">{}</text>",
+            "<rect x=\"{lx:.1}\" y=\"{ly:.1}\" width=\"10\" height=\"10\" fill=\"{colour}\"/>\
+             <text x=\"{tx:.1}\" y=\"{ty:.1}\" class=\"legend\">{}</text>",
             esc(&s.name),
-            lx = left + 150.0 * k as f64,
-            ly = h - 16.0,
-            tx = left + 14.0 + 150.0 * k as f64,
-            ty = h - 7.0,
+            lx = left + 145.0 * col,
+            ly = h - bottom + 24.0 + 14.0 * row,
+            tx = left + 14.0 + 145.0 * col,
+            ty = h - bottom + 33.0 + 14.0 * row,
         );
     }
     svg.push_str("</svg>");
