@@ -527,10 +527,23 @@ pub(crate) async fn report(
     }
     let path = app.store_path.clone();
     let wall = (app.now)();
+    let reader = Arc::clone(&app.report_store);
     let r = tokio::task::spawn_blocking(move || {
-        let mut store =
-            rapport_store::SqliteStore::open_existing(&path).map_err(|e| e.to_string())?;
-        rapport_report::of_store(&mut store, since, flow.as_deref(), wall)
+        // One connection kept for reports: its page cache stays warm between them.
+        let mut slot = reader
+            .lock()
+            .map_err(|_| "the report's store connection is unavailable".to_string())?;
+        if slot.is_none() {
+            *slot =
+                Some(rapport_store::SqliteStore::open_existing(&path).map_err(|e| e.to_string())?);
+        }
+        let store = slot.as_mut().ok_or("no store connection")?;
+        let r = rapport_report::of_store(store, since, flow.as_deref(), wall);
+        if r.is_err() {
+            // A connection that failed is not kept: the next report opens a new one.
+            *slot = None;
+        }
+        r
     })
     .await
     .map_err(|e| e.to_string())??;
@@ -1004,7 +1017,7 @@ async fn handoffs(State(app): State<Shared>, headers: HeaderMap) -> Response {
     let bundle = app.bundle.read().map(|b| Arc::clone(&b)).ok();
     let read = tokio::task::spawn_blocking(move || -> Result<_, String> {
         let store = rapport_store::SqliteStore::open_existing(&path).map_err(|e| e.to_string())?;
-        let rows = store.attention(MAX_LISTED * 4).map_err(|e| e.to_string())?;
+        let rows = store.attention(MAX_LISTED).map_err(|e| e.to_string())?;
         let mut handoffs = Vec::new();
         let mut drafts = Vec::new();
         for (contact, state) in rows {
@@ -1481,5 +1494,75 @@ async fn forget(
             after(&app, &who, "/console/contacts", true, text)
         }
         Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_console_pages_are_places_to_go_back_to() {
+        assert_eq!(safe_next(Some("/console/flows")), "/console/flows");
+        assert_eq!(
+            safe_next(Some("/console/contacts?id=a%3Ab")),
+            "/console/contacts?id=a%3Ab"
+        );
+        for bad in [
+            None,
+            Some("https://evil.example/console/"),
+            Some("//evil.example/console/"),
+            Some("/console//evil.example"),
+            Some("/console/\\evil"),
+            Some("/v1/events"),
+            Some(""),
+        ] {
+            assert_eq!(safe_next(bad), "/console/overview", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; rapport_session=abc; b=2"),
+        );
+        assert_eq!(cookie(&h, COOKIE).as_deref(), Some("abc"));
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("x_rapport_session=no"),
+        );
+        assert_eq!(cookie(&h, COOKIE), None);
+    }
+
+    #[test]
+    fn addresses_keep_only_safe_characters() {
+        assert_eq!(
+            url_encode("whatsapp:407 &x=\"y\"\r\n"),
+            "whatsapp%3A407%20%26x%3D%22y%22%0D%0A"
+        );
+        assert_eq!(url_encode("/console/a-b_c.d~"), "/console/a-b_c.d~");
+    }
+
+    #[test]
+    fn a_session_expires_and_its_message_is_shown_once() {
+        let s = Sessions::default();
+        let (id, csrf) = s
+            .create("console:ana", Duration::from_secs(60))
+            .expect("made");
+        assert_eq!(s.get(&id), Some(("console:ana".to_string(), csrf)));
+        s.set_flash(&id, true, "Halted offer.".into());
+        assert_eq!(
+            s.take_flash(&id).map(|f| f.text).as_deref(),
+            Some("Halted offer.")
+        );
+        assert!(s.take_flash(&id).is_none(), "once");
+        assert_eq!(s.get("not-a-session"), None);
+        let (old, _) = s.create("console:bo", Duration::ZERO).expect("made");
+        assert_eq!(s.get(&old), None, "expired");
+        s.remove(&id);
+        assert_eq!(s.get(&id), None);
     }
 }

@@ -53,6 +53,8 @@ pub(crate) struct App {
     pub(crate) sign_ins: PerMinute,
     /// The last KPI report computed (the console and `GET /v1/report`).
     pub(crate) report_cache: crate::console::ReportCache,
+    /// The connection reports read the store through (opened at the first report).
+    pub(crate) report_store: Arc<Mutex<Option<rapport_store::SqliteStore>>>,
 }
 
 /// At most `limit` a minute.

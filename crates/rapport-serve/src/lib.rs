@@ -159,6 +159,7 @@ pub async fn serve(s: Serve) -> Result<(), String> {
         sessions: console::Sessions::default(),
         sign_ins: http::PerMinute::new(20),
         report_cache: tokio::sync::Mutex::new(None),
+        report_store: Arc::new(Mutex::new(None)),
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -103,17 +103,36 @@ impl SqliteStore {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    /// Contacts a person must look at (an open handoff, or maybe a draft waiting), with
-    /// their state as JSON: those with only drafts first, then by when the handoff opened
-    /// (oldest first), at most `limit`.
+    /// Contacts a person must look at, with their state as JSON: those with an open
+    /// handoff, oldest first, and those that may have a draft waiting; at most `limit` of
+    /// each (a contact can be in both).
     pub fn attention(&self, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
-        let mut q = self.conn.prepare_cached(
-            "SELECT id, state FROM contacts
-             WHERE json_extract(state, '$.handoff') IS NOT NULL OR instr(state, '\"drafts\":') > 0
-             ORDER BY json_extract(state, '$.handoff.opened') LIMIT ?1",
-        )?;
-        let rows = q.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        // Both queries repeat the index's condition, so they read the partial index of
+        // such contacts (`contacts_attention`) instead of every contact.
+        const ATTENTION: &str = "(json_extract(state, '$.handoff') IS NOT NULL
+             OR instr(state, '\"drafts\":') > 0)";
+        let mut out: Vec<(String, String)> = Vec::new();
+        for sql in [
+            format!(
+                "SELECT id, state FROM contacts WHERE {ATTENTION}
+                 AND json_extract(state, '$.handoff') IS NOT NULL
+                 ORDER BY json_extract(state, '$.handoff.opened'), id LIMIT ?1"
+            ),
+            format!(
+                "SELECT id, state FROM contacts WHERE {ATTENTION}
+                 AND instr(state, '\"drafts\":') > 0 ORDER BY id LIMIT ?1"
+            ),
+        ] {
+            let mut q = self.conn.prepare_cached(&sql)?;
+            let rows = q.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            for row in rows {
+                let (id, state): (String, String) = row?;
+                if !out.iter().any(|(seen, _)| *seen == id) {
+                    out.push((id, state));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// When a timer is due (`None`: it fired or was cancelled).
