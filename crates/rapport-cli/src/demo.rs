@@ -112,12 +112,15 @@ pub(crate) fn week(contacts: usize, seed: u64, end: i64) -> Vec<String> {
             let r = rng.unit();
             if r < 0.35 {
                 ev(t + MINUTE, msg("1"));
-                ev(t + 2 * MINUTE, msg(*rng.pick(&["2", "1", "3"])));
+                ev(t + 2 * MINUTE, msg(rng.pick::<&str>(&["2", "1", "3"])));
                 let budget = rng.pick(&["90", "120", "250", "300"]).to_string();
                 ev(t + 3 * MINUTE, msg(&budget));
-                ev(t + 4 * MINUTE, msg(*rng.pick(&["42", "39", "not sure"])));
+                ev(
+                    t + 4 * MINUTE,
+                    msg(rng.pick::<&str>(&["42", "39", "not sure"])),
+                );
                 if budget.parse::<u32>().unwrap_or(0) > 200 {
-                    ev(t + 5 * MINUTE, msg(*rng.pick(&["yes", "no"])));
+                    ev(t + 5 * MINUTE, msg(rng.pick::<&str>(&["yes", "no"])));
                 }
             } else if r < 0.5 {
                 ev(t + MINUTE, msg("2"));
@@ -249,7 +252,7 @@ pub(crate) fn week(contacts: usize, seed: u64, end: i64) -> Vec<String> {
                 "data": {"days_since_order": 100 + rng.below(250), "last_category": "sneakers"}}),
             );
             if rng.unit() < 0.3 {
-                ev(t + 20 * MINUTE, msg(*rng.pick(&["yes", "no"])));
+                ev(t + 20 * MINUTE, msg(rng.pick::<&str>(&["yes", "no"])));
             }
         }
     }

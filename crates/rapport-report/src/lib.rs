@@ -97,7 +97,7 @@ pub struct Sends {
     /// Accepted by the platform (`null`: no live host delivered anything from this
     /// store, as with `rapport run`, whose output is delivered by whatever reads it).
     pub delivered: Option<u64>,
-    /// Not sent, by reason (`no_consent`, `quiet_hours`, `outside_window`, …).
+    /// Not sent, by reason (`no_consent`, `outside_window`, `rate_limited`, …).
     pub suppressed: BTreeMap<String, u64>,
     /// Refused by the platform, by its error code.
     pub failed: BTreeMap<String, u64>,

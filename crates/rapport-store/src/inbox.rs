@@ -226,7 +226,7 @@ impl LiveReader {
     pub fn open_handoffs(&self) -> Result<(u64, Option<i64>), StoreError> {
         let (n, oldest): (i64, Option<i64>) = self.conn.query_row(
             "SELECT count(*), min(nullif(json_extract(state, '$.handoff.opened'), 0))
-             FROM contacts WHERE json_extract(state, '$.handoff') IS NOT NULL",
+             FROM contacts WHERE attention AND json_extract(state, '$.handoff') IS NOT NULL",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;

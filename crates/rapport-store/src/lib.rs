@@ -260,7 +260,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX deliveries_detail ON deliveries (detail);",
     // 3: what the KPI report reads: one row per run (started, first answer, end,
     // conversion), counts of sends by flow version and hour, and an index of the
-    // contacts a person must look at (an open handoff, a draft waiting).
+    // contacts a person must look at (an open handoff, a draft waiting), which the engine
+    // marks as it writes them.
     "CREATE TABLE runs (run INTEGER PRIMARY KEY, contact TEXT, flow TEXT NOT NULL,
          version TEXT NOT NULL, variant TEXT, channel TEXT, started INTEGER NOT NULL,
          responded INTEGER, ended INTEGER, outcome TEXT, handoff INTEGER NOT NULL DEFAULT 0,
@@ -273,8 +274,10 @@ const MIGRATIONS: &[&str] = &[
          kind TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (flow, version, hour, kind))
          WITHOUT ROWID;
      CREATE INDEX deliveries_contact ON deliveries (contact);
-     CREATE INDEX contacts_attention ON contacts (id)
-         WHERE json_extract(state, '$.handoff') IS NOT NULL OR instr(state, '\"drafts\":') > 0;",
+     ALTER TABLE contacts ADD COLUMN attention INTEGER NOT NULL DEFAULT 0;
+     UPDATE contacts SET attention = 1 WHERE json_extract(state, '$.handoff') IS NOT NULL
+         OR instr(state, '\"drafts\":[') > 0;
+     CREATE INDEX contacts_attention ON contacts (id) WHERE attention;",
 ];
 
 /// The store on SQLite.
@@ -660,11 +663,13 @@ impl Store for SqliteStore {
         let mut last = None;
         {
             let mut put = tx.prepare_cached(
-                "INSERT INTO contacts (id, state) VALUES (?1, ?2)
-                 ON CONFLICT (id) DO UPDATE SET state = excluded.state",
+                "INSERT INTO contacts (id, state, attention) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state,
+                     attention = excluded.attention",
             )?;
             for (id, state) in &batch.changes.contacts {
-                put.execute(params![id, state])?;
+                let attention = batch.changes.attention.contains(id);
+                put.execute(params![id, state, attention])?;
             }
             let mut put = tx.prepare_cached(
                 "INSERT OR REPLACE INTO timers (key, due, contact, state) VALUES (?1, ?2, ?3, ?4)",
@@ -1039,16 +1044,80 @@ impl Store for SqliteStore {
     }
 }
 
+/// What one batch said about one run, merged: a run started and answered in the same
+/// batch (most are) is one row written once, not a row written and then updated.
+#[derive(Default)]
+struct RunRow<'a> {
+    started: Option<&'a rapport_engine::RunFact>,
+    responded: Option<Millis>,
+    ended: Option<(Millis, &'a str, bool, bool)>,
+    opted_out: bool,
+    converted: Option<Millis>,
+}
+
 /// Applies what happened to runs to the report's `runs` table.
 fn write_runs(
     tx: &rusqlite::Transaction<'_>,
     facts: &[rapport_engine::RunFact],
 ) -> Result<(), StoreError> {
     use rapport_engine::RunFact;
+    let mut order: Vec<u64> = Vec::new();
+    let mut rows: std::collections::HashMap<u64, RunRow<'_>> = std::collections::HashMap::new();
     for f in facts {
+        let run = match f {
+            RunFact::Started { run, .. }
+            | RunFact::Responded { run, .. }
+            | RunFact::Ended { run, .. }
+            | RunFact::OptedOut { run }
+            | RunFact::Converted { run, .. } => *run,
+        };
+        let row = rows.entry(run).or_insert_with(|| {
+            order.push(run);
+            RunRow::default()
+        });
         match f {
-            RunFact::Started {
-                run,
+            RunFact::Started { .. } => row.started = Some(f),
+            // The first answer and the first conversion count; later ones change nothing.
+            RunFact::Responded { at, .. } => {
+                row.responded.get_or_insert(*at);
+            }
+            RunFact::Converted { at, .. } => {
+                row.converted.get_or_insert(*at);
+            }
+            RunFact::Ended {
+                at,
+                outcome,
+                handoff,
+                error,
+                ..
+            } => row.ended = Some((*at, outcome.as_str(), *handoff, *error)),
+            RunFact::OptedOut { .. } => row.opted_out = true,
+        }
+    }
+    for run in order {
+        let Some(row) = rows.get(&run) else { continue };
+        let (ended, outcome, handoff, error) = match row.ended {
+            Some((at, outcome, handoff, error)) => (Some(at), Some(outcome), handoff, error),
+            None => (None, None, false, false),
+        };
+        if let Some(RunFact::Started {
+            contact,
+            flow,
+            version,
+            variant,
+            channel,
+            at,
+            goal_deadline,
+            ..
+        }) = row.started
+        {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO runs (run, contact, flow, version, variant, channel,
+                 started, goal_deadline, responded, ended, outcome, handoff, error, opted_out,
+                 converted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )?
+            .execute(params![
+                run as i64,
                 contact,
                 flow,
                 version,
@@ -1056,50 +1125,33 @@ fn write_runs(
                 channel,
                 at,
                 goal_deadline,
-            } => {
-                tx.prepare_cached(
-                    "INSERT OR REPLACE INTO runs (run, contact, flow, version, variant, channel,
-                     started, goal_deadline) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    *run as i64,
-                    contact,
-                    flow,
-                    version,
-                    variant,
-                    channel,
-                    at,
-                    goal_deadline
-                ])?;
-            }
-            RunFact::Responded { run, at } => {
-                tx.prepare_cached(
-                    "UPDATE runs SET responded = ?2 WHERE run = ?1 AND responded IS NULL",
-                )?
-                .execute(params![*run as i64, at])?;
-            }
-            RunFact::Ended {
-                run,
-                at,
+                row.responded,
+                ended,
                 outcome,
                 handoff,
                 error,
-            } => {
-                tx.prepare_cached(
-                    "UPDATE runs SET ended = ?2, outcome = ?3, handoff = ?4, error = ?5 WHERE run = ?1",
-                )?
-                .execute(params![*run as i64, at, outcome, handoff, error])?;
-            }
-            RunFact::OptedOut { run } => {
-                tx.prepare_cached("UPDATE runs SET opted_out = 1 WHERE run = ?1")?
-                    .execute([*run as i64])?;
-            }
-            RunFact::Converted { run, at } => {
-                tx.prepare_cached(
-                    "UPDATE runs SET converted = ?2 WHERE run = ?1 AND converted IS NULL",
-                )?
-                .execute(params![*run as i64, at])?;
-            }
+                row.opted_out,
+                row.converted
+            ])?;
+        } else {
+            tx.prepare_cached(
+                "UPDATE runs SET responded = coalesce(responded, ?2),
+                     ended = coalesce(?3, ended), outcome = coalesce(?4, outcome),
+                     handoff = CASE WHEN ?3 IS NULL THEN handoff ELSE ?5 END,
+                     error = CASE WHEN ?3 IS NULL THEN error ELSE ?6 END,
+                     opted_out = max(opted_out, ?7), converted = coalesce(converted, ?8)
+                 WHERE run = ?1",
+            )?
+            .execute(params![
+                run as i64,
+                row.responded,
+                ended,
+                outcome,
+                handoff,
+                error,
+                row.opted_out,
+                row.converted
+            ])?;
         }
     }
     Ok(())

@@ -107,23 +107,16 @@ impl SqliteStore {
     /// handoff, oldest first, and those that may have a draft waiting; at most `limit` of
     /// each (a contact can be in both).
     pub fn attention(&self, limit: usize) -> Result<Vec<(String, String)>, StoreError> {
-        // Both queries repeat the index's condition, so they read the partial index of
-        // such contacts (`contacts_attention`) instead of every contact.
-        const ATTENTION: &str = "(json_extract(state, '$.handoff') IS NOT NULL
-             OR instr(state, '\"drafts\":') > 0)";
+        // Both read the partial index of the contacts marked `attention`.
         let mut out: Vec<(String, String)> = Vec::new();
         for sql in [
-            format!(
-                "SELECT id, state FROM contacts WHERE {ATTENTION}
-                 AND json_extract(state, '$.handoff') IS NOT NULL
-                 ORDER BY json_extract(state, '$.handoff.opened'), id LIMIT ?1"
-            ),
-            format!(
-                "SELECT id, state FROM contacts WHERE {ATTENTION}
-                 AND instr(state, '\"drafts\":') > 0 ORDER BY id LIMIT ?1"
-            ),
+            "SELECT id, state FROM contacts WHERE attention
+             AND json_extract(state, '$.handoff') IS NOT NULL
+             ORDER BY json_extract(state, '$.handoff.opened'), id LIMIT ?1",
+            "SELECT id, state FROM contacts WHERE attention
+             AND instr(state, '\"drafts\":[') > 0 ORDER BY id LIMIT ?1",
         ] {
-            let mut q = self.conn.prepare_cached(&sql)?;
+            let mut q = self.conn.prepare_cached(sql)?;
             let rows = q.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
             for row in rows {
                 let (id, state): (String, String) = row?;

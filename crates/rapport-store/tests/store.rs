@@ -71,6 +71,7 @@ fn a_commit_is_kept_across_reopening_and_released_actions_leave_the_outbox() {
         seen: vec![(u64::MAX, 7, 1000)],
         global: "{\"clock\":1000}".into(),
         runs: Vec::new(),
+        attention: Default::default(),
     };
     let outbox = vec![
         OutboxEntry {

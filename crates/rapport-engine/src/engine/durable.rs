@@ -48,6 +48,9 @@ pub struct Changes {
     pub global: String,
     /// What happened to runs, in order, for the KPI report.
     pub runs: Vec<RunFact>,
+    /// The contacts of `contacts` a person must look at: a handoff open, or a draft
+    /// waiting (the console lists them).
+    pub attention: HashSet<String, foldhash::fast::RandomState>,
 }
 
 /// One fact about a run, kept for the KPI report (`rapport report`): a run started,
@@ -259,9 +262,13 @@ impl Engine {
         timer_keys.sort_unstable();
         timer_keys.dedup();
         let mut contacts: Vec<(String, String)> = Vec::with_capacity(touched.len());
+        let mut attention = HashSet::default();
         for id in touched {
             if let Some(c) = self.contacts.get(id.as_str()) {
                 let json = serde_json::to_string(c).map_err(|e| e.to_string())?;
+                if c.handoff.is_some() || c.runs.iter().any(|r| !r.drafts.is_empty()) {
+                    attention.insert(id.clone());
+                }
                 contacts.push((id, json));
             }
         }
@@ -300,6 +307,7 @@ impl Engine {
             seen,
             global: serde_json::to_string(&global).map_err(|e| e.to_string())?,
             runs,
+            attention,
         })
     }
 
