@@ -73,6 +73,13 @@ fn traffic() -> Vec<Value> {
         "type": "message", "text": "how much are the Trail Runner 2?", "intent": "price_question",
         "suggestion": "The Trail Runner 2 is 89 EUR this week.", "profile": {"first_name": "Bob"}}),
     );
+    for (id, contact) in [("c1", "instagram:555002"), ("d1", "instagram:555003")] {
+        events.push(
+            json!({"id": id, "at": at(240), "contact": contact, "channel": "instagram",
+            "type": "message", "text": "price of the City Sneaker?", "intent": "price_question",
+            "suggestion": "The City Sneaker is 69 EUR.", "profile": {"first_name": "Cleo"}}),
+        );
+    }
     events
 }
 
@@ -104,10 +111,11 @@ async fn the_console_works_in_a_real_browser() {
     let body: String = traffic().iter().map(|e| format!("{e}\n")).collect();
     let (status, answer) = api(Method::POST, &format!("{}/v1/events", host.url), Some(body)).await;
     assert_eq!(status, 200, "{answer}");
-    // The draft is waiting once the engine has processed the events.
+    // The drafts are waiting once the engine has processed the events (the last is
+    // 555003's).
     let mut waiting = false;
     for _ in 0..100 {
-        let (_, c) = contact_export(&host.url, "instagram:555001").await;
+        let (_, c) = contact_export(&host.url, "instagram:555003").await;
         if c.to_string().contains("\"drafts\"") {
             waiting = true;
             break;
@@ -129,6 +137,8 @@ async fn the_console_works_in_a_real_browser() {
                 .env("SHOTS", &shots)
                 .env("HANDOFF_CONTACT", "whatsapp:40700000001")
                 .env("DRAFT_CONTACT", "instagram:555001")
+                .env("EDIT_CONTACT", "instagram:555002")
+                .env("REJECT_CONTACT", "instagram:555003")
                 .env("ROLLOUT_FLOW", "cart_recovery")
                 .env("CHROMIUM", chromium)
                 .output()
@@ -187,6 +197,19 @@ async fn the_console_works_in_a_real_browser() {
         .iter()
         .any(|c| c.raw.contains("89 EUR this week") && c.path.contains("/messages"));
     assert!(sent, "the approved reply was sent");
+    let edited = mock.calls().iter().any(|c| {
+        c.path.contains("/messages")
+            && c.raw.contains("69 EUR, and free delivery")
+            && c.raw.contains("555002")
+    });
+    assert!(edited, "the edited reply was sent as written");
+    // (The queue's helpdesk got the draft to decide on; the contact got nothing.)
+    let rejected = mock.calls().iter().any(|c| {
+        c.path.contains("/messages")
+            && c.raw.contains("555003")
+            && c.raw.contains("City Sneaker is 69 EUR")
+    });
+    assert!(!rejected, "the rejected draft was not sent");
     assert_eq!(host.term().code(), Some(0));
 }
 

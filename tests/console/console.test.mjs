@@ -15,8 +15,10 @@ const shots = process.env.SHOTS;
 const handoffContact = process.env.HANDOFF_CONTACT;
 const draftContact = process.env.DRAFT_CONTACT;
 const flow = process.env.ROLLOUT_FLOW;
+const editContact = process.env.EDIT_CONTACT;
+const rejectContact = process.env.REJECT_CONTACT;
 const browserPath = process.env.CHROMIUM || "/usr/bin/chromium";
-for (const [k, v] of Object.entries({ url, token, shots, handoffContact, draftContact, flow })) {
+for (const [k, v] of Object.entries({ url, token, shots, handoffContact, draftContact, flow, editContact, rejectContact })) {
   assert.ok(v, `${k} is not set`);
 }
 mkdirSync(shots, { recursive: true });
@@ -100,6 +102,16 @@ try {
   assert.match(await draft.locator("textarea").inputValue(), /89 EUR/);
   await clickThenFlash(draft.locator("button", { hasText: "Approve" }), new RegExp(`Approved the draft for ${draftContact}`));
   assert.equal(await page.locator("tr[data-draft]").filter({ hasText: draftContact }).count(), 0);
+
+  step = "handoffs: edit a draft and send it as written";
+  const toEdit = page.locator("tr[data-draft]").filter({ hasText: editContact });
+  await toEdit.locator("textarea").fill("It's 69 EUR, and free delivery this week!");
+  await clickThenFlash(toEdit.locator("button", { hasText: "Send edited" }), new RegExp(`Sent the edited draft to ${editContact}`));
+
+  step = "handoffs: reject a draft";
+  const toReject = page.locator("tr[data-draft]").filter({ hasText: rejectContact });
+  await clickThenFlash(toReject.locator("button", { hasText: "Reject" }), new RegExp(`Rejected the draft for ${rejectContact}`));
+  assert.equal(await page.locator("tr[data-draft]").count(), 0, "no draft left waiting");
   await shot("handoffs-after");
 
   step = "contact: look it up and see the approved reply";
