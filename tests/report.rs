@@ -428,3 +428,76 @@ fn a_store_of_an_older_schema_is_explained_and_left_as_it_is() {
         .expect("read");
     assert_eq!(v, 2, "reading a report upgrades nothing");
 }
+
+#[test]
+fn hidden_comments_a_person_puts_back_are_the_moderation_false_positives() {
+    let dir = common::temp_dir("report", "restored");
+    let bundle = common::build("flows", &dir);
+    let spam = |id: &str, contact: &str, comment: &str, at: &str| {
+        serde_json::json!({"id": id, "at": at, "contact": contact, "channel": "instagram",
+            "type": "comment", "comment": comment, "post": "p1", "author": "someone",
+            "text": "check out my page www.cheap-sneakers.example"})
+        .to_string()
+    };
+    let restored = |id: &str, contact: &str, comment: &str, at: &str| {
+        serde_json::json!({"id": id, "at": at, "contact": contact, "type": "agent",
+            "action": "restored", "comment": comment, "agent": "mod-1"})
+        .to_string()
+    };
+    let lines = [
+        spam("s1", "instagram:1", "1001", "2026-11-02T10:00:00Z"),
+        spam("s2", "instagram:2", "1002", "2026-11-02T10:05:00Z"),
+        spam("s3", "instagram:3", "1003", "2026-11-02T10:10:00Z"),
+        // Put back, then put back again (a retry): one false positive.
+        restored("r1", "instagram:1", "1001", "2026-11-02T11:00:00Z"),
+        restored("r2", "instagram:1", "1001", "2026-11-02T11:01:00Z"),
+        // A comment no flow hid is not the automation's mistake.
+        restored("r3", "instagram:9", "4242", "2026-11-02T11:02:00Z"),
+        // Without the comment's id the line is refused.
+        serde_json::json!({"id": "r4", "at": "2026-11-02T11:03:00Z", "contact": "instagram:2",
+            "type": "agent", "action": "restored"})
+        .to_string(),
+    ];
+    let events = dir.join("events.jsonl");
+    std::fs::write(&events, lines.join("\n") + "\n").expect("events");
+    let store = format!("sqlite:{}", s(&dir.join("store.db")));
+    let o = rapport(&[
+        "run",
+        "--bundle",
+        s(&bundle),
+        "--events",
+        s(&events),
+        "--actions",
+        s(&dir.join("actions.jsonl")),
+        "--store",
+        &store,
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("line 7: rejected: an `agent` event `restored` needs `comment`"),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = report(
+        &store,
+        &[
+            "--since",
+            "2026-11-01",
+            "--format",
+            "json",
+            "--flow",
+            "comment_spam",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let comments = &r["flows"][0]["comments"];
+    assert_eq!(comments["hidden"], 3, "{r}");
+    assert_eq!(comments["restored"], 1, "{r}");
+    assert_eq!(comments["false_positive_rate"], 0.3333, "{r}");
+    let table = text(&report(&store, &["--since", "2026-11-01", "--flow", "comment_spam"]).stdout);
+    assert!(
+        table.contains("hidden 3, reviewed 0, restored by a person 1"),
+        "{table}"
+    );
+}

@@ -241,7 +241,16 @@ pub(crate) fn week(contacts: usize, seed: u64, end: i64) -> Vec<String> {
             if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
                 o.extend(e.clone());
             }
+            let spam = text.contains("www.");
             ev(t, v);
+            // A moderator puts back one hidden comment in eight: the filter's false positives.
+            if spam && rng.below(8) == 0 {
+                ev(
+                    t + 2 * HOUR,
+                    json!({"type": "agent", "action": "restored",
+                    "comment": format!("1789{i:08}"), "agent": "moderator-1"}),
+                );
+            }
         } else if u < 0.9 {
             ev(t, msg("where is my order"));
             ev(t + 2 * MINUTE, msg("AS-20991"));

@@ -53,6 +53,12 @@ pub enum Body {
         released: bool,
         agent: Option<String>,
     },
+    /// A person put back a comment the automation hid (`restored`): the hide was a
+    /// false positive, counted by the report.
+    Restored {
+        comment: String,
+        agent: Option<String>,
+    },
     /// A person's decision on a draft: `approved` (sent, as `text` when they edited it)
     /// or `rejected`.
     Decision {
@@ -101,7 +107,7 @@ impl Body {
             Body::Comment { .. } => "comment",
             Body::Consent { .. } => "consent",
             Body::External { .. } => "event",
-            Body::Agent { .. } | Body::Decision { .. } => "agent",
+            Body::Agent { .. } | Body::Decision { .. } | Body::Restored { .. } => "agent",
             Body::Tick => "tick",
             Body::Operator { .. } => "operator",
             Body::Delivery { .. } => "delivery",
@@ -439,6 +445,23 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
                     released: what == "released",
                     agent: raw.agent.take(),
                 },
+                Some("restored") => {
+                    let comment = match &mut raw.comment {
+                        Some(Value::String(s)) if !s.is_empty() => std::mem::take(s),
+                        Some(Value::Number(n)) => n.to_string(),
+                        _ => {
+                            return Err(reject(
+                                rid,
+                                contact,
+                                "an `agent` event `restored` needs `comment`: the id of the comment put back",
+                            ))
+                        }
+                    };
+                    Body::Restored {
+                        comment,
+                        agent: raw.agent.take(),
+                    }
+                }
                 Some(decision @ ("approved" | "rejected")) => {
                     let approved = decision == "approved";
                     let draft = raw.draft.take().filter(|d| !d.is_empty()).ok_or_else(|| {
@@ -469,7 +492,7 @@ pub fn decode(line: &str, settings: &Settings) -> Result<Event, Rejected> {
                     return Err(reject(
                         rid,
                         contact,
-                        "an `agent` event needs `action`: released, replied, approved or rejected",
+                        "an `agent` event needs `action`: released, replied, approved, rejected or restored",
                     ))
                 }
             }

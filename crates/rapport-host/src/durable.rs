@@ -534,6 +534,17 @@ impl Pending {
                 ActionKind::Review => Some("review"),
                 _ => None,
             };
+            if let (ActionKind::Hide, Some(comment), Some(flow), Some(version)) =
+                (a.kind, &a.comment, &a.flow, &a.version)
+            {
+                self.batch.hidden.push(rapport_store::Hidden {
+                    comment: comment.clone(),
+                    contact: a.contact.clone(),
+                    flow: flow.to_string(),
+                    version: version.to_string(),
+                    at: a.at,
+                });
+            }
             if let (Some(kind), Some(flow), Some(version)) = (kind, &a.flow, &a.version) {
                 let key = (
                     Arc::clone(flow),
@@ -574,6 +585,9 @@ impl Pending {
         // concerns one contact).
         let mut current: Option<AuditEntry> = None;
         for a in &o.audit {
+            if let ("restored", Some(comment)) = (a.kind, &a.detail) {
+                self.batch.restored.push((comment.clone(), a.at));
+            }
             if let ("suppressed", Some(flow), Some(version)) = (a.kind, &a.flow, &a.version) {
                 let key = (
                     Arc::from(flow.as_str()),

@@ -103,12 +103,16 @@ pub struct Sends {
     pub failed: BTreeMap<String, u64>,
 }
 
-/// A comment flow's moderation: public replies, hidden comments, comments sent to review.
+/// A comment flow's moderation: public replies, hidden comments, comments sent to review,
+/// and hidden comments a person put back (`agent` event `restored`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Comments {
     pub replies: u64,
     pub hidden: u64,
     pub reviewed: u64,
+    pub restored: u64,
+    /// restored / hidden: the share of hides a person undid (`null` with nothing hidden).
+    pub false_positive_rate: Option<f64>,
 }
 
 /// How long after a run started its first message left, in seconds.
@@ -377,6 +381,7 @@ pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) 
             "reply" => f.comments.replies += a.n,
             "hide" => f.comments.hidden += a.n,
             "review" => f.comments.reviewed += a.n,
+            "restored" => f.comments.restored += a.n,
             k => {
                 if let Some(reason) = k.strip_prefix("suppressed:") {
                     *f.sends.suppressed.entry(reason.to_string()).or_default() += a.n;
@@ -385,6 +390,9 @@ pub fn compute(period: &Period<'_>, data: &ReportData, bundle: Option<&Bundle>) 
                 }
             }
         }
+    }
+    for f in &mut flows {
+        f.comments.false_positive_rate = rate(f.comments.restored, f.comments.hidden);
     }
     if data.live_deliveries {
         for f in &mut flows {

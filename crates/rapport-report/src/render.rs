@@ -49,7 +49,7 @@ fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
 /// The guard metrics and sends of a flow version, as short labelled texts.
 fn summary(f: &FlowReport) -> Vec<(&'static str, String)> {
     let n = f.finished;
-    vec![
+    let mut lines = vec![
         ("enrolled", f.enrolled.to_string()),
         ("finished", f.finished.to_string()),
         ("goal window open", f.open.to_string()),
@@ -80,7 +80,27 @@ fn summary(f: &FlowReport) -> Vec<(&'static str, String)> {
         ),
         ("suppressed", counts(&f.sends.suppressed)),
         ("failed", counts(&f.sends.failed)),
-    ]
+    ];
+    let c = &f.comments;
+    if c.replies + c.hidden + c.reviewed + c.restored > 0 {
+        lines.push((
+            "comments",
+            format!(
+                "replies {}, hidden {}, reviewed {}, restored by a person {}{}",
+                c.replies,
+                c.hidden,
+                c.reviewed,
+                c.restored,
+                match c.false_positive_rate {
+                    Some(r) if c.hidden >= SMALL_SAMPLE => {
+                        format!(" ({:.1}% of hidden)", r * 100.0)
+                    }
+                    _ => String::new(),
+                }
+            ),
+        ));
+    }
+    lines
 }
 
 fn variant_cells(f: &FlowReport) -> Vec<[String; 7]> {
@@ -134,13 +154,6 @@ pub fn table(r: &Report) -> String {
         );
         for (label, value) in summary(f) {
             let _ = writeln!(out, "  {label:<17} {value}");
-        }
-        if f.comments.replies + f.comments.hidden + f.comments.reviewed > 0 {
-            let _ = writeln!(
-                out,
-                "  {:<17} replies {}, hidden {}, reviewed {}",
-                "comments", f.comments.replies, f.comments.hidden, f.comments.reviewed
-            );
         }
         if !f.variants.is_empty() {
             let rows = variant_cells(f);

@@ -141,6 +141,20 @@ pub struct Batch {
     pub forget_ids_before: Option<Millis>,
     /// Sends and moderation actions counted by flow version and hour, for the report.
     pub activity: Vec<Activity>,
+    /// Comments a flow hid, and comments a person put back (by comment id, when): the
+    /// report's moderation false positives.
+    pub hidden: Vec<Hidden>,
+    pub restored: Vec<(String, Millis)>,
+}
+
+/// A comment a flow version hid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hidden {
+    pub comment: String,
+    pub contact: Option<String>,
+    pub flow: String,
+    pub version: String,
+    pub at: Millis,
 }
 
 /// A count of one kind of thing a flow version did within one hour: `sent`, `reply`,
@@ -277,7 +291,11 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE contacts ADD COLUMN attention INTEGER NOT NULL DEFAULT 0;
      UPDATE contacts SET attention = 1 WHERE json_extract(state, '$.handoff') IS NOT NULL
          OR instr(state, '\"drafts\":[') > 0;
-     CREATE INDEX contacts_attention ON contacts (id) WHERE attention;",
+     CREATE INDEX contacts_attention ON contacts (id) WHERE attention;
+     CREATE TABLE hidden (comment TEXT PRIMARY KEY, contact TEXT, flow TEXT NOT NULL,
+         version TEXT NOT NULL, at INTEGER NOT NULL, restored INTEGER NOT NULL DEFAULT 0)
+         WITHOUT ROWID;
+     CREATE INDEX hidden_contact ON hidden (contact);",
 ];
 
 /// The store on SQLite.
@@ -763,6 +781,27 @@ impl Store for SqliteStore {
             for a in &batch.activity {
                 put.execute(params![a.flow, a.version, a.hour, a.kind, a.n as i64])?;
             }
+            let mut put = tx.prepare_cached(
+                "INSERT OR IGNORE INTO hidden (comment, contact, flow, version, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for h in &batch.hidden {
+                put.execute(params![h.comment, h.contact, h.flow, h.version, h.at])?;
+            }
+            // A comment put back counts once, for the flow version that hid it.
+            let mut mark = tx.prepare_cached(
+                "UPDATE hidden SET restored = 1 WHERE comment = ?1 AND restored = 0",
+            )?;
+            let mut count = tx.prepare_cached(
+                "INSERT INTO activity (flow, version, hour, kind, n)
+                 SELECT flow, version, ?2, 'restored', 1 FROM hidden WHERE comment = ?1
+                 ON CONFLICT (flow, version, hour, kind) DO UPDATE SET n = n + 1",
+            )?;
+            for (comment, at) in &batch.restored {
+                if mark.execute([comment])? > 0 {
+                    count.execute(params![comment, hour_of(*at)])?;
+                }
+            }
             let mut meta =
                 tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
             meta.execute(params!["global", batch.changes.global])?;
@@ -945,6 +984,7 @@ impl Store for SqliteStore {
             "UPDATE runs SET contact = NULL WHERE contact = ?1",
             [contact],
         )?;
+        tx.execute("DELETE FROM hidden WHERE contact = ?1", [contact])?;
         // Unreleased actions (and audit lines) for the contact: rewrite each outbox row
         // without them.
         let rows: Vec<(i64, String, String)> = {

@@ -97,6 +97,24 @@ impl Engine {
             Body::Agent { released, agent } => {
                 self.agent(contact, *released, agent.as_deref(), cause)
             }
+            Body::Restored { comment, agent } => {
+                // Nothing changes for the contact: the record says which comment a person
+                // put back (`detail`), and who (`actor`), for the moderation figures.
+                if self.record_audit {
+                    self.out.audit.push(Audit {
+                        at: cause.at,
+                        contact: Some(contact.to_string()),
+                        actor: agent.clone().unwrap_or_else(|| "agent".into()),
+                        kind: "restored",
+                        flow: None,
+                        version: None,
+                        state: None,
+                        reason: None,
+                        detail: Some(comment.clone()),
+                        cause: Some(cause.field.to_string()),
+                    });
+                }
+            }
             Body::Decision {
                 approved,
                 draft,
