@@ -193,9 +193,9 @@ fn generate(contacts: usize, seed: u64) -> (String, Truth) {
     (out, truth)
 }
 
-/// The project run on `events` into a store in `dir`; returns the store URL.
-fn store_with(dir: &Path, events: &str) -> String {
-    let bundle = common::build("tests/report/project", dir);
+/// `project` run on `events` into a store in `dir`: the store URL and what the run said.
+fn run_into_store(dir: &Path, project: &str, events: &str) -> (String, std::process::Output) {
+    let bundle = common::build(project, dir);
     let events_path = dir.join("events.jsonl");
     std::fs::write(&events_path, events).expect("events written");
     let store = format!("sqlite:{}", s(&dir.join("store.db")));
@@ -211,7 +211,12 @@ fn store_with(dir: &Path, events: &str) -> String {
         &store,
     ]);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    store
+    (store, o)
+}
+
+/// The test project run on `events` into a store in `dir`; returns the store URL.
+fn store_with(dir: &Path, events: &str) -> String {
+    run_into_store(dir, "tests/report/project", events).0
 }
 
 fn report(store: &str, extra: &[&str]) -> std::process::Output {
@@ -432,7 +437,6 @@ fn a_store_of_an_older_schema_is_explained_and_left_as_it_is() {
 #[test]
 fn hidden_comments_a_person_puts_back_are_the_moderation_false_positives() {
     let dir = common::temp_dir("report", "restored");
-    let bundle = common::build("flows", &dir);
     let spam = |id: &str, contact: &str, comment: &str, at: &str| {
         serde_json::json!({"id": id, "at": at, "contact": contact, "channel": "instagram",
             "type": "comment", "comment": comment, "post": "p1", "author": "someone",
@@ -458,21 +462,7 @@ fn hidden_comments_a_person_puts_back_are_the_moderation_false_positives() {
             "type": "agent", "action": "restored"})
         .to_string(),
     ];
-    let events = dir.join("events.jsonl");
-    std::fs::write(&events, lines.join("\n") + "\n").expect("events");
-    let store = format!("sqlite:{}", s(&dir.join("store.db")));
-    let o = rapport(&[
-        "run",
-        "--bundle",
-        s(&bundle),
-        "--events",
-        s(&events),
-        "--actions",
-        s(&dir.join("actions.jsonl")),
-        "--store",
-        &store,
-    ]);
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    let (store, o) = run_into_store(&dir, "flows", &(lines.join("\n") + "\n"));
     assert!(
         text(&o.stderr).contains("line 7: rejected: an `agent` event `restored` needs `comment`"),
         "{}",

@@ -470,6 +470,19 @@ pub enum TextPart {
 }
 
 impl Bundle {
+    /// The names of its flows, current and retired, sorted, each once.
+    pub fn flow_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .flows
+            .iter()
+            .chain(&self.retired)
+            .map(|f| f.name.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
     /// Carries each flow's previous version over from `baseline` (the bundle in
     /// production): a flow whose version changed gets the baseline's flow as its previous
     /// version; an unchanged one keeps the baseline's previous version.

@@ -66,14 +66,7 @@ fn check_flow(store: &rapport_store::SqliteStore, name: &str) -> Result<(), Stri
     let Ok(bundle) = serde_json::from_str::<rapport_bundle::Bundle>(&text) else {
         return Ok(());
     };
-    let mut names: Vec<&str> = bundle
-        .flows
-        .iter()
-        .chain(&bundle.retired)
-        .map(|f| f.name.as_str())
-        .collect();
-    names.sort_unstable();
-    names.dedup();
+    let names = bundle.flow_names();
     if names.contains(&name) {
         return Ok(());
     }

@@ -29,6 +29,33 @@ pub fn variant(flow: &str, contact: &str, n: usize) -> usize {
     (murmur(&format!("{flow}:{contact}"), VARIANT_SEED) as usize) % n
 }
 
+/// A guard's metric for a version's stats, in hundredths of a percent, as the rollout
+/// guards compute it; `None` when no run counted toward it yet (it crosses nothing then).
+pub fn guard_value(metric: rapport_bundle::Metric, st: &crate::VersionStats) -> Option<f64> {
+    use rapport_bundle::Metric;
+    let rate = |n: u64, d: u64| (d > 0).then(|| n as f64 * 10_000.0 / d as f64);
+    match metric {
+        Metric::OptOutRate => rate(st.opted_out, st.finished),
+        Metric::HandoffRate => rate(st.handoffs, st.finished),
+        Metric::ErrorRate => rate(st.errors, st.finished),
+        Metric::ConversionRate => rate(st.converted, st.converted + st.not_converted),
+    }
+}
+
+/// Whether a guard's metric `value` crosses its threshold.
+pub fn guard_crossed(guard: &rapport_bundle::Guard, value: f64) -> bool {
+    use rapport_bundle::CompareOp;
+    let t = f64::from(guard.threshold);
+    match guard.op {
+        CompareOp::Gt => value > t,
+        CompareOp::Ge => value >= t,
+        CompareOp::Lt => value < t,
+        CompareOp::Le => value <= t,
+        CompareOp::Eq => (value - t).abs() < f64::EPSILON,
+        CompareOp::Ne => (value - t).abs() >= f64::EPSILON,
+    }
+}
+
 /// When `now` falls inside quiet hours `[from, to)` (minutes after local midnight), the
 /// instant they end; `None` outside them. Local time is in the first of `zones` that is a
 /// known time zone (the contact's, then the project's), else UTC.

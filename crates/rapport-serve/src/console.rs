@@ -713,34 +713,6 @@ struct FlowsPage {
     flows: Vec<FlowCard>,
 }
 
-/// Each flow version's stats as the engine last committed them.
-fn committed_stats(app: &App) -> Result<HashMap<(String, String), Value>, String> {
-    let global = app
-        .reader
-        .lock()
-        .map_err(|_| "the store's reader is unavailable".to_string())?
-        .meta("global")
-        .map_err(|e| e.to_string())?;
-    let global: Value = global
-        .and_then(|g| serde_json::from_str(&g).ok())
-        .unwrap_or(Value::Null);
-    let mut stats = HashMap::new();
-    if let (Some(v), Some(s)) = (
-        global.get("versions").and_then(Value::as_array),
-        global.get("stats").and_then(Value::as_array),
-    ) {
-        for (name, stat) in v.iter().zip(s) {
-            if let (Some(n), Some(ver)) = (
-                name.get(0).and_then(Value::as_str),
-                name.get(1).and_then(Value::as_str),
-            ) {
-                stats.insert((n.to_string(), ver.to_string()), stat.clone());
-            }
-        }
-    }
-    Ok(stats)
-}
-
 fn pct_bp(bp: f64) -> String {
     format!("{:.1}%", bp / 100.0)
 }
@@ -749,7 +721,7 @@ async fn flows(State(app): State<Shared>, headers: HeaderMap) -> Response {
     let Some(who) = who(&app, &headers) else {
         return sign_in_first("/console/flows");
     };
-    let stats = match committed_stats(&app) {
+    let stats = match app.committed_stats() {
         Ok(s) => s,
         Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, &e),
     };
@@ -760,17 +732,16 @@ async fn flows(State(app): State<Shared>, headers: HeaderMap) -> Response {
         stats
             .get(&(f.name.clone(), f.version.clone()))
             .cloned()
-            .unwrap_or(Value::Null)
+            .unwrap_or_default()
     };
-    let n = |st: &Value, k: &str| st.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let stage_text = |f: &rapport_bundle::Flow, st: &Value| match &f.rollout {
+    let stage_text = |f: &rapport_bundle::Flow, st: &rapport_engine::VersionStats| match &f.rollout
+    {
         Some(r) if r.stages.len() > 1 => {
-            let i = n(st, "stage") as usize;
-            let pct = r.stages.get(i).copied().unwrap_or(10_000);
+            let pct = r.stages.get(st.stage).copied().unwrap_or(10_000);
             format!(
                 "{}% (stage {} of {})",
                 f64::from(pct) / 100.0,
-                i + 1,
+                st.stage + 1,
                 r.stages.len()
             )
         }
@@ -786,56 +757,48 @@ async fn flows(State(app): State<Shared>, headers: HeaderMap) -> Response {
             } else {
                 "contacts outside the stage".into()
             },
-            enrolled: n(&st, "enrolled"),
-            finished: n(&st, "finished"),
-            opted_out: n(&st, "opted_out"),
-            handoffs: n(&st, "handoffs"),
-            errors: n(&st, "errors"),
-            converted: n(&st, "converted"),
+            enrolled: st.enrolled,
+            finished: st.finished,
+            opted_out: st.opted_out,
+            handoffs: st.handoffs,
+            errors: st.errors,
+            converted: st.converted,
         }
     };
     let mut cards = Vec::new();
     for f in &bundle.flows {
         let st = get(f);
-        let halted = st.get("halted").and_then(Value::as_bool).unwrap_or(false);
-        let stage = n(&st, "stage") as usize;
         let stages = f.rollout.as_ref().map_or(0, |r| r.stages.len());
-        let rate = |x: u64, d: u64| (d > 0).then(|| x as f64 * 10_000.0 / d as f64);
-        let finished = n(&st, "finished");
         let mut guards = Vec::new();
         let mut crossed_any = Vec::new();
         if let Some(h) = &f.halt {
             for g in &h.guards {
                 use rapport_bundle::{CompareOp, Metric};
-                let (metric, value) = match g.metric {
-                    Metric::OptOutRate => ("opt_out_rate", rate(n(&st, "opted_out"), finished)),
-                    Metric::HandoffRate => ("handoff_rate", rate(n(&st, "handoffs"), finished)),
-                    Metric::ErrorRate => ("error_rate", rate(n(&st, "errors"), finished)),
-                    Metric::ConversionRate => (
-                        "conversion_rate",
-                        rate(
-                            n(&st, "converted"),
-                            n(&st, "converted") + n(&st, "not_converted"),
-                        ),
-                    ),
+                let metric = match g.metric {
+                    Metric::OptOutRate => "opt_out_rate",
+                    Metric::HandoffRate => "handoff_rate",
+                    Metric::ErrorRate => "error_rate",
+                    Metric::ConversionRate => "conversion_rate",
                 };
-                let t = f64::from(g.threshold);
-                let (op, crossed) = match (g.op, value) {
-                    (CompareOp::Gt, v) => (">", v.is_some_and(|v| v > t)),
-                    (CompareOp::Ge, v) => (">=", v.is_some_and(|v| v >= t)),
-                    (CompareOp::Lt, v) => ("<", v.is_some_and(|v| v < t)),
-                    (CompareOp::Le, v) => ("<=", v.is_some_and(|v| v <= t)),
-                    (CompareOp::Eq, v) => ("==", v.is_some_and(|v| (v - t).abs() < f64::EPSILON)),
-                    (CompareOp::Ne, v) => ("!=", v.is_some_and(|v| (v - t).abs() >= f64::EPSILON)),
+                let op = match g.op {
+                    CompareOp::Gt => ">",
+                    CompareOp::Ge => ">=",
+                    CompareOp::Lt => "<",
+                    CompareOp::Le => "<=",
+                    CompareOp::Eq => "==",
+                    CompareOp::Ne => "!=",
                 };
-                let crossed = crossed && finished >= h.after_runs;
+                // As the guards judge it: the metric, once `after N runs` have finished.
+                let value = rapport_engine::rollout::guard_value(g.metric, &st);
+                let crossed = st.finished >= h.after_runs
+                    && value.is_some_and(|v| rapport_engine::rollout::guard_crossed(g, v));
                 if crossed {
                     crossed_any.push(metric);
                 }
                 guards.push(GuardLine {
                     metric,
                     op,
-                    threshold: pct_bp(t),
+                    threshold: pct_bp(f64::from(g.threshold)),
                     value: value.map_or("no finished run yet".into(), pct_bp),
                     crossed,
                 });
@@ -854,12 +817,12 @@ async fn flows(State(app): State<Shared>, headers: HeaderMap) -> Response {
             },
             rollout: stage_text(f, &st),
             has_rollout: stages > 1,
-            halted,
-            halt_reason: (halted && !crossed_any.is_empty())
+            halted: st.halted,
+            halt_reason: (st.halted && !crossed_any.is_empty())
                 .then(|| format!("guard crossed: {}", crossed_any.join(", "))),
-            can_promote: !halted && stage + 1 < stages,
+            can_promote: !st.halted && st.stage + 1 < stages,
             after_runs: f.halt.as_ref().map_or(0, |h| h.after_runs),
-            finished,
+            finished: st.finished,
             guards,
             versions,
         });

@@ -151,6 +151,38 @@ impl App {
         }
     }
 
+    /// Each flow version's rollout stage and run counts as the engine last committed them
+    /// (none before its first commit).
+    pub(crate) fn committed_stats(
+        &self,
+    ) -> Result<HashMap<(String, String), rapport_engine::VersionStats>, String> {
+        let global = self
+            .reader
+            .lock()
+            .map_err(|_| "the store's reader is unavailable".to_string())?
+            .meta("global")
+            .map_err(|e| e.to_string())?;
+        let global: Value = global
+            .and_then(|g| serde_json::from_str(&g).ok())
+            .unwrap_or(Value::Null);
+        let mut stats = HashMap::new();
+        if let (Some(v), Some(s)) = (
+            global.get("versions").and_then(Value::as_array),
+            global.get("stats").and_then(Value::as_array),
+        ) {
+            for (name, stat) in v.iter().zip(s) {
+                if let (Some(n), Some(ver)) = (
+                    name.get(0).and_then(Value::as_str),
+                    name.get(1).and_then(Value::as_str),
+                ) {
+                    let stat = serde_json::from_value(stat.clone()).unwrap_or_default();
+                    stats.insert((n.to_string(), ver.to_string()), stat);
+                }
+            }
+        }
+        Ok(stats)
+    }
+
     /// Appends to the inbox and waits until it is on disk.
     pub(crate) async fn append(
         &self,
@@ -739,52 +771,26 @@ async fn get_rollouts(State(app): State<Shared>, headers: HeaderMap) -> Response
     if let Some(r) = app.unauthorised(&headers) {
         return r;
     }
-    let global = app
-        .reader
-        .lock()
-        .map_err(|_| "lock".to_string())
-        .and_then(|r| r.meta("global").map_err(|e| e.to_string()));
-    let global: Value = match global {
-        Ok(Some(g)) => serde_json::from_str(&g).unwrap_or(Value::Null),
-        Ok(None) => Value::Null,
+    let stats = match app.committed_stats() {
+        Ok(s) => s,
         Err(e) => return problem(StatusCode::INTERNAL_SERVER_ERROR, e),
     };
     let Ok(bundle) = app.bundle.read().map(|b| Arc::clone(&b)) else {
         return problem(StatusCode::SERVICE_UNAVAILABLE, "no bundle loaded");
     };
-    let mut stats: HashMap<(String, String), Value> = HashMap::new();
-    if let (Some(v), Some(s)) = (
-        global.get("versions").and_then(Value::as_array),
-        global.get("stats").and_then(Value::as_array),
-    ) {
-        for (name, stat) in v.iter().zip(s) {
-            if let (Some(n), Some(ver)) = (
-                name.get(0).and_then(Value::as_str),
-                name.get(1).and_then(Value::as_str),
-            ) {
-                stats.insert((n.to_string(), ver.to_string()), stat.clone());
-            }
-        }
-    }
     let describe = |f: &rapport_bundle::Flow, role: &str| {
         let st = stats
             .get(&(f.name.clone(), f.version.clone()))
             .cloned()
-            .unwrap_or(Value::Null);
-        let stage_ix = st.get("stage").and_then(Value::as_u64).unwrap_or(0) as usize;
+            .unwrap_or_default();
         let percent = f
             .rollout
             .as_ref()
-            .map(|r| r.stages.get(stage_ix).copied().unwrap_or(10_000) as f64 / 100.0);
+            .map(|r| r.stages.get(st.stage).copied().unwrap_or(10_000) as f64 / 100.0);
         json!({"flow": f.name, "version": f.version, "role": role,
-            "rollout_percent": percent,
-            "halted": st.get("halted").and_then(Value::as_bool).unwrap_or(false),
-            "enrolled": st.get("enrolled").and_then(Value::as_u64).unwrap_or(0),
-            "finished": st.get("finished").and_then(Value::as_u64).unwrap_or(0),
-            "opted_out": st.get("opted_out").and_then(Value::as_u64).unwrap_or(0),
-            "handoffs": st.get("handoffs").and_then(Value::as_u64).unwrap_or(0),
-            "errors": st.get("errors").and_then(Value::as_u64).unwrap_or(0),
-            "converted": st.get("converted").and_then(Value::as_u64).unwrap_or(0)})
+            "rollout_percent": percent, "halted": st.halted,
+            "enrolled": st.enrolled, "finished": st.finished, "opted_out": st.opted_out,
+            "handoffs": st.handoffs, "errors": st.errors, "converted": st.converted})
     };
     let mut out = Vec::new();
     for f in &bundle.flows {
@@ -822,14 +828,7 @@ async fn get_report(
         let Ok(bundle) = app.bundle.read().map(|b| Arc::clone(&b)) else {
             return problem(StatusCode::SERVICE_UNAVAILABLE, "no bundle loaded");
         };
-        let mut names: Vec<&str> = bundle
-            .flows
-            .iter()
-            .chain(&bundle.retired)
-            .map(|f| f.name.as_str())
-            .collect();
-        names.sort_unstable();
-        names.dedup();
+        let names = bundle.flow_names();
         if !names.contains(&name.as_str()) {
             return problem(
                 StatusCode::BAD_REQUEST,

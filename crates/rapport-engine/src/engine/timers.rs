@@ -271,26 +271,9 @@ impl Engine {
                 continue;
             }
             // A metric with no run counted yet has no value and crosses nothing.
-            let rate = |n: u64, d: u64| (d > 0).then(|| n as f64 * 10_000.0 / d as f64);
             let crossed = halt.guards.iter().any(|g| {
-                let value = match g.metric {
-                    rapport_bundle::Metric::OptOutRate => rate(st.opted_out, st.finished),
-                    rapport_bundle::Metric::HandoffRate => rate(st.handoffs, st.finished),
-                    rapport_bundle::Metric::ErrorRate => rate(st.errors, st.finished),
-                    rapport_bundle::Metric::ConversionRate => {
-                        rate(st.converted, st.converted + st.not_converted)
-                    }
-                };
-                let Some(value) = value else { return false };
-                let t = f64::from(g.threshold);
-                match g.op {
-                    rapport_bundle::CompareOp::Gt => value > t,
-                    rapport_bundle::CompareOp::Ge => value >= t,
-                    rapport_bundle::CompareOp::Lt => value < t,
-                    rapport_bundle::CompareOp::Le => value <= t,
-                    rapport_bundle::CompareOp::Eq => (value - t).abs() < f64::EPSILON,
-                    rapport_bundle::CompareOp::Ne => (value - t).abs() >= f64::EPSILON,
-                }
+                crate::rollout::guard_value(g.metric, st)
+                    .is_some_and(|v| crate::rollout::guard_crossed(g, v))
             });
             if crossed {
                 self.stats[flow].halted = true;
